@@ -1,0 +1,132 @@
+"""The one artifact: a model bundle folder, written by training and read by the CLI, MLflow and Serve.
+
+    manifest.json        format version, package version, configs, training window and metrics, features
+    trend.json           log-linear trend parameters
+    seasonality.json     Fourier/exogenous design spec and ridge coefficients
+    residual_scaler.json scaling of the LSTM's input channels
+    residual_lstm.pt     LSTM weights as a state_dict (read with weights_only=True)
+    quantiles.json       conformal offsets per lead hour (log space)
+
+No pickle anywhere. A bundle is written to a temporary sibling folder and renamed into place, so a
+crash never leaves a half-written bundle where a model is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stef_ray import __version__
+from stef_ray.config import DataConfig, ModelConfig
+from stef_ray.exceptions import BundleError, ModelNotFoundError
+from stef_ray.models.hybrid import HybridModel
+from stef_ray.models.seasonality import FourierSeasonality
+from stef_ray.models.trend import LogLinearTrend
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "residual_lstm.pt"
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=True))
+
+
+def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | None = None,
+                extra: dict | None = None) -> Path:
+    """Write ``model`` as a bundle folder at ``path`` (replacing an existing bundle atomically)."""
+    import torch  # the core's only torch use outside the residual model: writing its state_dict
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "package": "stef_ray",
+            "package_version": __version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model_config": model.config.model_dump(mode="json"),
+            "data_config": (data_config or DataConfig(exog=model.exog)).model_dump(mode="json"),
+            "exog": model.exog,
+            "feature_names": {
+                "seasonality": model.seasonality.feature_names,
+                "residual_channels": model.channel_names,
+            },
+            "lookback_hours": model.lookback,
+            "horizon_hours": model.horizon,
+            "training": model.training,
+            "has_residual": model.residual is not None,
+            "extra": extra or {},
+        }
+        _write_json(staging / MANIFEST, manifest)
+        _write_json(staging / "trend.json", model.trend.to_state())
+        _write_json(staging / "seasonality.json", model.seasonality.to_state())
+        _write_json(staging / "residual_scaler.json", model.scaler)
+        _write_json(staging / "quantiles.json", model.quantile_offsets)
+        if model.residual is not None:
+            torch.save(model.residual.state_dict(), staging / WEIGHTS)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            staging.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelNotFoundError(
+            f"no model bundle at {path} (missing {MANIFEST}); train first: stef-ray train --out {path}"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        raise BundleError(f"{manifest_path} is not valid JSON; the bundle is damaged, retrain it") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {path} has format version {version}, this stef_ray {__version__} reads up to "
+            f"{FORMAT_VERSION}; upgrade stef_ray to load it"
+        )
+    return manifest
+
+
+def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, dict]:
+    """Read a bundle folder; returns the model and its manifest."""
+    import torch
+
+    from stef_ray.models.residual_lstm import ResidualLSTM
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    try:
+        config = ModelConfig.model_validate(manifest["model_config"])
+        if device:
+            config.residual.device = device
+        model = HybridModel(config, manifest["exog"])
+        model.trend = LogLinearTrend.from_state(json.loads((path / "trend.json").read_text()))
+        model.seasonality = FourierSeasonality.from_state(json.loads((path / "seasonality.json").read_text()))
+        model.scaler = json.loads((path / "residual_scaler.json").read_text())
+        model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
+        model.training = manifest.get("training", {})
+        if manifest.get("has_residual"):
+            state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+            residual = ResidualLSTM(config.residual, len(manifest["feature_names"]["residual_channels"]))
+            model.residual = residual.load_state_dict(state)
+    except FileNotFoundError as err:
+        raise BundleError(f"bundle {path} is incomplete: {Path(err.filename).name} is missing; retrain it") from None
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise BundleError(f"bundle {path} cannot be read ({type(err).__name__}: {str(err)[:120]}); retrain it") from None
+    return model, manifest

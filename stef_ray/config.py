@@ -1,0 +1,172 @@
+"""Typed configuration: pydantic models loaded from YAML, ``extra="forbid"`` so a typo is an error that
+names the key. Every field carries a description; ``stef-ray ... --help`` and the README draw on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stef_ray.exceptions import ConfigError
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where the hourly load comes from and how to read it."""
+
+    path: str | None = Field(None, description="CSV or Parquet file with one row per timestamp")
+    timestamp_col: str = Field("timestamp", description="column holding the timestamps")
+    target_col: str = Field("load", description="column holding the load (MW, > 0)")
+    exog: list[str] = Field(
+        default_factory=list,
+        description="exogenous columns used as known-future inputs (e.g. temperature, workday)",
+    )
+    timezone: str | None = Field(
+        None,
+        description="IANA zone of naive timestamps (e.g. Asia/Seoul); also the local clock of the "
+        "calendar features. Aware timestamps are converted to it. Default: the file's offset, else UTC.",
+    )
+    timestamp_format: str | None = Field(
+        None, description="strftime format of the timestamps, e.g. '%d-%m-%Y %H:%M' (default: inferred)"
+    )
+    dayfirst: bool = Field(False, description="read ambiguous dates day-first (31-12-2002)")
+    hour_ending: bool = Field(
+        False,
+        description="timestamps label the END of each interval (01:00 = 00:00-01:00, as PJM does); "
+        "default: the start (hour-beginning)",
+    )
+    sort: bool = Field(False, description="sort unsorted input instead of refusing it")
+    holidays: Literal["US"] | None = Field(
+        None, description="add a 'holiday' 0/1 column from a public-holiday calendar (US federal)"
+    )
+    max_interpolate_hours: int = Field(
+        3, ge=0, le=24, description="gaps up to this many hours are interpolated; longer ones are kept out"
+    )
+
+
+class TrendConfig(StrictModel):
+    """Log-linear trend: log(load) = a + b * years."""
+
+    enabled: bool = Field(True, description="fit a trend (else a constant level)")
+
+
+class SeasonalityConfig(StrictModel):
+    """Fourier seasonality (and linear exogenous effects) on the detrended log load."""
+
+    daily_order: int = Field(3, ge=0, le=12, description="Kd: daily harmonics")
+    weekly_order: int = Field(7, ge=0, le=20, description="Kw: weekly harmonics")
+    yearly_order: int = Field(3, ge=0, le=20, description="Ky: yearly harmonics (dropped on < 2 years)")
+    min_years_for_yearly: float = Field(
+        2.0, gt=0, description="history (years) below which yearly terms are dropped"
+    )
+    grid_search: bool = Field(False, description="search (Kd, Kw, Ky) on a time-ordered validation split")
+    daily_grid: list[int] = Field(default_factory=lambda: [2, 3, 4, 6], description="Kd values searched")
+    weekly_grid: list[int] = Field(default_factory=lambda: [3, 5, 7, 10], description="Kw values searched")
+    yearly_grid: list[int] = Field(default_factory=lambda: [0, 3, 6], description="Ky values searched")
+    use_exog: bool = Field(True, description="exogenous regressors enter linearly here")
+    temperature_knots: int = Field(
+        4, ge=0, le=10, description="hinge knots (at quantiles) for non-binary exogenous columns"
+    )
+    exog_daily_interaction: int = Field(
+        2, ge=0, le=6, description="daily harmonics interacted with each exogenous column"
+    )
+    smoothing_hours: list[int] = Field(
+        default_factory=lambda: [24],
+        description="exponential smoothing spans (h) of non-binary exogenous columns (thermal inertia)",
+    )
+    ridge_alpha: float = Field(1e-2, ge=0, description="ridge penalty on standardized columns")
+
+
+class ResidualConfig(StrictModel):
+    """LSTM on the scaled log residuals: last ``lookback_hours`` in, next ``horizon_hours`` out."""
+
+    enabled: bool = Field(True, description="fit the LSTM residual model")
+    lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
+    horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
+    hidden_size: int = Field(48, ge=4, le=1024, description="LSTM hidden units")
+    num_layers: int = Field(1, ge=1, le=4, description="stacked LSTM layers")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the head (and between layers)")
+    learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam learning rate")
+    weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(128, ge=8, le=8192, description="windows per batch")
+    max_epochs: int = Field(30, ge=1, le=1000, description="epochs at most")
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    validation_days: int = Field(28, ge=1, description="last days of origins held out for early stopping")
+    window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")
+    loss: Literal["l1", "mse", "huber"] = Field("l1", description="training loss on scaled residuals")
+    seed: int = Field(0, description="torch/numpy seed")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train and predict")
+
+
+class ModelConfig(StrictModel):
+    trend: TrendConfig = Field(default_factory=TrendConfig)
+    seasonality: SeasonalityConfig = Field(default_factory=SeasonalityConfig)
+    residual: ResidualConfig = Field(default_factory=ResidualConfig)
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.1, 0.5, 0.9],
+        description="quantiles from conformal calibration on validation errors, per lead hour",
+    )
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_in_range(cls, values: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in values):
+            raise ValueError("every quantile must lie strictly between 0 and 1")
+        return sorted(values)
+
+
+class TrainConfig(StrictModel):
+    """What ``stef-ray train`` (and ``backtest``) reads from YAML: data and model sections."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @model_validator(mode="after")
+    def _exog_not_target(self) -> TrainConfig:
+        if self.data.target_col in self.data.exog:
+            raise ValueError(f"data.exog lists the target column '{self.data.target_col}'")
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line naming the first offending key, e.g. ``model.residual.hidden_sise: unknown key``."""
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with one-line errors for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file with --config")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return loaded
+
+
+def load_config(model: type[T], path: str | Path | None, section: str | None = None) -> T:
+    """Validate a YAML file (or one top-level section of it) into ``model``; defaults when no path."""
+    raw = read_yaml(path) if path else {}
+    if section is not None:
+        raw = raw.get(section, {}) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path or "config"))) from None

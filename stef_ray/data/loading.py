@@ -1,0 +1,237 @@
+"""Read CSV/Parquet load data into one regular hourly grid, with one-line errors for bad input.
+
+Order of work: columns -> timestamps (parse, localise with DST, hour-ending shift) -> numbers ->
+order and duplicates -> resolution (sub-hourly means) -> regular grid -> gaps and flat lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.config import DataConfig
+from stef_ray.data.hourly import LOAD, DataReport, HourlyData
+from stef_ray.data.holidays import holiday_flags
+from stef_ray.exceptions import DataError
+
+logger = logging.getLogger(__name__)
+
+FLATLINE_HOURS = 24
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file as strings-or-numbers, without interpreting timestamps yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; pass an existing CSV or Parquet file with --data")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".txt", ".gz"):
+            return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot be read ({first_line}); check it is a valid CSV/Parquet file") from None
+    raise DataError(f"{path}: unsupported file type '{suffix}'; use .csv or .parquet")
+
+
+def load_hourly(config: DataConfig, path: str | Path | None = None) -> HourlyData:
+    """Read ``path`` (or ``config.path``) and return the validated hourly grid."""
+    path = path or config.path
+    if not path:
+        raise DataError("no data file given; pass --data FILE (or data.path in the config)")
+    table = read_table(path)
+    return frame_to_hourly(table, config, source=str(path))
+
+
+def _row_label(position: int, source: str) -> str:
+    # CSV row numbers as a spreadsheet shows them: header is row 1.
+    return f"row {position + 2}" if source.endswith(".csv") else f"row {position}"
+
+
+def _parse_timestamps(raw: pd.Series, config: DataConfig, source: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw
+    else:
+        text = raw.astype("string").str.strip()
+        try:
+            parsed = pd.to_datetime(
+                text, format=config.timestamp_format, dayfirst=config.dayfirst, errors="coerce", utc=False
+            )
+        except (ValueError, TypeError):
+            # Mixed offsets (e.g. +10:00 and +11:00) come back as objects; parse as UTC instants instead.
+            parsed = pd.to_datetime(text, format=config.timestamp_format, dayfirst=config.dayfirst,
+                                    errors="coerce", utc=True)
+        if parsed.dtype == object:
+            parsed = pd.to_datetime(text, format=config.timestamp_format, dayfirst=config.dayfirst,
+                                    errors="coerce", utc=True)
+        bad = parsed.isna() & text.notna()
+        if bad.any() or parsed.isna().any():
+            position = int(np.flatnonzero(bad.to_numpy() | parsed.isna().to_numpy())[0])
+            hint = (f"format '{config.timestamp_format}'" if config.timestamp_format
+                    else "pass --timestamp-format (e.g. '%d-%m-%Y %H:%M') or --dayfirst")
+            raise DataError(
+                f"{source}: column '{config.timestamp_col}' {_row_label(position, source)}: cannot parse "
+                f"timestamp {raw.iloc[position]!r}; {hint}"
+            )
+    return parsed
+
+
+def _localize(parsed: pd.Series, config: DataConfig, report: DataReport) -> pd.DatetimeIndex:
+    """Tz-aware hour-beginning instants. Naive wall-clock times are localised with DST handled:
+    a repeated fall-back hour is read as summer time first, winter time second; a time skipped by
+    spring-forward does not exist and is dropped (reported)."""
+    index = pd.DatetimeIndex(parsed)
+    if index.tz is not None:
+        tz = config.timezone or index.tz
+        index = index.tz_convert(tz)
+        if config.hour_ending:
+            index = index - _step(index)
+        return index
+    tz = config.timezone or "UTC"
+    if config.timezone is None:
+        report.notes.append("naive timestamps read as UTC (pass --timezone to set their zone)")
+    if config.hour_ending:
+        # Shift on the wall clock before localising: PJM's 'hour ending 02:00' twice on a fall-back
+        # day becomes 01:00 summer time and 01:00 winter time.
+        index = index - _step(index)
+    repeat = pd.Series(index).groupby(index).cumcount().to_numpy()
+    localized = index.tz_localize(tz, ambiguous=repeat == 0, nonexistent="NaT")
+    report.dropped_nonexistent = int(pd.isna(localized).sum())
+    return localized
+
+
+def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
+    diffs = pd.Series(index.sort_values()).diff().dropna()
+    diffs = diffs[diffs > pd.Timedelta(0)]
+    return diffs.median() if len(diffs) else pd.Timedelta(hours=1)
+
+
+def _parse_numbers(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    raw = table[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{source}: column '{column}' {_row_label(position, source)}: {raw.iloc[position]!r} is not a "
+            "number; fix or blank the cell (blanks count as missing)"
+        )
+    values = values.to_numpy(dtype=float)
+    if np.isinf(values).any():
+        position = int(np.flatnonzero(np.isinf(values))[0])
+        raise DataError(f"{source}: column '{column}' {_row_label(position, source)}: infinite value; fix it")
+    return values
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of each run of True."""
+    if not mask.any():
+        return []
+    padded = np.concatenate([[False], mask, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def frame_to_hourly(table: pd.DataFrame, config: DataConfig, source: str = "input") -> HourlyData:
+    """Validate a raw table and put it on a regular hourly grid. Raises DataError with one line."""
+    report = DataReport(rows_read=len(table))
+    wanted = [config.timestamp_col, config.target_col, *config.exog]
+    for column in wanted:
+        if column not in table.columns:
+            listed = ", ".join(map(str, table.columns[:12]))
+            flag = {config.timestamp_col: "--timestamp-col", config.target_col: "--target-col"}.get(column, "--exog")
+            raise DataError(f"{source}: column '{column}' not found (columns: {listed}); check {flag}")
+    if len(table) == 0:
+        raise DataError(f"{source}: no rows")
+    parsed = _parse_timestamps(table[config.timestamp_col], config, source)
+    load = _parse_numbers(table, config.target_col, source)
+    bad_load = np.flatnonzero(load <= 0)
+    if len(bad_load):
+        position = int(bad_load[0])
+        raise DataError(
+            f"{source}: column '{config.target_col}' {_row_label(position, source)}: load {load[position]:g} "
+            f"is not positive (the trend is log-linear); blank the cell to treat it as missing"
+        )
+    columns = {LOAD: load} | {name: _parse_numbers(table, name, source) for name in config.exog}
+    index = _localize(parsed, config, report)
+    frame = pd.DataFrame(columns, index=index)
+    frame = frame[frame.index.notna()]
+    if len(frame) == 0:
+        raise DataError(f"{source}: no rows left after reading timestamps")
+
+    order = frame.index.asi8
+    unsorted = np.flatnonzero(np.diff(order) < 0)
+    if len(unsorted):
+        if not config.sort:
+            position = int(unsorted[0]) + 1
+            raise DataError(
+                f"{source}: timestamps are not sorted at {_row_label(position, source)} "
+                f"({frame.index[position]} comes after {frame.index[position - 1]}); sort the file or pass --sort"
+            )
+        frame = frame.sort_index(kind="stable")
+        report.notes.append("input was not sorted: sorted by timestamp (--sort)")
+
+    step = _step(frame.index)
+    report.source_step_minutes = step / pd.Timedelta(minutes=1)
+    if step > pd.Timedelta(hours=1):
+        raise DataError(f"{source}: data is not hourly (typical step {step}); hourly or finer data is needed")
+    if step < pd.Timedelta(hours=1):
+        # Sub-hourly readings: hourly means over the hour that begins at each timestamp.
+        utc = frame.tz_convert("UTC")
+        frame = utc.groupby(utc.index.floor("h")).mean().tz_convert(frame.index.tz)
+    else:
+        duplicated = frame.index.duplicated()
+        if duplicated.any():
+            position = int(np.flatnonzero(duplicated)[0])
+            raise DataError(
+                f"{source}: timestamp {frame.index[position]} appears twice ({_row_label(position, source)}); "
+                "remove the duplicate rows (a repeated DST fall-back hour must be written in file order)"
+            )
+        off_grid = frame.index.tz_convert("UTC").minute != 0
+        if off_grid.any():
+            position = int(np.flatnonzero(off_grid)[0])
+            raise DataError(f"{source}: timestamp {frame.index[position]} is not on the hour; hourly data must be")
+
+    grid = pd.date_range(frame.index[0], frame.index[-1], freq="h", name="timestamp")
+    frame = frame.reindex(grid)
+    frame.index.name = "timestamp"
+    _repair_gaps(frame, config.max_interpolate_hours, report)
+    if config.holidays:
+        frame["holiday"] = holiday_flags(frame.index, config.holidays)
+    report.rows_out = len(frame)
+    exog = list(config.exog) + (["holiday"] if config.holidays else [])
+    for line in report.lines()[1:]:
+        logger.info(line)
+    return HourlyData(frame, exog, report)
+
+
+def _repair_gaps(frame: pd.DataFrame, max_hours: int, report: DataReport) -> None:
+    """Interpolate short gaps; leave long ones NaN (reported); report flat lines."""
+    load_missing = frame[LOAD].isna().to_numpy()
+    for start, length in _runs(load_missing):
+        if start == 0 or start + length == len(frame):
+            continue  # cannot happen for load (grid spans first..last reading); defensive
+        if length <= max_hours:
+            report.interpolated.append((frame.index[start], length))
+        else:
+            report.long_gaps.append((frame.index[start], length))
+    for column in frame.columns:
+        values = frame[column]
+        missing = values.isna().to_numpy()
+        short = np.zeros(len(frame), dtype=bool)
+        for start, length in _runs(missing):
+            if length <= max_hours and start > 0 and start + length < len(frame):
+                short[start : start + length] = True
+        if short.any():
+            filled = values.interpolate(method="linear", limit_area="inside")
+            frame.loc[short, column] = filled[short]
+    load = frame[LOAD].to_numpy()
+    same = np.concatenate([[False], np.isclose(load[1:], load[:-1])])
+    for start, length in _runs(same):
+        if length + 1 >= FLATLINE_HOURS:
+            report.flatlines.append((frame.index[start - 1], length + 1))

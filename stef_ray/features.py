@@ -1,0 +1,79 @@
+"""Design matrices in numpy: time axes, Fourier terms, exogenous bases and the LSTM's calendar inputs.
+
+Seasonal terms run on the *local wall clock* (hours since 1970-01-01 00:00 local), so the daily profile
+follows local time across DST changes: a 23-hour day simply skips one hour of the profile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+HOURS_PER_DAY = 24.0
+HOURS_PER_WEEK = 168.0
+HOURS_PER_YEAR = 8766.0  # 365.25 days
+EPOCH = pd.Timestamp("1970-01-01")
+MONDAY_OFFSET_HOURS = 72.0  # 1970-01-01 was a Thursday: shift so the weekly phase starts Monday 00:00
+
+
+def absolute_hours(index: pd.DatetimeIndex) -> np.ndarray:
+    """Hours since the Unix epoch (UTC instants); the trend's time axis."""
+    return (index.asi8 / 3.6e12).astype(float) if index.tz is not None else _naive_hours(index)
+
+
+def wall_clock_hours(index: pd.DatetimeIndex) -> np.ndarray:
+    """Hours since 1970-01-01 00:00 on the local wall clock; the seasonal time axis."""
+    local = index.tz_localize(None) if index.tz is not None else index
+    return _naive_hours(local)
+
+
+def _naive_hours(index: pd.DatetimeIndex) -> np.ndarray:
+    return np.asarray((index - EPOCH) / pd.Timedelta(hours=1), dtype=float)
+
+
+def fourier_terms(hours: np.ndarray, period: float, order: int) -> np.ndarray:
+    """Columns sin(2πkt/P), cos(2πkt/P) for k = 1..order; shape (len(hours), 2 * order)."""
+    if order == 0:
+        return np.empty((len(hours), 0))
+    k = np.arange(1, order + 1)
+    angle = 2 * np.pi * np.outer(hours, k) / period
+    return np.hstack([np.sin(angle), np.cos(angle)])
+
+
+def fourier_names(prefix: str, order: int) -> list[str]:
+    return [f"{prefix}_sin{k}" for k in range(1, order + 1)] + [f"{prefix}_cos{k}" for k in range(1, order + 1)]
+
+
+def seasonal_terms(index: pd.DatetimeIndex, daily: int, weekly: int, yearly: int) -> tuple[np.ndarray, list[str]]:
+    """Daily, weekly and yearly Fourier blocks on the wall clock, and their names."""
+    wall = wall_clock_hours(index)
+    blocks = [
+        fourier_terms(wall, HOURS_PER_DAY, daily),
+        fourier_terms(wall - MONDAY_OFFSET_HOURS, HOURS_PER_WEEK, weekly),
+        fourier_terms(wall, HOURS_PER_YEAR, yearly),
+    ]
+    names = fourier_names("daily", daily) + fourier_names("weekly", weekly) + fourier_names("yearly", yearly)
+    return np.hstack(blocks), names
+
+
+def is_binary(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return finite.size > 0 and bool(np.isin(finite, (0.0, 1.0)).all())
+
+
+def exponential_smoothing(values: np.ndarray, span_hours: int) -> np.ndarray:
+    """EWM with the given span, causal (uses only the past and the present hour); NaN-tolerant."""
+    return pd.Series(values).ewm(span=span_hours, adjust=False, ignore_na=True).mean().to_numpy()
+
+
+def hinge_basis(values: np.ndarray, knots: list[float]) -> np.ndarray:
+    """Piecewise-linear basis: x and max(x - k, 0) for each knot; captures heating/cooling bends."""
+    return np.column_stack([values] + [np.maximum(values - knot, 0.0) for knot in knots])
+
+
+def calendar_inputs(index: pd.DatetimeIndex) -> np.ndarray:
+    """The LSTM's calendar channels: hour-of-day and day-of-week on the unit circle; shape (n, 4)."""
+    wall = wall_clock_hours(index)
+    day = 2 * np.pi * wall / HOURS_PER_DAY
+    week = 2 * np.pi * (wall - MONDAY_OFFSET_HOURS) / HOURS_PER_WEEK
+    return np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
