@@ -13,7 +13,7 @@ HOURS_PER_DAY = 24.0
 HOURS_PER_WEEK = 168.0
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 EPOCH = pd.Timestamp("1970-01-01")
-MONDAY_OFFSET_HOURS = 72.0  # 1970-01-01 was a Thursday: shift so the weekly phase starts Monday 00:00
+MONDAY_OFFSET_HOURS = 96.0  # 1970-01-01 was a Thursday; Monday 1970-01-05 00:00 starts the weekly phase
 
 
 def absolute_hours(index: pd.DatetimeIndex) -> np.ndarray:

@@ -71,8 +71,6 @@ def forecast_from_frames(
     components = model.predict_components(frame, np.array([model.lookback]))
     columns = model.to_megawatts(components)
     out = pd.DataFrame({"timestamp": future_index} | {k: v[0] for k, v in columns.items()}).iloc[:horizon]
-    for note in notes:
-        logger.warning(note)
     return Forecast(out.reset_index(drop=True), origin, notes)
 
 

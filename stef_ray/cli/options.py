@@ -1,0 +1,57 @@
+"""Options shared by the subcommands that read data, and how they override the YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+from stef_ray.config import DataConfig, TrainConfig, load_config
+
+DATA_HELP = """\
+data options (override the config's data section):
+  Timestamps are read with --timezone when naive (e.g. Asia/Seoul; DST days of 23/25 hours are handled),
+  converted to it when they carry an offset. By default a timestamp marks the START of its hour; pass
+  --hour-ending for files where 01:00 means 00:00-01:00. Sub-hourly data is averaged to hourly.
+  Gaps up to 3 h are interpolated and reported; longer gaps are kept out of training windows.
+"""
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = False) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=data_required, metavar="FILE", help="CSV or Parquet file")
+    group.add_argument("--timestamp-col", help="timestamp column (default: timestamp)")
+    group.add_argument("--target-col", help="load column, MW (default: load)")
+    group.add_argument("--exog", help="comma-separated exogenous columns, e.g. temperature,workday")
+    group.add_argument("--timezone", help="IANA zone of naive timestamps, e.g. Asia/Seoul")
+    group.add_argument("--timestamp-format", help="strftime format, e.g. '%%d-%%m-%%Y %%H:%%M'")
+    group.add_argument("--dayfirst", action="store_true", default=None, help="day-first dates (31-12-2002)")
+    group.add_argument("--hour-ending", action="store_true", default=None,
+                       help="timestamps mark the end of each interval (PJM style)")
+    group.add_argument("--sort", action="store_true", default=None, help="sort unsorted input instead of refusing it")
+    group.add_argument("--holidays", choices=["US"], help="add a 0/1 'holiday' input from a public-holiday calendar")
+
+
+def data_overrides(args: argparse.Namespace) -> dict:
+    overrides = {
+        "path": args.data,
+        "timestamp_col": args.timestamp_col,
+        "target_col": args.target_col,
+        "exog": [c.strip() for c in args.exog.split(",") if c.strip()] if args.exog else None,
+        "timezone": args.timezone,
+        "timestamp_format": args.timestamp_format,
+        "dayfirst": args.dayfirst,
+        "hour_ending": args.hour_ending,
+        "sort": args.sort,
+        "holidays": args.holidays,
+    }
+    return {key: value for key, value in overrides.items() if value is not None}
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The YAML config (if any) with the command-line data options laid over it."""
+    config = load_config(TrainConfig, getattr(args, "config", None))
+    data = config.data.model_dump() | data_overrides(args)
+    return config.model_copy(update={"data": DataConfig.model_validate(data)})
+
+
+def data_config_with_overrides(base: DataConfig, args: argparse.Namespace) -> DataConfig:
+    return DataConfig.model_validate(base.model_dump() | data_overrides(args))

@@ -1,0 +1,63 @@
+"""Shared fast settings: tiny torch models on CPU, seeded synthetic data, one vic-elec file per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config():
+    """A ModelConfig whose LSTM trains in a second or two."""
+    from stef_ray.config import ModelConfig, ResidualConfig
+
+    return ModelConfig(
+        residual=ResidualConfig(
+            hidden_size=8, max_epochs=2, patience=2, validation_days=7, batch_size=256, device="cpu",
+            window_stride_hours=2,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_frame():
+    """60 days of seeded synthetic hourly load with temperature and workday (UTC)."""
+    from stef_ray.data.synthetic import synthetic_load
+
+    return synthetic_load(hours=24 * 60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory, synthetic_frame) -> Path:
+    path = tmp_path_factory.mktemp("data") / "synthetic.csv"
+    synthetic_frame.assign(timestamp=synthetic_frame["timestamp"].map(lambda t: t.isoformat())).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_hourly(synthetic_frame):
+    from stef_ray.config import DataConfig
+    from stef_ray.data import frame_to_hourly
+
+    return frame_to_hourly(synthetic_frame, DataConfig(exog=["temperature", "workday"]))
+
+
+@pytest.fixture(scope="session")
+def fitted_model(synthetic_hourly, tiny_model_config):
+    from stef_ray.models.hybrid import HybridModel
+
+    return HybridModel(tiny_model_config, synthetic_hourly.exog).fit(synthetic_hourly)
+
+
+@pytest.fixture(scope="session")
+def vic_elec_csv(tmp_path_factory) -> Path:
+    from stef_ray.data.builtin import write_dataset
+
+    return write_dataset("vic-elec", tmp_path_factory.mktemp("vic") / "vic_elec.csv")
+
+
+SHARED_PJME = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pjme" / "PJME_hourly.csv"

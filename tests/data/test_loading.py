@@ -1,0 +1,176 @@
+"""The data layer: every bad-input case gives its one-line error; DST, hour-ending, sub-hourly, gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.config import DataConfig
+from stef_ray.data import frame_to_hourly, load_hourly
+from stef_ray.exceptions import DataError
+
+
+def _table(hours: int = 48, start: str = "2024-01-01 00:00", freq: str = "h") -> pd.DataFrame:
+    index = pd.date_range(start, periods=hours, freq=freq)
+    return pd.DataFrame({
+        "timestamp": index.strftime("%Y-%m-%d %H:%M"),
+        "load": 1000 + 100 * np.sin(np.arange(hours) / 24 * 2 * np.pi),
+        "temperature": np.linspace(10, 20, hours),
+    })
+
+
+def _error(table: pd.DataFrame, **config) -> str:
+    with pytest.raises(DataError) as caught:
+        frame_to_hourly(table, DataConfig(**config), source="in.csv")
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_loading__missing_column_names_it_and_the_flag():
+    message = _error(_table(), target_col="demand")
+    assert "column 'demand' not found" in message and "--target-col" in message
+
+
+def test_loading__missing_exog_column():
+    assert "--exog" in _error(_table(), exog=["humidity"])
+
+
+def test_loading__unparsable_timestamp_names_the_row():
+    table = _table()
+    table.loc[5, "timestamp"] = "yesterday"
+    message = _error(table)
+    assert "row 7" in message and "'yesterday'" in message and "--timestamp-format" in message
+
+
+def test_loading__unparsable_number_names_column_and_row():
+    table = _table()
+    table["load"] = table["load"].astype(object)
+    table.loc[3, "load"] = "12,5 MW"
+    message = _error(table)
+    assert "column 'load' row 5" in message and "not a number" in message
+
+
+def test_loading__non_positive_load_is_refused():
+    table = _table()
+    table.loc[10, "load"] = 0.0
+    message = _error(table)
+    assert "row 12" in message and "not positive" in message
+
+
+def test_loading__unsorted_refused_unless_sort():
+    table = _table().iloc[::-1].reset_index(drop=True)
+    assert "not sorted" in _error(table) and "--sort" in _error(table)
+    data = frame_to_hourly(table, DataConfig(sort=True))
+    assert data.frame.index.is_monotonic_increasing and len(data) == 48
+
+
+def test_loading__duplicated_timestamp_refused():
+    table = pd.concat([_table(), _table().iloc[[5]]]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    assert "appears twice" in _error(table)
+
+
+def test_loading__coarser_than_hourly_refused():
+    assert "not hourly" in _error(_table(freq="2h"))
+
+
+def test_loading__sub_hourly_aggregated_to_hourly_means():
+    table = _table(hours=96, freq="30min")
+    data = frame_to_hourly(table, DataConfig())
+    assert len(data) == 48
+    expected = table["load"].to_numpy().reshape(-1, 2).mean(axis=1)
+    np.testing.assert_allclose(data.load, expected)
+    assert data.report.source_step_minutes == 30
+
+
+def test_loading__short_gap_interpolated_and_reported():
+    table = _table().drop(index=[10, 11]).reset_index(drop=True)
+    data = frame_to_hourly(table, DataConfig())
+    assert len(data) == 48 and np.isfinite(data.load).all()
+    assert data.report.interpolated == [(data.frame.index[10], 2)]
+
+
+def test_loading__long_gap_kept_missing_and_reported():
+    table = _table(hours=96).drop(index=range(20, 30)).reset_index(drop=True)
+    data = frame_to_hourly(table, DataConfig())
+    assert np.isnan(data.load[20:30]).all() and np.isfinite(data.load[:20]).all()
+    assert data.report.long_gaps == [(data.frame.index[20], 10)]
+    assert any("gap of 10 h" in line for line in data.report.lines())
+
+
+def test_loading__flatline_of_a_day_reported():
+    table = _table(hours=96)
+    table.loc[30:60, "load"] = 777.0
+    data = frame_to_hourly(table, DataConfig())
+    assert data.report.flatlines and data.report.flatlines[0][1] == 31
+
+
+def test_loading__spring_forward_day_has_23_hours_without_shift():
+    # Europe/Amsterdam, 2024-03-31: 02:00 does not exist; a meter writes 00:00, 01:00, 03:00, ...
+    index = pd.date_range("2024-03-31 00:00", "2024-03-31 23:00", freq="h", tz="Europe/Amsterdam")
+    table = pd.DataFrame({"timestamp": index.tz_localize(None).strftime("%Y-%m-%d %H:%M"),
+                          "load": np.arange(1, len(index) + 1, dtype=float)})
+    data = frame_to_hourly(table, DataConfig(timezone="Europe/Amsterdam"))
+    assert len(data) == 23
+    assert not data.report.interpolated  # nothing invented: the hour never existed
+    assert data.frame.loc["2024-03-31 03:00", "load"].item() == 3.0  # values stay on their hours
+
+
+def test_loading__fall_back_day_has_25_hours_with_repeated_hour_in_order():
+    index = pd.date_range("2024-10-27 00:00", "2024-10-27 23:00", freq="h", tz="Europe/Amsterdam")
+    assert len(index) == 25
+    table = pd.DataFrame({"timestamp": index.tz_localize(None).strftime("%Y-%m-%d %H:%M"),
+                          "load": np.arange(1, 26, dtype=float)})
+    data = frame_to_hourly(table, DataConfig(timezone="Europe/Amsterdam"))
+    assert len(data) == 25
+    np.testing.assert_array_equal(data.load, np.arange(1, 26))
+    assert (data.frame.index == index).all()
+
+
+def test_loading__hour_ending_shifts_to_hour_beginning_pjm_style():
+    # PJM writes the repeated fall-back hour as '02:00' twice in hour-ending time.
+    labels = ["2014-11-02 01:00", "2014-11-02 02:00", "2014-11-02 02:00", "2014-11-02 03:00"]
+    table = pd.DataFrame({"timestamp": labels, "load": [1.0, 2.0, 3.0, 4.0]})
+    data = frame_to_hourly(table, DataConfig(timezone="US/Eastern", hour_ending=True))
+    utc = data.frame.index.tz_convert("UTC")
+    assert list(utc.strftime("%H:%M")) == ["04:00", "05:00", "06:00", "07:00"]
+    np.testing.assert_array_equal(data.load, [1, 2, 3, 4])
+
+
+def test_loading__aware_timestamps_converted_to_timezone():
+    table = _table()
+    table["timestamp"] = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC").map(lambda t: t.isoformat())
+    data = frame_to_hourly(table, DataConfig(timezone="Asia/Seoul"))
+    assert str(data.frame.index.tz) == "Asia/Seoul" and data.frame.index[0].hour == 9
+
+
+def test_loading__us_holiday_flag_added():
+    table = _table(hours=24 * 10, start="2024-07-01 00:00")
+    data = frame_to_hourly(table, DataConfig(holidays="US", timezone="US/Eastern"))
+    assert "holiday" in data.exog
+    flags = data.frame["holiday"]
+    assert flags.loc["2024-07-04"].eq(1).all() and flags.loc["2024-07-05"].eq(0).all()
+
+
+def test_loading__missing_file_and_bad_suffix(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_hourly(DataConfig(), tmp_path / "nope.csv")
+    bad = tmp_path / "data.xlsx"
+    bad.write_text("x")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_hourly(DataConfig(), bad)
+
+
+def test_loading__parquet_round_trip(tmp_path):
+    table = _table()
+    table.to_parquet(tmp_path / "d.parquet")
+    data = load_hourly(DataConfig(exog=["temperature"]), tmp_path / "d.parquet")
+    assert len(data) == 48 and data.exog == ["temperature"]
+
+
+def test_loading__day_first_format(tmp_path):
+    table = _table(hours=30, start="2024-01-12 00:00")
+    table["timestamp"] = pd.to_datetime(table["timestamp"]).dt.strftime("%d-%m-%Y %H:%M")
+    data = frame_to_hourly(table, DataConfig(timestamp_format="%d-%m-%Y %H:%M"))
+    assert data.frame.index[0] == pd.Timestamp("2024-01-12", tz="UTC")

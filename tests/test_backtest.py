@@ -1,0 +1,65 @@
+"""Rolling-origin backtest: shapes, baselines, and strictly no leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.backtest import run_backtest
+from stef_ray.config import DataConfig
+from stef_ray.data import frame_to_hourly
+from stef_ray.exceptions import DataError
+
+
+@pytest.fixture(scope="module")
+def result(synthetic_hourly, tiny_model_config):
+    return run_backtest(synthetic_hourly, tiny_model_config, pd.Timestamp("2020-02-20"), days=6, refit_every=3)
+
+
+def test_backtest__tables_have_one_row_per_model_and_lead_hour(result):
+    assert set(result.overall["model"]) == {"hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day"}
+    assert {"MAE", "MSE", "RMSE", "R2", "MAPE", "SMAPE"} <= set(result.overall.columns)
+    assert len(result.by_horizon) == 4 * 24 and result.by_horizon["lead_hour"].tolist()[:3] == [1, 2, 3]
+    hybrid = result.overall.set_index("model").loc["hybrid"]
+    assert 0 <= hybrid["coverage_p10_p90"] <= 100 and hybrid["pinball"] > 0
+    assert len(result.forecasts) == 4 * 6 * 24
+
+
+def test_backtest__seasonal_naive_week_is_the_load_a_week_before(result, synthetic_hourly):
+    rows = result.forecasts[result.forecasts["model"] == "seasonal_naive_week"]
+    load = synthetic_hourly.frame["load"]
+    expected = load.reindex(pd.DatetimeIndex(rows["timestamp"]) - pd.Timedelta(hours=168)).to_numpy()
+    np.testing.assert_allclose(rows["forecast"].to_numpy(), expected)
+
+
+def test_backtest__origins_are_local_midnight(result):
+    origins = pd.DatetimeIndex(result.forecasts["origin"].unique())
+    assert (origins.hour == 0).all() and len(origins) == 6
+
+
+def test_backtest__no_leakage_from_load_after_each_origin(synthetic_frame, tiny_model_config):
+    """Changing the load from day 4 of the window on must leave the first 3 days' forecasts identical,
+    including the refitted model's (it refits before day 4 on data before day 4)."""
+    config = DataConfig(exog=["temperature", "workday"])
+    data = frame_to_hourly(synthetic_frame, config)
+    changed = synthetic_frame.copy()
+    cut = pd.Timestamp("2020-02-23", tz="UTC")
+    changed.loc[changed["timestamp"] >= cut, "load"] *= 1.5
+    data_changed = frame_to_hourly(changed, config)
+    models = ("hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day")
+    a = run_backtest(data, tiny_model_config, pd.Timestamp("2020-02-20"), 5, 3, models).forecasts
+    b = run_backtest(data_changed, tiny_model_config, pd.Timestamp("2020-02-20"), 5, 3, models).forecasts
+    early = pd.DatetimeIndex(a["origin"]) < cut
+    np.testing.assert_array_equal(a.loc[early, "forecast"].to_numpy(), b.loc[early, "forecast"].to_numpy())
+    assert not np.allclose(a.loc[~early, "actual"].to_numpy(), b.loc[~early, "actual"].to_numpy())
+
+
+def test_backtest__window_outside_the_data_is_a_clear_error(synthetic_hourly, tiny_model_config):
+    with pytest.raises(DataError, match="does not fit in the data"):
+        run_backtest(synthetic_hourly, tiny_model_config, pd.Timestamp("2020-02-25"), 30, 7)
+
+
+def test_backtest__unknown_model_is_a_clear_error(synthetic_hourly, tiny_model_config):
+    with pytest.raises(DataError, match="unknown backtest model 'prophet'"):
+        run_backtest(synthetic_hourly, tiny_model_config, pd.Timestamp("2020-02-20"), 2, 0, ["prophet"])

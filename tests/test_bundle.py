@@ -1,0 +1,80 @@
+"""The bundle: save -> load gives identical forecasts; no pickle; versions; a golden bundle keeps loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stef_ray.bundle import FORMAT_VERSION, load_bundle, save_bundle
+from stef_ray.exceptions import BundleError, ModelNotFoundError
+from stef_ray.forecasting import forecast_from_frames
+
+GOLDEN = Path(__file__).parent / "golden" / "bundle_v1"
+
+
+def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_hourly, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    loaded, manifest = load_bundle(path)
+    history = synthetic_hourly.frame.iloc[-200:-24]
+    future = synthetic_hourly.frame.iloc[-24:]
+    expected = forecast_from_frames(fitted_model, history, future).frame
+    got = forecast_from_frames(loaded, history, future).frame
+    np.testing.assert_array_equal(got.drop(columns="timestamp").to_numpy(), expected.drop(columns="timestamp").to_numpy())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["exog"] == ["temperature", "workday"]
+    assert manifest["training"]["hours"] == 24 * 60
+
+
+def test_bundle__contains_no_pickle(fitted_model, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["manifest.json", "quantiles.json", "residual_lstm.pt", "residual_scaler.json",
+                     "seasonality.json", "trend.json"]
+    import torch
+
+    torch.load(path / "residual_lstm.pt", weights_only=True)  # raises if anything but tensors were saved
+
+
+def test_bundle__newer_format_version_is_refused(fitted_model, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="upgrade stef_ray"):
+        load_bundle(path)
+
+
+def test_bundle__missing_and_incomplete_bundles_are_clear(fitted_model, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="train first"):
+        load_bundle(tmp_path / "nothing")
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    (path / "seasonality.json").unlink()
+    with pytest.raises(BundleError, match="seasonality.json is missing"):
+        load_bundle(path)
+
+
+def test_bundle__overwrite_is_atomic(fitted_model, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    save_bundle(fitted_model, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging or .old leftovers
+
+
+def test_bundle__golden_v1_still_loads_and_forecasts(synthetic_hourly):
+    if not GOLDEN.exists():
+        pytest.fail("golden bundle missing: run `python tests/golden/make_golden.py` once and commit it")
+    model, manifest = load_bundle(GOLDEN)
+    assert manifest["format_version"] == 1
+    expected = json.loads((GOLDEN.parent / "bundle_v1_forecast.json").read_text())
+    history = synthetic_hourly.frame.iloc[-200:-24]
+    got = forecast_from_frames(model, history, synthetic_hourly.frame.iloc[-24:]).frame
+    np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"], rtol=1e-6)
+
+
+def test_bundle__golden_fixture_is_copyable(tmp_path):
+    # The golden bundle is plain files: copying it anywhere keeps it loadable (no absolute paths inside).
+    shutil.copytree(GOLDEN, tmp_path / "copy")
+    load_bundle(tmp_path / "copy")

@@ -1,0 +1,181 @@
+"""The deployment files: compose file valid against the Compose specification, cluster.yaml valid against
+Ray's schema, and the Grafana dashboard querying only what the InfluxDB sink writes.
+
+tests/data/compose-spec.json is the Compose specification schema as vendored in the `check-jsonschema`
+0.39.0 PyPI package (check_jsonschema/builtin_schemas/vendor/compose-spec.json, from
+github.com/compose-spec/compose-spec); Apache-2.0, see tests/data/LICENSE.compose-spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from stef_ray.integrations.influx import MEASUREMENT_FIELDS, MEASUREMENT_TAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "stef_ray.json"
+DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "influxdb.yaml"
+SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml(ROOT / "docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def compose_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads((DATA / "compose-spec.json").read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def flux_queries(dashboard: dict) -> list[tuple[str, str]]:
+    queries = [(panel["title"], target["query"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    queries += [(f"variable {var['name']}", var["query"]) for var in dashboard["templating"]["list"] if var["type"] == "query"]
+    return queries
+
+
+# ---- compose ------------------------------------------------------------------------------------
+
+
+def test_compose__valid_against_compose_specification(compose, compose_validator):
+    errors = sorted(compose_validator.iter_errors(compose), key=lambda error: list(error.path))
+    assert not errors, "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+def test_compose__schema_rejects_a_broken_file(compose, compose_validator):
+    # The check above means something only if the schema bites: a typo'd key and a bad port must fail.
+    broken = copy.deepcopy(compose)
+    broken["services"]["grafana"]["volumnes"] = []
+    broken["services"]["influxdb"]["ports"] = {"18086": 8086}
+    messages = [error.message for error in compose_validator.iter_errors(broken)]
+    assert any("volumnes" in message for message in messages)
+    assert len(messages) >= 2
+
+
+def test_compose__has_the_whole_stack_with_gpu_worker_and_scheduler(compose):
+    services = compose["services"]
+    assert {"ray-head", "ray-worker", "mlflow", "postgres", "influxdb", "grafana", "prometheus", "scheduler"} <= set(services)
+    devices = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    assert "gpu" in devices[0]["capabilities"]
+    assert services["scheduler"]["command"][:2] == ["stef-ray", "schedule"]
+    assert "postgresql://" in " ".join(services["mlflow"]["command"])
+    assert services["influxdb"]["image"].startswith("influxdb:2.")
+    init = services["influxdb"]["environment"]
+    assert init["DOCKER_INFLUXDB_INIT_ORG"].endswith("open-stef}")
+    assert init["DOCKER_INFLUXDB_INIT_BUCKET"].endswith("power_demand}")
+
+
+def test_compose__published_ports_are_shifted_into_1xxxx(compose):
+    internal_by_service = {}
+    for name, service in compose["services"].items():
+        for mapping in service.get("ports", []):
+            host, internal = (int(part) for part in str(mapping).split(":"))
+            assert 10000 <= host <= 19999, f"{name} publishes {host}"
+            internal_by_service.setdefault(name, set()).add(internal)
+    assert internal_by_service["ray-head"] >= {8265, 8000}
+    assert internal_by_service["grafana"] == {3000}
+    assert internal_by_service["mlflow"] == {5000}
+
+
+def test_compose__secrets_only_from_env_and_all_in_env_example(compose):
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    referenced = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    assert referenced <= example, f"variables missing from .env.example: {sorted(referenced - example)}"
+    for name, service in compose["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in SECRET_WORDS):
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(value)), f"{name}.{key} must come from .env"
+
+
+def test_compose__mounted_repository_paths_exist(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+# ---- Ray cluster launcher -----------------------------------------------------------------------
+
+
+def test_cluster_yaml__valid_against_rays_schema():
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = load_yaml(ROOT / "cluster.yaml")
+    jsonschema.validate(config, schema)
+    gpu_types = [name for name, node in config["available_node_types"].items() if node["resources"].get("GPU", 0) > 0]
+    assert gpu_types
+    assert config["available_node_types"][gpu_types[0]]["max_workers"] > config["available_node_types"][gpu_types[0]].get("min_workers", 0)
+    assert any("pip install" in command and "torch==" in command for command in config["setup_commands"])
+    broken = {**config, "max_wokers": 3}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+# ---- Grafana ------------------------------------------------------------------------------------
+
+
+def test_dashboard__every_queried_measurement_and_field_is_written_by_the_sink():
+    dashboard = json.loads(DASHBOARD.read_text())
+    for title, query in flux_queries(dashboard):
+        measurements = re.findall(r'r\._measurement\s*==\s*"([^"]+)"', query)
+        assert measurements, f"{title}: no measurement filter"
+        unknown = set(measurements) - set(MEASUREMENT_FIELDS)
+        assert not unknown, f"{title}: measurement(s) {unknown} are not written by the sink"
+        written_fields = {field for name in measurements for field in MEASUREMENT_FIELDS[name]}
+        written_tags = {tag for name in measurements for tag in MEASUREMENT_TAGS[name]}
+        fields = set(re.findall(r'r\._field\s*==\s*"([^"]+)"', query))
+        assert fields <= written_fields, f"{title}: field(s) {fields - written_fields} are not written"
+        for tag in re.findall(r"\br\.(model_name|model_version|issue_time|scope)\b", query):
+            assert tag in written_tags, f"{title}: tag {tag} is not written"
+
+
+def test_dashboard__has_the_five_panels_on_the_provisioned_datasource():
+    dashboard = json.loads(DASHBOARD.read_text())
+    uids = {source["uid"] for source in load_yaml(DATASOURCES)["datasources"]}
+    titles = [panel["title"].lower() for panel in dashboard["panels"]]
+    for needle in ("forecast vs actual", "components", "evaluation metrics", "mape by lead hour", "model version"):
+        assert any(needle in title for title in titles), f"no panel about {needle}"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids
+        assert all(target["datasource"]["uid"] in uids for target in panel["targets"])
+    components = next(p for p in dashboard["panels"] if "components" in p["title"].lower())
+    assert set(re.findall(r'r\._field == "(\w+)"', components["targets"][0]["query"])) == {"trend", "seasonality", "residual"}
+
+
+def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
+    influx = next(s for s in load_yaml(DATASOURCES)["datasources"] if s["type"] == "influxdb")
+    assert influx["jsonData"] == {**influx["jsonData"], "version": "Flux", "organization": "open-stef", "defaultBucket": "power_demand"}
+    assert influx["url"] == "http://influxdb:8086"
+    assert influx["secureJsonData"]["token"] == "${INFLUXDB_TOKEN}"
+    providers = load_yaml(ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yaml")["providers"]
+    paths = {provider["options"]["path"] for provider in providers}
+    assert "/tmp/ray/session_latest/metrics/grafana/dashboards" in paths
+    grafana_mounts = [volume.split(":")[1] for volume in compose["services"]["grafana"]["volumes"]]
+    for path in paths:
+        assert any(path.startswith(mount) for mount in grafana_mounts), f"{path} is not mounted into grafana"
+    prometheus = load_yaml(ROOT / "deploy/prometheus/prometheus.yml")
+    ray_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "ray")
+    assert ray_job["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]

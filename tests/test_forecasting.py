@@ -1,0 +1,54 @@
+"""The forecast service: gaps refused, fallbacks said out loud, horizons bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.exceptions import DataError, InsufficientHistoryError
+from stef_ray.forecasting import forecast_at, forecast_from_frames
+
+
+def test_forecasting__returns_the_next_24_hours_with_components(fitted_model, synthetic_hourly):
+    history, future = synthetic_hourly.frame.iloc[:-24], synthetic_hourly.frame.iloc[-24:]
+    result = forecast_from_frames(fitted_model, history, future)
+    frame = result.frame
+    assert list(frame.columns) == ["timestamp", "forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"]
+    assert (pd.DatetimeIndex(frame["timestamp"]) == future.index).all()
+    assert result.notes == [] and np.isfinite(frame.drop(columns="timestamp").to_numpy()).all()
+
+
+def test_forecasting__gap_in_last_168h_is_refused(fitted_model, synthetic_hourly):
+    history = synthetic_hourly.frame.iloc[:-24].copy()
+    history.iloc[-30:-25, history.columns.get_loc("load")] = np.nan
+    with pytest.raises(DataError, match="load is missing at .* within the last 168 hours"):
+        forecast_from_frames(fitted_model, history)
+
+
+def test_forecasting__too_short_history_is_refused(fitted_model, synthetic_hourly):
+    with pytest.raises(InsufficientHistoryError, match="needs the last 168 hours"):
+        forecast_from_frames(fitted_model, synthetic_hourly.frame.iloc[:100])
+
+
+def test_forecasting__missing_future_exog_falls_back_with_a_note(fitted_model, synthetic_hourly):
+    history = synthetic_hourly.frame.iloc[:-24]
+    result = forecast_from_frames(fitted_model, history, future=None)
+    assert result.notes and "same hour one week earlier" in result.notes[0]
+    explicit = history.iloc[-168:-144][["temperature", "workday"]].set_index(synthetic_hourly.frame.index[-24:])
+    expected = forecast_from_frames(fitted_model, history, explicit)
+    np.testing.assert_allclose(result.frame["forecast"], expected.frame["forecast"])
+
+
+def test_forecasting__horizon_is_bounded(fitted_model, synthetic_hourly):
+    history, future = synthetic_hourly.frame.iloc[:-24], synthetic_hourly.frame.iloc[-24:]
+    assert len(forecast_from_frames(fitted_model, history, future, horizon=6).frame) == 6
+    with pytest.raises(DataError, match="1..24 hours"):
+        forecast_from_frames(fitted_model, history, future, horizon=48)
+
+
+def test_forecasting__forecast_at_uses_rows_after_origin_as_known_future(fitted_model, synthetic_hourly):
+    origin = synthetic_hourly.frame.index[-48]
+    result = forecast_at(fitted_model, synthetic_hourly, origin)
+    assert result.origin == origin and result.notes == []
+    assert pd.Timestamp(result.frame["timestamp"].iloc[-1]) == synthetic_hourly.frame.index[-25]
