@@ -65,8 +65,8 @@ def run_backtest(
 
     unknown = [name for name in models if name not in BUILTIN_MODELS and name not in (peers or {})]
     if unknown:
-        raise DataError(f"unknown backtest model '{unknown[0]}'; choose from {', '.join(BUILTIN_MODELS)} "
-                        "(lightgbm and mstl need the 'peers' extra)")
+        raise DataError(f"unknown backtest model '{unknown[0]}'; choose from {', '.join(BUILTIN_MODELS)}, "
+                        "ridge_residual, lightgbm, mstl")
     frame = data.frame
     horizon = config.residual.horizon_hours
     origins = origins_for(data, start, days)

@@ -61,7 +61,7 @@ class TrendConfig(StrictModel):
 class SeasonalityConfig(StrictModel):
     """Fourier seasonality (and linear exogenous effects) on the detrended log load."""
 
-    daily_order: int = Field(3, ge=0, le=12, description="Kd: daily harmonics")
+    daily_order: int = Field(3, ge=0, le=12, description="Kd: daily harmonics (the seed's fixed 3)")
     weekly_order: int = Field(7, ge=0, le=20, description="Kw: weekly harmonics")
     yearly_order: int = Field(3, ge=0, le=20, description="Ky: yearly harmonics (dropped on < 2 years)")
     min_years_for_yearly: float = Field(
@@ -76,10 +76,10 @@ class SeasonalityConfig(StrictModel):
         4, ge=0, le=10, description="hinge knots (at quantiles) for non-binary exogenous columns"
     )
     exog_daily_interaction: int = Field(
-        2, ge=0, le=6, description="daily harmonics interacted with each exogenous column"
+        4, ge=0, le=6, description="daily harmonics interacted with each non-binary exogenous column"
     )
     smoothing_hours: list[int] = Field(
-        default_factory=lambda: [24],
+        default_factory=lambda: [6, 24, 72],
         description="exponential smoothing spans (h) of non-binary exogenous columns (thermal inertia)",
     )
     ridge_alpha: float = Field(1e-2, ge=0, description="ridge penalty on standardized columns")
@@ -101,6 +101,10 @@ class ResidualConfig(StrictModel):
     patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     validation_days: int = Field(28, ge=1, description="last days of origins held out for early stopping")
     window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")
+    train_days: int = Field(
+        0, ge=0, description="train the LSTM on windows of the most recent N days only (0 = all); keeps "
+        "multi-year series fast while trend and seasonality still use the whole history"
+    )
     loss: Literal["l1", "mse", "huber"] = Field("l1", description="training loss on scaled residuals")
     seed: int = Field(0, description="torch/numpy seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train and predict")

@@ -118,13 +118,18 @@ def _load_future(path: str, data_config):
 
 
 def _send_to_influx(frame, metrics, manifest, origin, data) -> None:
-    from stef_ray.integrations.influx import sink_from_env
+    """Forecast, metrics and the recent actuals; points wait in the local spool if InfluxDB is down."""
+    from stef_ray.data.hourly import LOAD
+    from stef_ray.integrations.influx import InfluxSink
 
-    sink = sink_from_env()
     extra = manifest.get("extra", {})
     name, version = extra.get("model_name", "local-bundle"), str(extra.get("model_version", "0"))
-    sink.submit_forecast(frame, model_name=name, model_version=version, issue_time=origin)
-    if metrics:
-        sink.submit_metrics(metrics, model_name=name, model_version=version, timestamp=origin)
-    delivered = sink.flush(timeout=10)
-    print("✓ sent to InfluxDB" if delivered else "warning: InfluxDB unreachable; points spooled for later delivery")
+    with InfluxSink.from_env() as sink:
+        sink.submit_forecast(frame, model_name=name, model_version=version, issue_time=origin)
+        if metrics:
+            sink.submit_metrics(metrics, model_name=name, model_version=version, issue_time=origin)
+        recent = data.frame[[LOAD]].dropna().iloc[-24 * 8 :].rename_axis("timestamp").reset_index()
+        sink.submit_actuals(recent, value_column=LOAD)
+        delivered = sink.flush(timeout_s=10)
+    print("✓ sent to InfluxDB" if delivered
+          else "warning: InfluxDB unreachable; points kept in the local spool and sent on the next run")

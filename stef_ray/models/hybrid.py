@@ -1,0 +1,264 @@
+"""The hybrid: log load = trend + seasonality + residual, each a component fitted on what the previous
+left over. Forecasts are combined in log space and reported in MW as an additive split:
+
+    trend_mw       = exp(trend)
+    seasonality_mw = exp(trend + seasonality) - trend_mw
+    residual_mw    = exp(trend + seasonality + residual) - exp(trend + seasonality)
+    forecast_mw    = trend_mw + seasonality_mw + residual_mw
+
+Quantiles come from conformal calibration: per lead hour, quantiles of the validation errors in log space.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.config import ModelConfig
+from stef_ray.data.hourly import LOAD, HourlyData
+from stef_ray.exceptions import InsufficientHistoryError
+from stef_ray.features import calendar_inputs
+from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
+from stef_ray.models.seasonality import FourierSeasonality
+from stef_ray.models.trend import LogLinearTrend
+
+logger = logging.getLogger(__name__)
+
+CALENDAR_CHANNELS = ["hour_sin", "hour_cos", "week_sin", "week_cos"]
+
+
+@dataclass
+class ComponentForecast:
+    """Log-space components for a batch of origins; arrays of shape (origins, horizon)."""
+
+    trend: np.ndarray
+    seasonality: np.ndarray
+    residual: np.ndarray
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.trend + self.seasonality + self.residual
+
+
+@dataclass
+class ResidualWindows:
+    """Everything the residual search needs, built once on the driver and shared with every trial."""
+
+    series: np.ndarray  # (hours, channels) float32
+    train_origins: np.ndarray
+    val_origins: np.ndarray
+    channel_names: list[str] = field(default_factory=list)
+
+
+class HybridModel:
+    """Trend + Fourier seasonality + LSTM residual, fitted in that order on one hourly series."""
+
+    def __init__(self, config: ModelConfig | None = None, exog: Sequence[str] = ()) -> None:
+        self.config = config or ModelConfig()
+        self.exog = list(exog)
+        self.trend = LogLinearTrend(self.config.trend.enabled)
+        self.seasonality = FourierSeasonality(self.config.seasonality)
+        self.residual: ResidualLSTM | None = None
+        self.scaler: dict = {}
+        self.quantile_offsets: dict[str, list[float]] = {}
+        self.training: dict = {}
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def lookback(self) -> int:
+        return self.config.residual.lookback_hours
+
+    @property
+    def horizon(self) -> int:
+        return self.config.residual.horizon_hours
+
+    def _exog_frame(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        return frame[self.exog] if self.exog else None
+
+    def base_components(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Log trend and log seasonality for every row of ``frame`` (needs only time and exog)."""
+        return self.trend.predict(frame.index), self.seasonality.predict(frame.index, self._exog_frame(frame))
+
+    def _fit_scaler(self, residual_log: np.ndarray, frame: pd.DataFrame, season_log: np.ndarray) -> None:
+        exog = frame[self.exog].to_numpy(dtype=float) if self.exog else np.empty((len(frame), 0))
+        self.scaler = {
+            "residual_mean": float(np.nanmean(residual_log)),
+            "residual_std": float(np.nanstd(residual_log)) or 1.0,
+            "exog_mean": np.nanmean(exog, axis=0).tolist() if exog.size else [],
+            "exog_std": [float(s) or 1.0 for s in np.nanstd(exog, axis=0)] if exog.size else [],
+            "season_mean": float(np.nanmean(season_log)),
+            "season_std": float(np.nanstd(season_log)) or 1.0,
+        }
+
+    def residual_series(self, frame: pd.DataFrame, residual_log: np.ndarray, season_log: np.ndarray) -> np.ndarray:
+        """The LSTM's input array: scaled residual, scaled seasonal level, scaled exog, calendar."""
+        s = self.scaler
+        columns = [
+            (residual_log - s["residual_mean"]) / s["residual_std"],
+            (season_log - s["season_mean"]) / s["season_std"],
+        ]
+        for i, name in enumerate(self.exog):
+            columns.append((frame[name].to_numpy(dtype=float) - s["exog_mean"][i]) / s["exog_std"][i])
+        return np.column_stack([*columns, calendar_inputs(frame.index)]).astype(np.float32)
+
+    @property
+    def channel_names(self) -> list[str]:
+        return ["residual", "seasonal_level", *self.exog, *CALENDAR_CHANNELS]
+
+    # -------------------------------------------------------------- fitting
+    def fit_base(self, data: HourlyData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fit trend and seasonality; return (trend_log, season_log, residual_log) on the training rows."""
+        frame = data.frame
+        min_hours = self.lookback + self.horizon + 24 * (self.config.residual.validation_days + 7)
+        observed = int(np.isfinite(frame[LOAD].to_numpy()).sum())
+        if observed < min_hours:
+            raise InsufficientHistoryError(
+                f"only {observed} hours of load to train on; at least {min_hours} are needed "
+                f"({min_hours // 24} days: lookback, horizon, validation and a week of training windows)"
+            )
+        load = frame[LOAD].to_numpy(dtype=float)
+        self.trend.fit(frame.index, load)
+        trend_log = self.trend.predict(frame.index)
+        detrended = np.log(load) - trend_log
+        self.seasonality.fit(frame.index, detrended, self._exog_frame(frame))
+        season_log = self.seasonality.predict(frame.index, self._exog_frame(frame))
+        residual_log = detrended - season_log
+        self.training = {
+            "start": frame.index[0].isoformat(),
+            "end": frame.index[-1].isoformat(),
+            "hours": len(frame),
+            "observed_hours": observed,
+            "timezone": str(frame.index.tz),
+            "trend_r2": self.trend.r2,
+            "fourier_orders": list(self.seasonality.orders),
+        }
+        return trend_log, season_log, residual_log
+
+    def residual_windows(self, data: HourlyData, season_log: np.ndarray, residual_log: np.ndarray) -> ResidualWindows:
+        """Scale the residual series and split its origins in time: validation = the last days."""
+        frame = data.frame
+        self._fit_scaler(residual_log, frame, season_log)
+        series = self.residual_series(frame, residual_log, season_log)
+        valid = np.isfinite(series).all(axis=1)
+        c = self.config.residual
+        origins = valid_origins(valid, c.lookback_hours, c.horizon_hours)
+        split = len(frame) - c.validation_days * 24 - c.horizon_hours
+        train = origins[origins + c.horizon_hours <= split]
+        if c.train_days:
+            train = train[train >= split - c.train_days * 24]
+        if c.window_stride_hours > 1:
+            train = train[(train - train[0]) % c.window_stride_hours == 0] if len(train) else train
+        val = origins[origins >= split]
+        if len(train) < 24 or len(val) < 24:
+            raise InsufficientHistoryError(
+                f"{len(train)} training and {len(val)} validation windows without gaps; at least 24 of each "
+                "are needed: give more history or fewer/shorter gaps"
+            )
+        return ResidualWindows(series, train, val, self.channel_names)
+
+    def fit(
+        self,
+        data: HourlyData,
+        callbacks: Sequence[EpochCallback] = (),
+        init_state: dict | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> HybridModel:
+        """Fit all three components in order. ``init_state`` warm-starts the LSTM (rolling refits);
+        ``on_stage`` receives one human-readable line per stage (the CLI prints them)."""
+        say = on_stage or logger.info
+        say("TRAINING TREND MODEL (log-linear regression)")
+        _, season_log, residual_log = self.fit_base(data)
+        say(f"✓ Trend model trained  R² (log load): {self.trend.r2:.4f}  "
+            f"slope: {self.trend.slope_per_year * 100:+.2f} %/year")
+        say("TRAINING FOURIER SEASONALITY MODEL" + (" (grid search)" if self.config.seasonality.grid_search else ""))
+        for note in self.seasonality.notes:
+            say(f"  note: {note}")
+        kd, kw, ky = self.seasonality.orders
+        say(f"✓ Fourier orders  Kd (daily): {kd}  Kw (weekly): {kw}  Ky (yearly): {ky}  "
+            f"exogenous: {', '.join(self.exog) or 'none'}")
+        windows = self.residual_windows(data, season_log, residual_log)
+        if self.config.residual.enabled:
+            residual = ResidualLSTM(self.config.residual, windows.series.shape[1])
+            say(f"TRAINING LSTM RESIDUAL MODEL on {residual.device}  parameters: {residual.parameter_count:,}  "
+                f"windows: {len(windows.train_origins):,} train / {len(windows.val_origins):,} validation")
+            residual.fit(windows.series, windows.train_origins, windows.val_origins, callbacks, init_state)
+            ended = "early stop" if residual.stopped_early else "max epochs"
+            say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
+            self.attach_residual(residual, windows)
+        else:
+            self.calibrate(windows)
+        return self
+
+    def attach_residual(self, residual: ResidualLSTM, windows: ResidualWindows) -> HybridModel:
+        """Adopt an LSTM trained elsewhere (a Ray Tune trial) on ``windows``, then calibrate."""
+        self.residual = residual
+        self.config = self.config.model_copy(update={"residual": residual.config})
+        self.training |= {
+            "val_loss": residual.best_val_loss,
+            "epochs_run": residual.epochs_run,
+            "stopped_early": residual.stopped_early,
+            "parameters": residual.parameter_count,
+        }
+        self.calibrate(windows)
+        return self
+
+    def calibrate(self, windows: ResidualWindows) -> None:
+        """Conformal quantile offsets per lead hour from the validation windows' log errors."""
+        origins = windows.val_origins
+        series = windows.series
+        ahead = origins[:, None] + np.arange(self.horizon)
+        actual = series[ahead, 0] * self.scaler["residual_std"] + self.scaler["residual_mean"]
+        predicted = self._predict_residual_log(series, origins)
+        errors = actual - predicted
+        self.quantile_offsets = {
+            f"{q:g}": np.quantile(errors, q, axis=0).tolist() for q in self.config.quantiles
+        }
+        self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
+
+    # ----------------------------------------------------------- predicting
+    def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        if self.residual is None:
+            return np.zeros((len(origins), self.horizon))
+        scaled = self.residual.predict(series, origins)
+        return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
+
+    def predict_components(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
+        """Forecast from several origins of one frame at once.
+
+        ``frame`` is hourly with ``load`` (NaN where unknown, at least from each origin on) and the exog
+        columns on every row; ``positions`` are row numbers of the origins. Only rows before an origin
+        contribute their load to its forecast; trend and seasonality need time and exog alone.
+        """
+        positions = np.asarray(positions, dtype=int)
+        if len(positions) and (positions.min() < self.lookback or positions.max() + self.horizon > len(frame)):
+            raise InsufficientHistoryError(
+                f"each forecast needs {self.lookback} hours before its origin and {self.horizon} rows after"
+            )
+        trend_log, season_log = self.base_components(frame)
+        ahead = positions[:, None] + np.arange(self.horizon)
+        if self.residual is None:
+            return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape))
+        residual_log = np.log(frame[LOAD].to_numpy(dtype=float)) - trend_log - season_log
+        series = self.residual_series(frame, residual_log, season_log)
+        # Load at and after each origin is unknown to that forecast: the net never reads channel 0 there.
+        residual = self._predict_residual_log(np.nan_to_num(series, nan=0.0), positions)
+        return ComponentForecast(trend_log[ahead], season_log[ahead], residual)
+
+    def to_megawatts(self, components: ComponentForecast) -> dict[str, np.ndarray]:
+        """The MW split (see module docstring) and the quantiles; arrays of shape (origins, horizon)."""
+        trend = np.exp(components.trend)
+        base = np.exp(components.trend + components.seasonality)
+        final = np.exp(components.final)
+        out = {"forecast": final, "trend": trend, "seasonality": base - trend, "residual": final - base}
+        for key, offsets in self.quantile_offsets.items():
+            out[quantile_column(float(key))] = np.exp(components.final + np.asarray(offsets)[None, :])
+        return out
+
+
+def quantile_column(q: float) -> str:
+    """0.1 -> 'p10', 0.5 -> 'p50', 0.975 -> 'p97.5'."""
+    return f"p{q * 100:g}"

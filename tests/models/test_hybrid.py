@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.config import ModelConfig, ResidualConfig
+from stef_ray.data import frame_to_hourly
+from stef_ray.config import DataConfig
+from stef_ray.exceptions import InsufficientHistoryError
+from stef_ray.models.hybrid import HybridModel
+
+
+def test_hybrid__components_add_up_to_the_forecast(fitted_model, synthetic_hourly):
+    frame = synthetic_hourly.frame
+    positions = np.array([len(frame) - 48, len(frame) - 24])
+    mw = fitted_model.to_megawatts(fitted_model.predict_components(frame, positions))
+    np.testing.assert_allclose(mw["trend"] + mw["seasonality"] + mw["residual"], mw["forecast"], rtol=1e-12)
+    assert mw["forecast"].shape == (2, 24)
+    assert (mw["p10"] <= mw["p50"]).all() and (mw["p50"] <= mw["p90"]).all()
+
+
+def test_hybrid__forecast_reads_no_load_at_or_after_its_origin(fitted_model, synthetic_hourly):
+    frame = synthetic_hourly.frame.copy()
+    position = len(frame) - 24
+    before = fitted_model.predict_components(frame, np.array([position])).final
+    frame.iloc[position:, frame.columns.get_loc("load")] *= 3.0  # the future changes wildly
+    after = fitted_model.predict_components(frame, np.array([position])).final
+    np.testing.assert_array_equal(before, after)
+
+
+def test_hybrid__beats_seasonal_naive_on_synthetic_data(synthetic_hourly):
+    config = ModelConfig(residual=ResidualConfig(hidden_size=16, max_epochs=6, validation_days=7, device="cpu"))
+    train = synthetic_hourly.window(end=synthetic_hourly.frame.index[-24 * 7])
+    model = HybridModel(config, synthetic_hourly.exog).fit(train)
+    frame = synthetic_hourly.frame
+    positions = np.arange(len(frame) - 24 * 7, len(frame) - 23, 24)
+    forecast = model.to_megawatts(model.predict_components(frame, positions))["forecast"]
+    actual = frame["load"].to_numpy()[positions[:, None] + np.arange(24)]
+    naive = frame["load"].to_numpy()[positions[:, None] + np.arange(24) - 168]
+    mape = np.mean(np.abs(forecast - actual) / actual)
+    # AR(1) noise of ~1.7 % leaves little to predict a day ahead; the hybrid must still clearly win.
+    assert mape < 0.85 * np.mean(np.abs(naive - actual) / actual)
+    assert mape < 0.02
+
+
+def test_hybrid__too_little_history_is_a_clear_error(synthetic_frame, tiny_model_config):
+    short = frame_to_hourly(synthetic_frame.iloc[: 24 * 10], DataConfig())
+    with pytest.raises(InsufficientHistoryError, match="hours of load to train on"):
+        HybridModel(tiny_model_config).fit(short)
+
+
+def test_hybrid__residual_disabled_still_calibrates_quantiles(synthetic_hourly):
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7))
+    model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
+    assert model.residual is None and set(model.quantile_offsets) == {"0.1", "0.5", "0.9"}
+    frame = synthetic_hourly.frame
+    mw = model.to_megawatts(model.predict_components(frame, np.array([len(frame) - 24])))
+    np.testing.assert_allclose(mw["residual"], 0.0, atol=1e-9)
+
+
+def test_hybrid__training_summary_is_recorded(fitted_model):
+    training = fitted_model.training
+    assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
+    assert training["epochs_run"] >= 1 and np.isfinite(training["val_loss"])
+    assert pd.Timestamp(training["start"]) < pd.Timestamp(training["end"])

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+
+from stef_ray.config import ResidualConfig
+from stef_ray.models.residual_lstm import ResidualLSTM, valid_origins
+
+
+def _ar_series(hours: int = 24 * 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    residual = np.zeros(hours)
+    for i in range(1, hours):
+        residual[i] = 0.97 * residual[i - 1] + rng.normal(0, 0.3)
+    hour = np.arange(hours) % 24
+    return np.column_stack([residual, np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)]).astype(np.float32)
+
+
+def _config(**overrides) -> ResidualConfig:
+    base = dict(hidden_size=16, max_epochs=8, patience=3, batch_size=64, learning_rate=5e-3, device="cpu",
+                lookback_hours=48, horizon_hours=12, loss="mse")
+    return ResidualConfig(**(base | overrides))
+
+
+def test_residual_lstm__learns_persistence_better_than_zero():
+    series = _ar_series()
+    origins = valid_origins(np.ones(len(series), bool), 48, 12)
+    train, val = origins[origins < 900], origins[origins >= 912]
+    model = ResidualLSTM(_config(), series.shape[1]).fit(series, train, val)
+    predicted = model.predict(series, val)
+    actual = series[val[:, None] + np.arange(12), 0]
+    assert np.mean((predicted - actual) ** 2) < 0.6 * np.mean(actual**2)
+
+
+def test_residual_lstm__reports_each_epoch_and_keeps_best_weights():
+    series = _ar_series()
+    origins = valid_origins(np.ones(len(series), bool), 48, 12)
+    reports = []
+    model = ResidualLSTM(_config(max_epochs=4, patience=10), series.shape[1])
+    model.fit(series, origins[:600], origins[-200:], callbacks=[lambda r, m: reports.append(r)])
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert model.best_val_loss == min(r.val_loss for r in reports)
+    assert all(r.best_val_loss == min(x.val_loss for x in reports[: r.epoch]) for r in reports)
+
+
+def test_residual_lstm__same_seed_same_weights():
+    series = _ar_series()
+    origins = valid_origins(np.ones(len(series), bool), 48, 12)
+    first = ResidualLSTM(_config(max_epochs=2), 3).fit(series, origins[:300], origins[-100:])
+    second = ResidualLSTM(_config(max_epochs=2), 3).fit(series, origins[:300], origins[-100:])
+    for key, value in first.state_dict().items():
+        assert (value == second.state_dict()[key]).all()
+
+
+def test_valid_origins__skip_windows_touching_a_gap():
+    valid = np.ones(100, bool)
+    valid[50] = False
+    origins = valid_origins(valid, lookback=10, horizon=5)
+    assert all(not (o - 10 <= 50 < o + 5) for o in origins)
+    assert 46 not in origins and 60 not in origins and 45 in origins and 61 in origins
