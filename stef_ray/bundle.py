@@ -4,6 +4,7 @@
     trend.json           log-linear trend parameters
     seasonality.json     Fourier/exogenous design spec and ridge coefficients
     residual_scaler.json scaling of the LSTM's input channels
+    residual_linear.json linear residual model (ridge coefficients), when used
     residual_lstm.pt     LSTM weights as a state_dict (read with weights_only=True)
     quantiles.json       conformal offsets per lead hour (log space)
 
@@ -23,12 +24,14 @@ from stef_ray import __version__
 from stef_ray.config import DataConfig, ModelConfig
 from stef_ray.exceptions import BundleError, ModelNotFoundError
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
+LINEAR = "residual_linear.json"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -60,6 +63,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             "horizon_hours": model.horizon,
             "training": model.training,
             "has_residual": model.residual is not None,
+            "has_linear": model.linear is not None,
             "extra": extra or {},
         }
         _write_json(staging / MANIFEST, manifest)
@@ -67,6 +71,8 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
         _write_json(staging / "seasonality.json", model.seasonality.to_state())
         _write_json(staging / "residual_scaler.json", model.scaler)
         _write_json(staging / "quantiles.json", model.quantile_offsets)
+        if model.linear is not None:
+            _write_json(staging / LINEAR, model.linear.to_state())
         if model.residual is not None:
             torch.save(model.residual.state_dict(), staging / WEIGHTS)
         if path.exists():
@@ -121,6 +127,8 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         model.scaler = json.loads((path / "residual_scaler.json").read_text())
         model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
         model.training = manifest.get("training", {})
+        if manifest.get("has_linear"):
+            model.linear = LinearResidual.from_state(json.loads((path / LINEAR).read_text()))
         if manifest.get("has_residual"):
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
             residual = ResidualLSTM(config.residual, len(manifest["feature_names"]["residual_channels"]))

@@ -89,6 +89,11 @@ class ResidualConfig(StrictModel):
     """LSTM on the scaled log residuals: last ``lookback_hours`` in, next ``horizon_hours`` out."""
 
     enabled: bool = Field(True, description="fit the LSTM residual model")
+    linear: bool = Field(
+        True, description="a closed-form ridge on the same windows carries the linear residual dynamics; "
+        "the LSTM learns what it misses"
+    )
+    linear_alpha: float = Field(1.0, ge=0, description="ridge penalty of the linear residual model")
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
     hidden_size: int = Field(48, ge=4, le=1024, description="LSTM hidden units")

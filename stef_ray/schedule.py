@@ -189,8 +189,14 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str = Field("0 2 * * 0", description="cron expression (minute hour day month weekday), local time")
-    timezone: str = Field("Asia/Seoul", description="IANA time zone the cron expression is read in")
+    cron: str = Field(
+        default_factory=lambda: os.environ.get("SCHEDULE_CRON", "0 2 * * 0"),
+        description="cron expression (minute hour day month weekday) in local time; env SCHEDULE_CRON",
+    )
+    timezone: str = Field(
+        default_factory=lambda: os.environ.get("SCHEDULE_TIMEZONE", "Asia/Seoul"),
+        description="IANA time zone the cron expression is read in; env SCHEDULE_TIMEZONE",
+    )
     entrypoint: str = Field(
         "stef-ray tune --config tune_configs/prod.yaml", description="shell command the Ray job runs"
     )
@@ -246,10 +252,12 @@ def missed_run(config: ScheduleConfig, handled_until: dt.datetime | None, now: d
     if handled_until is None:
         return None
     missed = None
-    for moment in next_run_times(config.cron, config.timezone, handled_until, n=1000):
+    cursor = handled_until
+    while cursor < now:
+        moment = next_run_times(config.cron, config.timezone, cursor, n=1)[0]
         if moment > now:
             break
-        missed = moment
+        missed = cursor = moment
     return missed
 
 
@@ -286,18 +294,28 @@ def submit_and_follow(
     runtime_env: dict | None = None,
     poll_interval_s: float = 5.0,
     timeout_s: float | None = None,
+    submit_wait_s: float = 60.0,
     on_log_line: Callable[[str], None] | None = None,
 ) -> JobOutcome:
     """Submit one Ray job, pass its new log lines to `on_log_line` as they come, and wait for its end."""
     on_log_line = on_log_line or (lambda line: logger.info("job | %s", line))
     submission_id = f"stef-ray-retrain-{dt.datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        submission_id=submission_id,
-        runtime_env=runtime_env,
-        metadata={"submitted_by": "stef-ray schedule"},
-    )
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata={"submitted_by": "stef-ray schedule"},
+            )
+            break
+        except RuntimeError as err:
+            # A head that has just started answers before its job agent is up: wait for it, briefly.
+            if "No available agent" in str(err) and time.monotonic() - started < submit_wait_s:
+                time.sleep(1.0)
+                continue
+            raise ServiceUnavailableError(f"Ray refused the job: {str(err).splitlines()[0][:200]}") from None
     logger.info("submitted Ray job %s: %s", job_id, entrypoint)
     seen_chars = 0
     while True:

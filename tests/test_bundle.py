@@ -32,7 +32,7 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
 def test_bundle__contains_no_pickle(fitted_model, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["manifest.json", "quantiles.json", "residual_lstm.pt", "residual_scaler.json",
+    assert names == ["manifest.json", "quantiles.json", "residual_linear.json", "residual_lstm.pt", "residual_scaler.json",
                      "seasonality.json", "trend.json"]
     import torch
 

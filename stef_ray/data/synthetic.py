@@ -21,6 +21,7 @@ def synthetic_load(
     yearly_amplitude: float = 0.08,
     temperature_effect: float = 0.004,
     noise: float = 0.01,
+    ar_coefficient: float = 0.8,
 ) -> pd.DataFrame:
     """A frame with columns timestamp, load (MW), temperature (°C), workday (0/1).
 
@@ -47,7 +48,7 @@ def synthetic_load(
     ar = np.zeros(hours)
     shocks = rng.normal(0, noise, hours)
     for i in range(1, hours):
-        ar[i] = 0.8 * ar[i - 1] + shocks[i]
+        ar[i] = ar_coefficient * ar[i - 1] + shocks[i]
     log_load = (
         np.log(base_mw) + slope_per_year * years + daily + weekly + yearly
         + temperature_effect * np.maximum(temperature - 20, 0) - 0.05 * (1 - workday) * weekday + ar

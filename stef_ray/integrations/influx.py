@@ -19,7 +19,6 @@ Spool layout, in `spool_dir`:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -167,8 +166,9 @@ def forecast_lines(
     Args:
         forecast: columns `timestamp` (tz-aware), `forecast`, `trend`, `seasonality`, `residual`,
             optionally `p10`, `p50`, `p90`.
-        issue_time: the forecast origin (tz-aware); stored as a UTC ISO tag, and the lead hour of each
-            point is counted from it.
+        issue_time: the forecast origin (tz-aware): the start of the first forecast hour, as
+            ``stef_ray.forecasting.Forecast.origin``; stored as a UTC ISO tag. Lead hour 1 is the hour
+            that starts at the origin, as in the backtest's horizon_metrics.csv.
 
     Raises:
         DataError: a required column is missing or a timestamp has no timezone.
@@ -189,7 +189,7 @@ def forecast_lines(
         fields: dict[str, float | int] = _finite_fields(row, present)
         if not fields:
             continue
-        fields[LEAD_HOUR_FIELD] = round((target - origin).total_seconds() / 3600)
+        fields[LEAD_HOUR_FIELD] = round((target - origin).total_seconds() / 3600) + 1
         lines.append(_line(MEASUREMENT_FORECAST, tags, fields, int(target.timestamp())))
     return lines
 
@@ -360,7 +360,7 @@ class Spool:
 # ---- sink ---------------------------------------------------------------------------------------
 
 
-class _Unreachable(Exception):
+class _UnreachableError(Exception):
     """The server could not take the batch now; keep it and retry later."""
 
 
@@ -481,7 +481,7 @@ class InfluxSink:
                 self.spool.seal_orphans()
                 for path in self.spool.sealed_segments():
                     self._deliver_segment(path)
-            except _Unreachable as err:
+            except _UnreachableError as err:
                 self.failed_attempts += 1
                 self.last_error = str(err)
                 logger.debug("InfluxDB delivery postponed: %s", err)
@@ -511,9 +511,9 @@ class InfluxSink:
                     logger.error("InfluxDB refused %s as malformed (%s); moved to %s", path.name, err.reason, target)
                     return
                 # 401/403/404 are set-up errors (token, org, bucket): keep the points until fixed.
-                raise _Unreachable(f"HTTP {err.status} {err.reason}: {(err.body or '')[:200]}") from None
+                raise _UnreachableError(f"HTTP {err.status} {err.reason}: {(err.body or '')[:200]}") from None
             except Exception as err:  # connection refused, timeout, reset: the server is away
-                raise _Unreachable(f"{type(err).__name__}: {err}") from None
+                raise _UnreachableError(f"{type(err).__name__}: {err}") from None
             lines = lines[size:]
             self.spool.replace_segment(path, lines)
             self.delivered_lines += len(batch)

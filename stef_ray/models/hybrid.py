@@ -22,6 +22,7 @@ from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
 from stef_ray.features import calendar_inputs
+from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
@@ -52,6 +53,7 @@ class ResidualWindows:
     train_origins: np.ndarray
     val_origins: np.ndarray
     channel_names: list[str] = field(default_factory=list)
+    baseline: np.ndarray | None = None  # (hours, horizon) linear residual prediction per origin row
 
 
 class HybridModel:
@@ -63,6 +65,7 @@ class HybridModel:
         self.trend = LogLinearTrend(self.config.trend.enabled)
         self.seasonality = FourierSeasonality(self.config.seasonality)
         self.residual: ResidualLSTM | None = None
+        self.linear: LinearResidual | None = None
         self.scaler: dict = {}
         self.quantile_offsets: dict[str, list[float]] = {}
         self.training: dict = {}
@@ -158,7 +161,16 @@ class HybridModel:
                 f"{len(train)} training and {len(val)} validation windows without gaps; at least 24 of each "
                 "are needed: give more history or fewer/shorter gaps"
             )
-        return ResidualWindows(series, train, val, self.channel_names)
+        windows = ResidualWindows(series, train, val, self.channel_names)
+        if c.linear:
+            # Fitted on training and validation windows alike: the most recent weeks matter most, and a
+            # ridge with a few hundred coefficients needs no early stopping.
+            self.linear = LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha)
+            self.linear.fit(series, np.concatenate([train, val]))
+            windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
+            used = np.concatenate([train, val])
+            windows.baseline[used] = self.linear.predict(series, used)
+        return windows
 
     def fit(
         self,
@@ -185,7 +197,8 @@ class HybridModel:
             residual = ResidualLSTM(self.config.residual, windows.series.shape[1])
             say(f"TRAINING LSTM RESIDUAL MODEL on {residual.device}  parameters: {residual.parameter_count:,}  "
                 f"windows: {len(windows.train_origins):,} train / {len(windows.val_origins):,} validation")
-            residual.fit(windows.series, windows.train_origins, windows.val_origins, callbacks, init_state)
+            residual.fit(windows.series, windows.train_origins, windows.val_origins, callbacks, init_state,
+                         baseline=windows.baseline)
             ended = "early stop" if residual.stopped_early else "max epochs"
             say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
             self.attach_residual(residual, windows)
@@ -221,9 +234,13 @@ class HybridModel:
 
     # ----------------------------------------------------------- predicting
     def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        if self.residual is None:
-            return np.zeros((len(origins), self.horizon))
-        scaled = self.residual.predict(series, origins)
+        scaled = np.zeros((len(origins), self.horizon))
+        if self.linear is not None:
+            scaled += self.linear.predict(series, origins)
+        if self.residual is not None:
+            scaled += self.residual.predict(series, origins)
+        if self.linear is None and self.residual is None:
+            return scaled
         return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
 
     def predict_components(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
@@ -240,7 +257,7 @@ class HybridModel:
             )
         trend_log, season_log = self.base_components(frame)
         ahead = positions[:, None] + np.arange(self.horizon)
-        if self.residual is None:
+        if self.residual is None and self.linear is None:
             return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape))
         residual_log = np.log(frame[LOAD].to_numpy(dtype=float)) - trend_log - season_log
         series = self.residual_series(frame, residual_log, season_log)

@@ -104,12 +104,18 @@ class ResidualLSTM:
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 
-    def _gather(self, series: torch.Tensor, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _gather(
+        self, series: torch.Tensor, origins: torch.Tensor, baseline: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """History windows, future features and targets (minus the baseline's prediction, if any)."""
         c = self.config
         back = origins[:, None] + torch.arange(-c.lookback_hours, 0, device=series.device)
         ahead = origins[:, None] + torch.arange(0, c.horizon_hours, device=series.device)
         future_rows = series[ahead]
-        return series[back], future_rows[:, :, 1:], future_rows[:, :, 0]
+        target = future_rows[:, :, 0]
+        if baseline is not None:
+            target = target - baseline[origins]
+        return series[back], future_rows[:, :, 1:], target
 
     def _loss(self) -> nn.Module:
         return {"l1": nn.L1Loss(), "mse": nn.MSELoss(), "huber": nn.HuberLoss(delta=1.0)}[self.config.loss]
@@ -121,10 +127,12 @@ class ResidualLSTM:
         val_origins: np.ndarray,
         callbacks: Sequence[EpochCallback] = (),
         init_state: dict | None = None,
+        baseline: np.ndarray | None = None,
     ) -> ResidualLSTM:
         """Adam(W) with early stopping on the validation loss; the best epoch's weights are kept.
 
-        ``init_state`` warm-starts from earlier weights (rolling refits in backtests).
+        ``init_state`` warm-starts from earlier weights (rolling refits in backtests). ``baseline``
+        (rows, horizon) is another model's prediction per origin row; the net learns what it misses.
         """
         c = self.config
         torch.manual_seed(c.seed)
@@ -135,6 +143,7 @@ class ResidualLSTM:
         self.net.to(self.device)
         data = torch.as_tensor(series, dtype=torch.float32, device=self.device)
         val = torch.as_tensor(val_origins, dtype=torch.long, device=self.device)
+        base = None if baseline is None else torch.as_tensor(baseline, dtype=torch.float32, device=self.device)
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
         loss_fn = self._loss()
         best_state, self.best_val_loss, stale = None, float("inf"), 0
@@ -146,7 +155,7 @@ class ResidualLSTM:
             total, count = 0.0, 0
             for start in range(0, len(order), c.batch_size):
                 batch = torch.as_tensor(order[start : start + c.batch_size], dtype=torch.long, device=self.device)
-                history, future, target = self._gather(data, batch)
+                history, future, target = self._gather(data, batch, base)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(self.net(history, future), target)
                 loss.backward()
@@ -154,7 +163,7 @@ class ResidualLSTM:
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
                 count += len(batch)
-            val_loss = self._evaluate(data, val, loss_fn) if len(val) else total / max(count, 1)
+            val_loss = self._evaluate(data, val, loss_fn, base) if len(val) else total / max(count, 1)
             improved = val_loss < self.best_val_loss - 1e-6
             if improved:
                 self.best_val_loss, stale = val_loss, 0
@@ -175,11 +184,12 @@ class ResidualLSTM:
         return self
 
     @torch.no_grad()
-    def _evaluate(self, data: torch.Tensor, origins: torch.Tensor, loss_fn: nn.Module) -> float:
+    def _evaluate(self, data: torch.Tensor, origins: torch.Tensor, loss_fn: nn.Module,
+                  baseline: torch.Tensor | None = None) -> float:
         self.net.eval()
         total = 0.0
         for start in range(0, len(origins), 4096):
-            history, future, target = self._gather(data, origins[start : start + 4096])
+            history, future, target = self._gather(data, origins[start : start + 4096], baseline)
             total += float(loss_fn(self.net(history, future), target)) * len(target)
         return total / len(origins)
 

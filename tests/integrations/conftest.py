@@ -108,3 +108,76 @@ def tsdb(victoria_metrics: VictoriaMetrics) -> VictoriaMetrics:
     yield victoria_metrics
     if not victoria_metrics.running:
         victoria_metrics.start()
+
+
+# --------------------------------------------------------------------------- Ray Tune and MLflow
+# One Ray session for the whole test session (2 CPUs, no dashboard), tiny seeded data and one tiny search
+# whose bundle the tune and registry tests share.
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        # address="local": never join a cluster some `ray start` left registered in /tmp/ray.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def tiny_tune_config(storage_path, **overrides):
+    """A search that trains in about a second per trial: 60 days of hourly data, 48 h lookback, 4 units."""
+    from stef_ray.integrations.tune_config import TuneConfig
+
+    raw = {
+        "data": {"exog": ["temperature", "workday"]},
+        "model": {
+            "seasonality": {"yearly_order": 0, "weekly_order": 3},
+            "residual": {"lookback_hours": 48, "horizon_hours": 24, "validation_days": 7,
+                         "window_stride_hours": 4, "hidden_size": 4, "patience": 10},
+        },
+        "search": {"num_samples": 3, "seed": 1, "space": {
+            "hidden_size": {"type": "choice", "values": [4, 8]},
+            "learning_rate": {"type": "loguniform", "low": 3e-3, "high": 3e-2},
+        }},
+        "scheduler": {"type": "asha", "max_epochs": 2, "grace_period": 1, "reduction_factor": 2},
+        "resources": {"cpus_per_trial": 1},
+        "mlflow": {"holdout_days": 7},
+        "storage_path": str(storage_path),
+        "max_failures": 0,
+    }
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return TuneConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_hourly():
+    """60 days of seeded synthetic hourly load with temperature and workday, as HourlyData."""
+    from stef_ray.config import DataConfig
+    from stef_ray.data import frame_to_hourly
+    from stef_ray.data.synthetic import synthetic_load
+
+    table = synthetic_load(hours=24 * 60, start="2024-03-01", timezone="UTC", seed=3, base_mw=5_000.0)
+    return frame_to_hourly(table, DataConfig(exog=["temperature", "workday"]), source="synthetic")
+
+
+@pytest.fixture(scope="session")
+def tiny_search(ray_session, tiny_hourly, tmp_path_factory):
+    """One finished tiny search (3 trials x 2 epochs, ASHA) and its config."""
+    from stef_ray.integrations.tune import run_search
+
+    root = tmp_path_factory.mktemp("tiny_search")
+    config = tiny_tune_config(root / "ray_results")
+    outcome = run_search(config, tiny_hourly, name="tiny", bundle_out=root / "bundle")
+    return outcome, config
+
+
+@pytest.fixture(scope="session")
+def make_tune_config():
+    """``tiny_tune_config`` as a fixture: ``make_tune_config(storage_path, **{"scheduler.type": "fifo"})``."""
+    return tiny_tune_config

@@ -37,7 +37,7 @@ ISSUE_TIME = pd.Timestamp("2014-06-01 00:00", tz="Australia/Melbourne")
 
 def make_forecast(issue_time: pd.Timestamp, seed: int, quantiles: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    timestamps = pd.date_range(issue_time + pd.Timedelta(hours=1), periods=24, freq="h")
+    timestamps = pd.date_range(issue_time, periods=24, freq="h")  # origin = first forecast hour
     trend = np.full(24, 4500.0)
     seasonality = 600 * np.sin(np.arange(24) / 24 * 2 * np.pi)
     residual = rng.normal(0, 30, 24)
@@ -122,7 +122,7 @@ def test_forecast_lines__naive_timestamp_or_missing_column_is_a_data_error():
     forecast = make_forecast(ISSUE_TIME, seed=3)
     with pytest.raises(DataError, match="no timezone"):
         forecast_lines(forecast, model_name="m", model_version="1", issue_time=ISSUE_TIME.tz_localize(None))
-    with pytest.raises(DataError, match="lacks column.*residual"):
+    with pytest.raises(DataError, match=r"lacks column.*residual"):
         forecast_lines(forecast.drop(columns="residual"), model_name="m", model_version="1", issue_time=ISSUE_TIME)
 
 
@@ -251,4 +251,5 @@ def test_influx_sink__segment_of_a_crashed_writer_is_delivered_without_its_half_
     assert any("half-written line" in message for message in caplog.messages)
     rows = samples(tsdb, MEASUREMENT_FORECAST, "forecast", model_name="crash")
     assert len(rows) == 24
-    assert not list(spool_dir.glob("*.active")) and not list(spool_dir.glob("*.lp"))
+    assert not list(spool_dir.glob("*.active"))
+    assert not list(spool_dir.glob("*.lp"))

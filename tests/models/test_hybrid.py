@@ -51,12 +51,29 @@ def test_hybrid__too_little_history_is_a_clear_error(synthetic_frame, tiny_model
 
 
 def test_hybrid__residual_disabled_still_calibrates_quantiles(synthetic_hourly):
-    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, linear=False, validation_days=7))
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
     assert model.residual is None and set(model.quantile_offsets) == {"0.1", "0.5", "0.9"}
     frame = synthetic_hourly.frame
     mw = model.to_megawatts(model.predict_components(frame, np.array([len(frame) - 24])))
     np.testing.assert_allclose(mw["residual"], 0.0, atol=1e-9)
+
+
+def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
+    # Persistent deviations (AR 0.98 per hour) are what a residual model can carry into the next day.
+    from stef_ray.data.synthetic import synthetic_load
+
+    data = frame_to_hourly(synthetic_load(hours=24 * 120, seed=4, ar_coefficient=0.98, noise=0.004),
+                           DataConfig(exog=["temperature", "workday"]))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, linear=True, validation_days=7))
+    model = HybridModel(config, data.exog).fit(data.window(end=data.frame.index[-24 * 14]))
+    frame = data.frame
+    positions = np.arange(len(frame) - 24 * 14, len(frame) - 23, 24)
+    components = model.predict_components(frame, positions)
+    actual = np.log(frame["load"].to_numpy()[positions[:, None] + np.arange(24)])
+    base_error = np.mean(np.abs(components.trend + components.seasonality - actual))
+    assert np.mean(np.abs(components.final - actual)) < 0.8 * base_error
+    assert model.linear is not None and model.residual is None
 
 
 def test_hybrid__training_summary_is_recorded(fitted_model):

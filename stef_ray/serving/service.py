@@ -1,0 +1,470 @@
+"""The forecast service behind the HTTP API, free of Ray: request body -> validated frame -> components
+-> answer. The Ray Serve deployments call its pieces (trend, seasonality and residual each in their own
+replicas); the plain FastAPI app calls ``ForecastService.forecast`` in one process. Both therefore share
+every validation rule and every number.
+
+The frame handed to the components is exactly the one ``stef_ray.forecasting.forecast_from_frames``
+builds (the last ``lookback`` hours plus ``horizon`` future rows), so an HTTP answer equals the CLI's.
+
+Torch is imported only where the residual model is loaded: trend and seasonality replicas stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from stef_ray.data.hourly import LOAD
+from stef_ray.exceptions import BundleError, ConfigError
+from stef_ray.models.seasonality import FourierSeasonality
+from stef_ray.models.trend import LogLinearTrend
+from stef_ray.serving.schemas import (
+    ModelInfo,
+    RequestError,
+    TrainingWindow,
+    error_from_validation,
+    field_path,
+    request_model,
+)
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_PREFIX = "models:/"
+HOUR_NS = 3_600_000_000_000
+HOURS_PER_WEEK = 168
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?$")
+
+
+# ------------------------------------------------------------------------------------- model source
+@dataclass(frozen=True)
+class ModelKey:
+    """Names one loaded model across replicas: where its bundle lies and which version it is."""
+
+    path: str
+    version: str
+
+
+def resolve_source(source: str) -> tuple[Path, dict]:
+    """A local bundle folder for ``source`` (a path or ``models:/NAME@ALIAS``) and what the URI says.
+
+    Raises:
+        ConfigError: a registry URI while the registry adapter is not installed, or a malformed URI.
+    """
+    if not source.startswith(REGISTRY_PREFIX):
+        return Path(source).expanduser().resolve(), {}
+    match = _REGISTRY_URI.match(source)
+    if match is None:
+        raise ConfigError(f"model source {source!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    try:
+        from stef_ray.integrations.registry import resolve_model_uri  # mlflow only when a URI is used
+    except ImportError as err:
+        raise ConfigError(
+            f"model source {source!r} needs the MLflow registry adapter (stef_ray.integrations.registry), "
+            f"which cannot be imported ({err}); pass a bundle path instead"
+        ) from None
+    return Path(resolve_model_uri(source)).resolve(), {k: v for k, v in match.groupdict().items() if v}
+
+
+def bundle_fingerprint(path: Path) -> str:
+    """A short content hash of a bundle: the same files give the same version, a retrained one another."""
+    digest = hashlib.sha256()
+    for name in ("manifest.json", "trend.json", "seasonality.json", "residual_scaler.json", "quantiles.json",
+                 "residual_lstm.pt"):
+        part = path / name
+        if part.is_file():
+            digest.update(name.encode())
+            digest.update(part.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _holdout_mape(manifest: dict) -> float | None:
+    extra = manifest.get("extra") or {}
+    for where in (extra, extra.get("metrics") or {}, manifest.get("training") or {}):
+        for key in ("holdout_mape", "holdout_MAPE", "mape"):
+            value = where.get(key)
+            if isinstance(value, int | float):
+                return float(value)
+    return None
+
+
+@dataclass
+class LoadedModel:
+    """A model read from a bundle, with what the API reports about it."""
+
+    model: Any  # stef_ray.models.hybrid.HybridModel (kept untyped: importing it imports torch)
+    manifest: dict
+    info: ModelInfo
+    key: ModelKey
+
+    @property
+    def timezone(self) -> str:
+        return self.info.timezone
+
+
+def load_model(source: str) -> LoadedModel:
+    """Load the model at ``source`` (bundle path or registry URI) for serving."""
+    from stef_ray.bundle import load_bundle
+
+    path, uri_parts = resolve_source(source)
+    model, manifest = load_bundle(path, device="cpu")
+    extra = manifest.get("extra") or {}
+    training = manifest.get("training") or {}
+    timezone = (manifest.get("data_config") or {}).get("timezone") or training.get("timezone") or "UTC"
+    version = str(uri_parts.get("version") or extra.get("registry_version") or extra.get("version")
+                  or bundle_fingerprint(path))
+    info = ModelInfo(
+        name=uri_parts.get("name") or extra.get("registered_model_name") or path.name,
+        version=version,
+        alias=uri_parts.get("alias"),
+        source=source,
+        created_at=manifest.get("created_at"),
+        training_window=TrainingWindow(start=training.get("start"), end=training.get("end"),
+                                       hours=training.get("hours")),
+        holdout_mape=_holdout_mape(manifest),
+        validation_mape_log_approx=training.get("val_mape_log_approx"),
+        lookback_hours=model.lookback,
+        horizon_hours=model.horizon,
+        exog=list(model.exog),
+        timezone=timezone,
+    )
+    return LoadedModel(model, manifest, info, ModelKey(str(path), version))
+
+
+# --------------------------------------------------------------------------------- component caches
+class ComponentCache:
+    """The last few models a component replica has loaded, by key; loads on a miss (thread-safe).
+
+    Requests name the model they were validated against, so during a hot swap an answer is computed
+    by one model version throughout, whichever replicas it passes.
+    """
+
+    def __init__(self, loader: Callable[[str], Any], keep: int = 2) -> None:
+        self._loader = loader
+        self._keep = keep
+        self._items: OrderedDict[ModelKey, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: ModelKey) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            item = self._loader(key.path)
+            self._items[key] = item
+            while len(self._items) > self._keep:
+                self._items.popitem(last=False)
+            return item
+
+
+def load_trend(path: str) -> LogLinearTrend:
+    """The trend of an already validated bundle (no torch)."""
+    return LogLinearTrend.from_state(_read_state(path, "trend.json"))
+
+
+def load_seasonality(path: str) -> FourierSeasonality:
+    """The seasonality of an already validated bundle (no torch)."""
+    return FourierSeasonality.from_state(_read_state(path, "seasonality.json"))
+
+
+def load_full_model(path: str) -> Any:
+    from stef_ray.bundle import load_bundle
+
+    return load_bundle(path, device="cpu")[0]
+
+
+def _read_state(path: str, name: str) -> dict:
+    try:
+        return json.loads((Path(path) / name).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BundleError(f"bundle {path}: cannot read {name} ({err}); retrain it") from None
+
+
+# ------------------------------------------------------------------------------------- computations
+def trend_log(trend: LogLinearTrend, index: pd.DatetimeIndex) -> np.ndarray:
+    return trend.predict(index)
+
+
+def season_log(seasonality: FourierSeasonality, exog_frame: pd.DataFrame | None) -> np.ndarray:
+    """``exog_frame``: the forecast frame's exog columns (or an empty frame with its index)."""
+    exog = exog_frame if exog_frame is not None and len(exog_frame.columns) else None
+    return seasonality.predict(exog_frame.index, exog)
+
+
+def residual_log_batch(
+    model: Any, frames: Sequence[pd.DataFrame], trends: Sequence[np.ndarray], seasons: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Residual (log) forecasts for several requests in one LSTM pass, as ``predict_components`` does."""
+    series = []
+    for frame, trend, season in zip(frames, trends, seasons, strict=True):
+        residual = np.log(frame[LOAD].to_numpy(dtype=float)) - trend - season
+        # Load at and after the origin is unknown: the net never reads channel 0 there.
+        series.append(np.nan_to_num(model.residual_series(frame, residual, season), nan=0.0))
+    lengths = np.array([len(s) for s in series])
+    origins = np.concatenate([[0], np.cumsum(lengths)[:-1]]) + model.lookback
+    # HybridModel keeps the residual scaling in this one method; reuse it rather than copy it.
+    out = model._predict_residual_log(np.concatenate(series), origins)
+    return list(out)
+
+
+# ------------------------------------------------------------------------------------ request parsing
+@dataclass
+class PreparedForecast:
+    """A validated request: the model's input frame and what was repaired or assumed."""
+
+    frame: pd.DataFrame  # lookback + model horizon rows: load (NaN ahead) and exog
+    origin: pd.Timestamp
+    horizon: int
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _epoch_ns(rows: Sequence[BaseModel]) -> np.ndarray:
+    """UTC instants of the rows' (offset-aware) timestamps as int64 nanoseconds, exactly."""
+    return np.fromiter(((row.timestamp - _EPOCH) // _MICROSECOND for row in rows), dtype=np.int64,
+                       count=len(rows)) * 1000
+
+
+def _stamp(ns: int, timezone: str) -> pd.Timestamp:
+    return pd.Timestamp(int(ns), tz="UTC").tz_convert(timezone)
+
+
+def _check_hourly(stamps: np.ndarray, section: str, timezone: str) -> None:
+    steps = np.diff(stamps)
+    bad = np.flatnonzero((steps <= 0) | (steps % HOUR_NS != 0))
+    if not len(bad):
+        return
+    i = int(bad[0]) + 1
+    where, this, before = f"{section}[{i}].timestamp", _stamp(stamps[i], timezone), _stamp(stamps[i - 1], timezone)
+    if steps[i - 1] == 0:
+        raise RequestError(422, f"{this} appears twice (also {section}[{i - 1}]); remove the duplicate", where)
+    if steps[i - 1] < 0:
+        raise RequestError(422, f"{this} comes before {section}[{i - 1}] ({before}); sort the rows by time, "
+                           "oldest first", where)
+    raise RequestError(422, f"{this} is not a whole number of hours after {section}[{i - 1}]; rows must be "
+                       "hourly (start of each hour)", where)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    padded = np.concatenate([[False], mask, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _interpolate_inside(values: np.ndarray) -> None:
+    """Linear interpolation of each column's NaN runs between their neighbours, in place (as pandas'
+    ``interpolate(method="linear", limit_area="inside")`` does on an evenly spaced grid)."""
+    for column in range(values.shape[1]):
+        series = values[:, column]
+        for start, length in _runs(np.isnan(series)):
+            if start == 0 or start + length == len(series):
+                continue
+            left, right = series[start - 1], series[start + length]
+            series[start:start + length] = left + (right - left) * np.arange(1, length + 1) / (length + 1)
+
+
+class ForecastService:
+    """One loaded model and everything needed to answer a forecast request with it."""
+
+    def __init__(self, loaded: LoadedModel, max_interpolate_hours: int | None = None) -> None:
+        self.loaded = loaded
+        model = loaded.model
+        data_config = loaded.manifest.get("data_config") or {}
+        self.max_gap_hours = (max_interpolate_hours if max_interpolate_hours is not None
+                              else int(data_config.get("max_interpolate_hours", 3)))
+        self.request_model = request_model(tuple(model.exog), model.horizon)
+        self._exog_fields = self._field_names()
+        self._allowed = {
+            "body": ["history", "future", "horizon"],
+            "history": ["timestamp", "load", *model.exog],
+            "future": ["timestamp", *model.exog],
+        }
+
+    @classmethod
+    def from_source(cls, source: str) -> ForecastService:
+        return cls(load_model(source))
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def key(self) -> ModelKey:
+        return self.loaded.key
+
+    def _field_names(self) -> list[str]:
+        """Python attribute of each exog column on a history row (an alias where the name is not valid)."""
+        fields = self.request_model.model_fields["history"].annotation.__args__[0].model_fields
+        by_column = {(info.alias or name): name for name, info in fields.items()}
+        return [by_column[column] for column in self.model.exog]
+
+    # ------------------------------------------------------------------- parsing
+    def parse(self, body: bytes | str) -> PreparedForecast:
+        """Validate a JSON body. Raises RequestError (400 malformed JSON, 422 anything else)."""
+        try:
+            request = self.request_model.model_validate_json(body)
+        except ValidationError as err:
+            raise error_from_validation(err, self._allowed) from None
+        return self.prepare(request)
+
+    def prepare(self, request: BaseModel) -> PreparedForecast:
+        """The model's input frame for a validated request (numpy throughout: this runs per request).
+
+        Equal, value for value, to the frame ``forecast_from_frames`` builds from the same history.
+        """
+        model, tz = self.model, self.loaded.timezone
+        lookback, horizon = model.lookback, model.horizon
+        stamps = _epoch_ns(request.history)
+        _check_hourly(stamps, "history", tz)
+        span_hours = int((stamps[-1] - stamps[0]) // HOUR_NS) + 1
+        if span_hours < lookback:
+            raise RequestError(
+                422, f"covers {span_hours} hours; the model needs the last {lookback} hours before the forecast "
+                "origin", "history",
+            )
+        # Only the last lookback hours are read; a few more rows anchor the interpolation of a short gap.
+        width = min(span_hours, lookback + self.max_gap_hours + 1)
+        positions = (stamps - stamps[-1]) // HOUR_NS + width - 1
+        keep = positions >= 0
+        fields = self._exog_fields
+        rows = [row for row, kept in zip(request.history, keep, strict=True) if kept]
+        window = np.full((width, 1 + len(fields)), np.nan)
+        window[positions[keep]] = np.array(
+            [[np.nan if row.load is None else row.load, *(getattr(row, f) for f in fields)] for row in rows],
+            dtype=float,
+        ).reshape(len(rows), 1 + len(fields))
+        flags, notes = [], []
+        if self._repair_gaps(window, stamps[-1], notes):
+            flags.append("interpolated")
+        recent = window[-lookback:]
+        origin_ns = int(stamps[-1]) + HOUR_NS
+        future = self._future(request, origin_ns, recent, notes)
+        index_ns = origin_ns + HOUR_NS * np.arange(-lookback, horizon, dtype=np.int64)
+        index = pd.DatetimeIndex(index_ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC").tz_convert(tz)
+        columns = {LOAD: np.concatenate([recent[:, 0], np.full(horizon, np.nan)])}
+        for i, name in enumerate(model.exog):
+            columns[name] = np.concatenate([recent[:, 1 + i], future[:, i]])
+        frame = pd.DataFrame(columns, index=index)
+        return PreparedForecast(frame, _stamp(origin_ns, tz), request.horizon, flags, notes)
+
+    def _repair_gaps(self, window: np.ndarray, last_ns: int, notes: list[str]) -> int:
+        """Interpolate runs of up to ``max_gap_hours`` missing hours inside the lookback window."""
+        lookback, width = self.model.lookback, len(window)
+        first = width - lookback
+        tz = self.loaded.timezone
+        filled = 0
+        for start, length in _runs(np.isnan(window).any(axis=1)):
+            if start + length <= first:
+                continue  # entirely before the hours the model reads
+            gap_start = _stamp(last_ns - (width - 1 - max(start, first)) * HOUR_NS, tz)
+            if start + length == width:
+                raise RequestError(422, "the last hour's load is null; the last row must be an observation",
+                                   "history")
+            if length > self.max_gap_hours or start == 0:
+                raise RequestError(
+                    422, f"{length if start else 'at least ' + str(length)} hour(s) missing from {gap_start} "
+                    f"within the last {lookback} hours; gaps of up to {self.max_gap_hours} h are interpolated, "
+                    "longer ones must be filled by the client", "history",
+                )
+            filled += length
+            notes.append(f"interpolated {length} missing hour(s) of history from {gap_start}")
+        if filled:
+            _interpolate_inside(window)
+        return filled
+
+    def _future(self, request: BaseModel, origin_ns: int, recent: np.ndarray, notes: list[str]) -> np.ndarray:
+        """Known exogenous values for the forecast hours; holes take the same hour one week earlier."""
+        model, tz = self.model, self.loaded.timezone
+        horizon, fields = model.horizon, self._exog_fields
+        future = np.full((horizon, len(fields)), np.nan)
+        if request.future:
+            stamps = _epoch_ns(request.future)
+            _check_hourly(stamps, "future", tz)
+            steps = (stamps - origin_ns) // HOUR_NS
+            outside = np.flatnonzero((stamps < origin_ns) | (steps >= horizon) | ((stamps - origin_ns) % HOUR_NS != 0))
+            if len(outside):
+                i = int(outside[0])
+                raise RequestError(
+                    422, f"{_stamp(stamps[i], tz)} is outside the forecast window {_stamp(origin_ns, tz)} .. "
+                    f"{_stamp(origin_ns + (horizon - 1) * HOUR_NS, tz)} (the hours after the last history row)",
+                    field_path(["future", i, "timestamp"]),
+                )
+            future[steps] = np.array(
+                [[np.nan if getattr(row, f) is None else getattr(row, f) for f in fields] for row in request.future],
+                dtype=float,
+            ).reshape(len(stamps), len(fields))
+        holes = np.isnan(future)
+        if holes.any():
+            # As forecast_from_frames: hour h falls back to h - 168 h when that hour is in the lookback window.
+            week_before = np.full_like(future, np.nan)
+            source = len(recent) - HOURS_PER_WEEK + np.arange(horizon)
+            inside = (source >= 0) & (source < len(recent))
+            week_before[inside] = recent[source[inside], 1:]
+            future = np.where(holes, week_before, future)
+            from stef_ray.forecasting import FALLBACK_NOTE  # the CLI's words (a lazy import: torch)
+
+            fell_back = [name for i, name in enumerate(model.exog) if holes[:, i].any()]
+            notes.append(FALLBACK_NOTE.format(columns=", ".join(fell_back)))
+        return future
+
+    # ----------------------------------------------------------------- computing
+    def exog_frame(self, prepared: PreparedForecast) -> pd.DataFrame:
+        return prepared.frame[self.model.exog]
+
+    def forecast(self, prepared: PreparedForecast) -> dict:
+        """All three components in this process (the plain app, and the reference for Serve)."""
+        model = self.model
+        trend = trend_log(model.trend, prepared.frame.index)
+        season = season_log(model.seasonality, self.exog_frame(prepared))
+        residual = residual_log_batch(model, [prepared.frame], [trend], [season])[0]
+        return self.assemble(prepared, trend, season, residual)
+
+    def assemble(
+        self, prepared: PreparedForecast, trend: np.ndarray, season: np.ndarray, residual: np.ndarray | None,
+        degraded_reason: str | None = None,
+    ) -> dict:
+        """The JSON answer from log components; ``residual=None`` answers trend + seasonality (degraded)."""
+        from stef_ray.models.hybrid import ComponentForecast
+
+        model = self.model
+        ahead = slice(model.lookback, model.lookback + model.horizon)
+        flags, notes = list(prepared.flags), list(prepared.notes)
+        degraded = residual is None
+        if degraded:
+            residual = np.zeros(model.horizon)
+            flags.append("degraded")
+            notes.append(f"residual model unavailable ({degraded_reason or 'failed'}): trend + seasonality only, "
+                         "no quantiles")
+        components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :])
+        columns = model.to_megawatts(components)
+        n = prepared.horizon
+        timestamps = [ts.isoformat() for ts in prepared.frame.index[ahead][:n]]
+        answer = {
+            "model_name": self.loaded.info.name,
+            "model_version": self.loaded.info.version,
+            "origin": prepared.origin.isoformat(),
+            "timestamps": timestamps,
+            **{name: columns[name][0, :n].tolist() for name in ("forecast", "trend", "seasonality", "residual")},
+        }
+        for name in ("p10", "p50", "p90"):
+            answer[name] = None if degraded or name not in columns else columns[name][0, :n].tolist()
+        answer["quality"] = "degraded" if degraded else ("interpolated" if "interpolated" in flags else "ok")
+        answer["quality_flags"] = flags
+        answer["notes"] = notes
+        return answer

@@ -1,0 +1,67 @@
+"""Hot swap under load: re-deploying the config with a new model source in the ingress's user_config
+reconfigures the replicas in place; no request fails and no answer mixes the two models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from stef_ray.serving.service import ForecastService
+
+pytestmark = pytest.mark.slow
+
+
+def test_hot_swap__no_failed_request_and_the_version_switches(served, bundles, make_body):
+    body = make_body()
+    expected = {}
+    for bundle in (bundles.first, bundles.second):
+        service = ForecastService.from_source(str(bundle))
+        expected[service.loaded.info.version] = service.forecast(service.parse(json.dumps(body)))["forecast"]
+    first, second = list(expected)
+    assert not np.allclose(expected[first], expected[second], rtol=1e-4)  # the swap is visible in the numbers
+
+    answers: list[tuple[float, int, dict]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            response = served.post(body, timeout=30)
+            answers.append((time.monotonic(), response.status_code,
+                            response.json() if response.status_code == 200 else {"text": response.text}))
+
+    ingress = {"model_source": str(bundles.second), "residual_timeout_s": 1.0}
+    with ThreadPoolExecutor(6) as pool:
+        workers = [pool.submit(client) for _ in range(6)]
+        try:
+            time.sleep(1.0)
+            swapped_at = time.monotonic()
+            served.deploy(ForecastIngress={"user_config": ingress})
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                a[2].get("model_version") == second for a in answers[-6:]
+            ):
+                time.sleep(0.1)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.result()
+            served.deploy(ForecastIngress={"user_config": {"model_source": str(bundles.first),
+                                                           "residual_timeout_s": 1.0}})
+
+    failed = [a for a in answers if a[1] != 200]
+    assert not failed, failed[:3]
+    versions = [a[2]["model_version"] for a in answers]
+    assert versions[0] == first, set(versions)
+    assert versions[-1] == second, set(versions)
+    assert all(a[2]["quality"] == "ok" for a in answers)
+    for _, _, answer in answers:  # each answer is entirely one model's
+        np.testing.assert_allclose(answer["forecast"], expected[answer["model_version"]], rtol=1e-6)
+    before = sum(a[0] < swapped_at for a in answers)
+    assert before > 0
+    assert len(answers) - before > 0

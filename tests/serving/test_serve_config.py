@@ -1,0 +1,69 @@
+"""serve_config.yaml against Ray Serve's own schema, the overrides `stef-ray serve` applies, and the
+`stef-ray serve` command's parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stef_ray.exceptions import ConfigError
+from stef_ray.serving.app import INGRESS, AppArgs, read_serve_config, validate_serve_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "serve_config.yaml"
+
+
+def test_serve_config__valid_against_ray_serve_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    app = schema.applications[0]
+    assert app.import_path == "stef_ray.serving.app:build_app"
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == {"ForecastIngress", "Trend", "Seasonality", "ResidualLSTM"}
+    for deployment in deployments.values():
+        options = deployment.ray_actor_options
+        assert 0 < options.num_cpus < 1
+        assert options.num_gpus == 0
+    assert deployments[INGRESS].user_config["model_source"] == "models:/power-demand-hybrid@champion"
+    AppArgs.model_validate(app.args)
+
+
+def test_read_serve_config__model_override_reaches_args_and_user_config(tmp_path):
+    config = read_serve_config(CONFIG, model_source=str(tmp_path), port=8123)
+    app = config["applications"][0]
+    ingress = next(d for d in app["deployments"] if d["name"] == INGRESS)
+    assert app["args"]["model_source"] == str(tmp_path)
+    assert ingress["user_config"] == {"model_source": str(tmp_path), "residual_timeout_s": 2.0}
+    assert config["http_options"]["port"] == 8123
+
+
+def test_validate_serve_config__errors_name_the_key():
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["applications"][0]["args"]["residual_timeout"] = 3
+    with pytest.raises(ConfigError, match=r"residual_timeout: unknown key"):
+        validate_serve_config(raw)
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["applications"][0]["deployments"][0]["num_replicas"] = -1
+    with pytest.raises(ConfigError, match="num_replicas"):
+        validate_serve_config(raw)
+
+
+def test_serve_command__parses_overrides():
+    from stef_ray.cli.main import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "models/production", "--port", "8080"])
+    assert (args.model, args.port, args.config) == ("models/production", 8080, Path("serve_config.yaml"))
+    assert args.handler.__module__ == "stef_ray.cli.serve_cmd"
+
+
+def test_curl_example__names_the_models_columns():
+    from stef_ray.cli.serve_cmd import curl_example
+
+    text = curl_example("http://127.0.0.1:8000", ["temperature", "workday"], 168, api_key=True)
+    assert "X-API-Key" in text
+    assert '"temperature": 0.0' in text
+    assert "168 hourly rows" in text
