@@ -100,7 +100,7 @@ def run_backtest(
         model = None
         if {"hybrid", "trend_fourier"} & set(models):
             model = HybridModel(config, data.exog)
-            if "hybrid" in models and config.residual.enabled:
+            if "hybrid" in models:
                 model.fit(train, init_state=previous_state)
                 previous_state = model.residual.state_dict() if model.residual is not None else None
             else:

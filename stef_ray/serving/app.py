@@ -13,25 +13,40 @@ against, and component replicas load a model they do not hold yet, so no answer 
 and no in-flight request fails. If the residual deployment fails or times out, the answer is trend +
 seasonality with ``quality: "degraded"``.
 
+Operations (issue 5), all set in ``args`` or, reconfigurable in place, in the ingress's ``user_config``:
+- ``influx``: each answered forecast goes to an ``InfluxSink`` from a background thread after the answer is
+  built (the sink spools locally and delivers on its own thread), tagged with model name, version and the
+  A/B ``arm``; a slow or absent InfluxDB never slows or fails an answer.
+- ``alias_poll_s``: for ``models:/NAME@ALIAS`` sources the ingress asks the registry every so often which
+  version the alias names and, when it moved, swaps to it as a hot swap does (a new champion without
+  downtime; in-flight requests finish on the old model).
+- ``challenger_fraction``: that share of the requests goes to ``challenger_source``; a request with an
+  ``X-Request-ID`` header always lands on the same arm (a hash of the id), others on a seeded draw.
+
 Run it with ``serve run serve_config.yaml`` or ``stef-ray serve``; the builder is ``build_app``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import random
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError
+from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
 from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, HttpSettings, build_http_app
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import (
@@ -39,10 +54,12 @@ from stef_ray.serving.service import (
     ForecastService,
     ModelKey,
     PreparedForecast,
+    alias_version,
     load_full_model,
     load_model,
     load_seasonality,
     load_trend,
+    registry_parts,
     residual_log_batch,
     season_log,
     trend_log,
@@ -51,6 +68,10 @@ from stef_ray.serving.service import (
 logger = logging.getLogger("ray.serve")
 
 DEFAULT_MODEL_SOURCE = "models:/power-demand-hybrid@champion"
+DEFAULT_CHALLENGER_SOURCE = "models:/power-demand-hybrid@challenger"
+CHAMPION, CHALLENGER = "champion", "challenger"  # the A/B arms
+REQUEST_ID_HEADER = "X-Request-ID"  # Ray Serve's own request-id header: a client may set it
+TAG_ARM = "arm"  # extra tag on stored forecasts, next to the sink's model_name / model_version / issue_time
 # Small CPU shares so that all four deployments fit a 2-core machine (each replica would reserve a
 # whole CPU by default); serve_config.yaml overrides these per deployment.
 COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "max_ongoing_requests": 64}
@@ -78,15 +99,67 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(
         0.002, ge=0, le=1, description="how long the residual deployment waits to fill a batch"
     )
+    # The options below can also be set in the ingress's user_config (see IngressConfig).
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI for models:/ sources; default $MLFLOW_TRACKING_URI, "
+        "else ./mlflow.db"
+    )
+    alias_poll_s: float = Field(
+        0.0, ge=0, description="seconds between registry checks of a models:/NAME@ALIAS source; when the "
+        "alias moves, the new version is swapped in without downtime. 0: off"
+    )
+    challenger_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of the requests answered by challenger_source (A/B split); 0: off"
+    )
+    challenger_source: str = Field(
+        DEFAULT_CHALLENGER_SOURCE, description="bundle folder or models:/NAME@ALIAS of the challenger arm"
+    )
+    ab_seed: int | None = Field(
+        None, description="seed of the arm draw for requests without an X-Request-ID header (None: random)"
+    )
+    influx: bool | None = Field(
+        None, description="store each answered forecast in InfluxDB (asynchronously); None: when "
+        "$INFLUXDB_URL is set"
+    )
+    influx_settings: dict[str, Any] = Field(
+        default_factory=dict, description="InfluxSettings fields over the environment (INFLUXDB_URL, "
+        "INFLUXDB_TOKEN, INFLUXDB_ORG, INFLUXDB_BUCKET, STEF_RAY_SPOOL_DIR), e.g. {spool_dir: /var/spool/stef}; "
+        "keep the token in the environment"
+    )
+
+    @field_validator("influx_settings")
+    @classmethod
+    def _known_influx_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_influx_keys(value)
+
+
+def _check_influx_keys(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    unknown = sorted(set(value or {}) - set(InfluxSettings.model_fields))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(InfluxSettings.model_fields)}")
+    return value
 
 
 class IngressConfig(BaseModel):
-    """The ingress's ``user_config``: changing it swaps the model without a restart."""
+    """The ingress's ``user_config``: changing it reconfigures the running replicas in place (a new model
+    source is hot-swapped). Every key but model_source overrides the same key of the app's args."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_source: str = Field(description="bundle folder or models:/NAME@ALIAS")
     residual_timeout_s: float | None = Field(None, gt=0, description="overrides args.residual_timeout_s")
+    mlflow_tracking_uri: str | None = Field(None, description="overrides args.mlflow_tracking_uri")
+    alias_poll_s: float | None = Field(None, ge=0, description="overrides args.alias_poll_s")
+    challenger_fraction: float | None = Field(None, ge=0, le=1, description="overrides args.challenger_fraction")
+    challenger_source: str | None = Field(None, description="overrides args.challenger_source")
+    ab_seed: int | None = Field(None, description="overrides args.ab_seed")
+    influx: bool | None = Field(None, description="overrides args.influx")
+    influx_settings: dict[str, Any] | None = Field(None, description="overrides args.influx_settings")
+
+    @field_validator("influx_settings")
+    @classmethod
+    def _known_influx_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_influx_keys(value)
 
 
 class ResidualConfig(BaseModel):
@@ -190,42 +263,91 @@ class ForecastIngress:
         self, trend: DeploymentHandle, seasonality: DeploymentHandle, residual: DeploymentHandle, args: dict
     ) -> None:
         self._args = _validated(AppArgs, args, "application args")
+        self._options = self._args  # args with the user_config's overrides
         self._trend, self._seasonality, self._residual = trend, seasonality, residual
-        self._service: ForecastService | None = None
+        self._arms: dict[str, ForecastService] = {}
+        self._arm_of: weakref.WeakKeyDictionary[ForecastService, str] = weakref.WeakKeyDictionary()
+        self._rng = random.Random(self._args.ab_seed)
         self._residual_timeout_s = self._args.residual_timeout_s
         api_key = self._args.api_key or (os.environ.get(self._args.api_key_env) if self._args.api_key_env else None)
         self._settings = HttpSettings(api_key=api_key or None, max_body_bytes=self._args.max_body_bytes)
         self._swap_lock = asyncio.Lock()
-        self._served = metrics.Counter("stef_forecasts_served", "forecasts answered", tag_keys=("quality",))
+        self._poller: asyncio.Task | None = None
+        self._poll_errors: dict[str, str] = {}
+        self._sink: Any = None  # InfluxSink (influxdb_client is imported only when a sink is configured)
+        self._sink_settings: dict | None = None
+        # One thread turns answers into points and spools them, after the answer is built: the request
+        # never waits on line-protocol formatting, an fsync or the network.
+        self._submitter = ThreadPoolExecutor(1, thread_name_prefix="influx-submit")
+        self._served = metrics.Counter("stef_forecasts_served", "forecasts answered", tag_keys=("quality", "arm"))
         self._degraded = metrics.Counter("stef_degraded_answers", "answers without the residual model")
+        self._stored = metrics.Counter("stef_forecasts_spooled", "forecasts handed to the InfluxDB sink",
+                                       tag_keys=("outcome",))
         self._latency = metrics.Histogram(
             "stef_forecast_latency_ms", "POST /forecast latency in the ingress (ms)", LATENCY_BOUNDARIES_MS
         )
         self._model_version = metrics.Gauge(
-            "stef_model_version", "1 for the model version being served, 0 for the one it replaced",
-            tag_keys=("model_name", "version"),
+            "stef_model_version", "1 for a model version being served, 0 for one it replaced",
+            tag_keys=("model_name", "version", "arm"),
         )
 
     def __serve_build_asgi_app__(self):
-        return build_http_app(lambda: self._service, self._compute, self._settings, self._observe,
-                              title="stef_ray forecast API")
+        return build_http_app(lambda: self._arms.get(CHAMPION), self._compute, self._settings, self._observe,
+                              title="stef_ray forecast API", select=self._select)
 
+    # ------------------------------------------------------------------ configuration
     async def reconfigure(self, user_config: dict) -> None:
         config = _validated(IngressConfig, user_config or {"model_source": self._args.model_source},
                             "ForecastIngress user_config")
-        self._residual_timeout_s = config.residual_timeout_s or self._args.residual_timeout_s
+        overrides = {k: v for k, v in config.model_dump(exclude={"model_source"}).items() if v is not None}
+        options = self._args.model_copy(update={**overrides, "model_source": config.model_source})
+        self._residual_timeout_s = options.residual_timeout_s
+        await self._configure_sink(options)  # first: a bad sink setting fails before any model moves
         async with self._swap_lock:
-            old = self._service
-            if old is not None and old.loaded.info.source == config.model_source:
-                return
-            # Load off the event loop: requests keep being answered by the old model meanwhile.
-            loaded = await asyncio.to_thread(load_model, config.model_source)
-            await self._warm_components(loaded.key)
-            self._service = ForecastService(loaded)
+            self._options = options
+            champion = self._arms.get(CHAMPION)
+            if champion is None or champion.loaded.info.source != options.model_source:
+                # Loaded off the event loop: requests keep being answered by the old model meanwhile.
+                self._install(CHAMPION, await self._load(options.model_source))
+            challenger = self._arms.get(CHALLENGER)
+            if options.challenger_fraction <= 0:
+                self._remove(CHALLENGER)
+            elif challenger is None or challenger.loaded.info.source != options.challenger_source:
+                self._remove(CHALLENGER)
+                try:
+                    self._install(CHALLENGER, await self._load(options.challenger_source))
+                except Exception as err:  # no challenger yet is normal: every request goes to the champion
+                    retry = " (alias polling retries it)" if self._polls(options.challenger_source) else ""
+                    logger.warning("challenger %s not loaded, the champion answers everything%s: %s",
+                                   options.challenger_source, retry, err)
+        self._rng = random.Random(options.ab_seed)
+        self._restart_poller(options)
+
+    def _polls(self, source: str) -> bool:
+        return self._options.alias_poll_s > 0 and "alias" in registry_parts(source)
+
+    async def _load(self, source: str, version: str | None = None) -> ForecastService:
+        loaded = await asyncio.to_thread(load_model, source, self._options.mlflow_tracking_uri, version)
+        await self._warm_components(loaded.key)
+        return ForecastService(loaded)
+
+    def _install(self, arm: str, service: ForecastService) -> None:
+        """Make ``service`` answer ``arm``'s next requests; requests already holding the old one finish on it."""
+        old = self._arms.get(arm)
+        self._arms[arm] = service
+        self._arm_of[service] = arm
+        info = service.loaded.info
         if old is not None:
-            self._model_version.set(0, tags={"model_name": old.loaded.info.name, "version": old.loaded.info.version})
-        self._model_version.set(1, tags={"model_name": loaded.info.name, "version": loaded.info.version})
-        logger.info("serving %s version %s from %s", loaded.info.name, loaded.info.version, config.model_source)
+            self._model_version.set(0, tags={"model_name": old.loaded.info.name,
+                                             "version": old.loaded.info.version, "arm": arm})
+        self._model_version.set(1, tags={"model_name": info.name, "version": info.version, "arm": arm})
+        logger.info("%s: serving %s version %s from %s", arm, info.name, info.version, info.source)
+
+    def _remove(self, arm: str) -> None:
+        old = self._arms.pop(arm, None)
+        if old is not None:
+            self._model_version.set(0, tags={"model_name": old.loaded.info.name,
+                                             "version": old.loaded.info.version, "arm": arm})
 
     async def _warm_components(self, key: ModelKey) -> None:
         """Have one replica of each component load the model before requests need it (best effort)."""
@@ -234,6 +356,104 @@ class ForecastIngress:
             await asyncio.wait_for(asyncio.gather(*(_resolve(call) for call in calls)), timeout=60)
         except Exception as err:  # a component that cannot load it will say so on the first request
             logger.warning("warming the components with %s failed: %s", key.version, err)
+
+    # ------------------------------------------------------------------ alias polling
+    def _sources(self) -> dict[str, str]:
+        options = self._options
+        sources = {CHAMPION: options.model_source}
+        if options.challenger_fraction > 0:
+            sources[CHALLENGER] = options.challenger_source
+        return sources
+
+    def _restart_poller(self, options: AppArgs) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        if options.alias_poll_s > 0 and any(self._polls(source) for source in self._sources().values()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll_aliases(options.alias_poll_s))
+
+    async def _poll_aliases(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            for arm, source in self._sources().items():
+                try:
+                    await self._follow_alias(arm, source)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # the registry is away or the alias is gone: keep serving, retry
+                    message = f"{type(err).__name__}: {err}"
+                    if self._poll_errors.get(arm) != message:  # once per distinct error, not every poll
+                        logger.warning("%s: cannot follow %s: %s", arm, source, message)
+                    self._poll_errors[arm] = message
+                else:
+                    self._poll_errors.pop(arm, None)
+
+    async def _follow_alias(self, arm: str, source: str) -> None:
+        parts = registry_parts(source)
+        if "alias" not in parts:
+            return
+        version = await asyncio.to_thread(alias_version, parts["name"], parts["alias"],
+                                          self._options.mlflow_tracking_uri)
+        current = self._arms.get(arm)
+        if current is not None and current.loaded.info.version == version and current.loaded.info.source == source:
+            return
+        async with self._swap_lock:
+            if self._sources().get(arm) != source:
+                return  # reconfigured while we asked
+            logger.info("%s: %s now names version %s; swapping it in", arm, source, version)
+            self._install(arm, await self._load(source, version))
+
+    # ------------------------------------------------------------------ the InfluxDB sink
+    async def _configure_sink(self, options: AppArgs) -> None:
+        enabled = options.influx if options.influx is not None else bool(os.environ.get("INFLUXDB_URL"))
+        wanted = dict(options.influx_settings) if enabled else None
+        if wanted == self._sink_settings:
+            return
+        sink = None
+        if wanted is not None:
+            from stef_ray.integrations.influx import InfluxSink
+
+            sink = await asyncio.to_thread(InfluxSink.from_env, **wanted)  # ConfigError names the variable
+            logger.info("storing forecasts in InfluxDB at %s (spool %s)", sink.settings.url, sink.settings.spool_dir)
+        old, self._sink, self._sink_settings = self._sink, sink, wanted
+        if old is not None:  # after the forecasts already queued for it; what it cannot deliver stays spooled
+            self._submitter.submit(old.close, 2.0)
+
+    def _store(self, answer: dict) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        self._submitter.submit(_spool_forecast, sink, answer).add_done_callback(self._stored_outcome)
+
+    def _stored_outcome(self, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            logger.error("forecast not spooled for InfluxDB: %r", error)
+        self._stored.inc(tags={"outcome": "error" if error is not None else "spooled"})
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown: spool what is queued, give the sink a moment to deliver.
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.cancel()
+        submitter = getattr(self, "_submitter", None)
+        if submitter is not None:
+            submitter.shutdown(wait=True)
+        sink = getattr(self, "_sink", None)
+        if sink is not None:
+            sink.close(2.0)
+            self._sink = None
+
+    # ------------------------------------------------------------------ requests
+    def _select(self, request: Any) -> ForecastService | None:
+        """The arm that answers this request: the challenger with probability challenger_fraction."""
+        champion, challenger = self._arms.get(CHAMPION), self._arms.get(CHALLENGER)
+        fraction = self._options.challenger_fraction
+        if challenger is None or fraction <= 0 or champion is None:
+            return champion
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        draw = _unit_interval(request_id) if request_id else self._rng.random()
+        return challenger if draw < fraction else champion
 
     async def _compute(self, service: ForecastService, prepared: PreparedForecast) -> dict:
         key = service.key
@@ -254,14 +474,41 @@ class ForecastIngress:
         except Exception as err:
             residual, reason = None, f"{type(err).__name__}"
             logger.warning("residual deployment failed, answering degraded: %r", err)
-        return service.assemble(prepared, trend, season, residual, reason)
+        answer = service.assemble(prepared, trend, season, residual, reason)
+        answer["arm"] = self._arm_of.get(service, CHAMPION)
+        return answer
 
     def _observe(self, answer: dict | None, seconds: float) -> None:
         self._latency.observe(seconds * 1000)
         if answer is not None:
-            self._served.inc(tags={"quality": answer["quality"]})
+            self._served.inc(tags={"quality": answer["quality"], "arm": answer.get("arm") or CHAMPION})
             if answer["quality"] == "degraded":
                 self._degraded.inc()
+            self._store(answer)
+
+
+def _unit_interval(text: str) -> float:
+    """A stable draw in [0, 1) from a request id: the same id always lands on the same arm."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def forecast_points(answer: dict) -> list[str]:
+    """Line protocol for an answer: the sink's forecast points plus the ``arm`` tag."""
+    columns = {"timestamp": pd.to_datetime(answer["timestamps"], utc=True)}
+    for name in ("forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"):
+        if answer.get(name) is not None:
+            columns[name] = answer[name]
+    lines = forecast_lines(pd.DataFrame(columns), model_name=answer["model_name"],
+                           model_version=answer["model_version"], issue_time=pd.Timestamp(answer["origin"]))
+    # forecast_lines has no extra tags; "arm" sorts before the sink's own tags, so it goes first.
+    prefix = f"{MEASUREMENT_FORECAST},"
+    arm = answer.get("arm") or CHAMPION
+    return [prefix + f"{TAG_ARM}={arm}," + line[len(prefix):] if line.startswith(prefix) else line
+            for line in lines]
+
+
+def _spool_forecast(sink: Any, answer: dict) -> int:
+    return sink.submit(forecast_points(answer))
 
 
 async def _resolve(response: Any) -> Any:
@@ -324,7 +571,11 @@ def validate_serve_config(raw: dict, source: str = "serve config") -> None:
         raise ConfigError(format_validation_error(err, source)) from None
     for app in raw.get("applications") or []:
         if str(app.get("import_path", "")).startswith(f"{__name__}:"):
-            _validated(AppArgs, app.get("args"), f"{source}: applications[{app.get('name')}].args")
+            where = f"{source}: applications[{app.get('name')}]"
+            _validated(AppArgs, app.get("args"), f"{where}.args")
+            for deployment in app.get("deployments") or []:
+                if deployment.get("name") == INGRESS and deployment.get("user_config") is not None:
+                    _validated(IngressConfig, deployment["user_config"], f"{where}.{INGRESS}.user_config")
 
 
 def deploy_config(raw: dict, wait_s: float = 120.0) -> None:

@@ -56,6 +56,8 @@ class HttpSettings:
 # Returns the answer dict for a validated request; the Serve backend fans out to deployments.
 ComputeFn = Callable[[ForecastService, PreparedForecast], Awaitable[dict]]
 ObserveFn = Callable[[dict | None, float], None]
+# The model that answers one request (an A/B split picks per request); None: no model loaded yet.
+SelectFn = Callable[[Request], ForecastService | None]
 
 
 def _error(err: RequestError) -> JSONResponse:
@@ -89,17 +91,20 @@ def build_http_app(
     settings: HttpSettings,
     observe: ObserveFn | None = None,
     title: str = "stef_ray forecast API",
+    select: SelectFn | None = None,
 ) -> FastAPI:
     """The API's routes around ``get_service()`` (the model in use, read per request: hot swaps apply
-    to the next request) and ``compute``."""
+    to the next request) and ``compute``. ``select(request)``, when given, picks the model that answers
+    a forecast request (an A/B split); ``get_service()`` still answers ``/model``, ``/healthz`` and the
+    OpenAPI schema."""
     app = FastAPI(title=title, version="1", description="Hourly electricity-demand forecasts (MW) for the "
                   "next hours from the last week of observations and known future exogenous values.")
     error_responses = {code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()}
     key_header = {"name": API_KEY_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
                   "description": "API key; required only when the server is configured with one"}
 
-    def current() -> ForecastService:
-        service = get_service()
+    def current(request: Request | None = None) -> ForecastService:
+        service = select(request) if select is not None and request is not None else get_service()
         if service is None:
             raise RequestError(503, "no model loaded yet; retry shortly")
         return service
@@ -143,7 +148,7 @@ def build_http_app(
         try:
             check_key(request)
             body = await _read_body(request, settings.max_body_bytes)
-            service = current()
+            service = current(request)
             try:
                 prepared = service.parse(body)
                 answer = await compute(service, prepared)

@@ -119,6 +119,11 @@ class ForecastResponse(BaseModel):
 
     model_name: str = Field(description="registered model name, or the bundle folder's name")
     model_version: str = Field(description="registry version, or a content fingerprint of the bundle")
+    model_alias: str | None = Field(None, description="registry alias the model was served under (e.g. champion)")
+    arm: Literal["champion", "challenger"] | None = Field(
+        None, description="A/B arm that answered (Serve app): the configured model, or the challenger that "
+        "takes challenger_fraction of the requests"
+    )
     origin: datetime = Field(description="first forecast hour")
     timestamps: list[datetime] = Field(description="start of each forecast hour (model's time zone)")
     forecast: list[float] = Field(description="point forecast (MW)")

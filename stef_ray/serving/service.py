@@ -57,25 +57,61 @@ class ModelKey:
     version: str
 
 
-def resolve_source(source: str) -> tuple[Path, dict]:
+def registry_parts(source: str) -> dict[str, str]:
+    """``{"name", "alias"}`` or ``{"name", "version"}`` of a ``models:/`` URI; ``{}`` for a bundle path.
+
+    Raises:
+        ConfigError: a malformed ``models:/`` URI.
+    """
+    if not source.startswith(REGISTRY_PREFIX):
+        return {}
+    match = _REGISTRY_URI.match(source)
+    if match is None:
+        raise ConfigError(f"model source {source!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return {k: v for k, v in match.groupdict().items() if v}
+
+
+def _registry() -> Any:
+    try:
+        from stef_ray.integrations import registry  # mlflow only when a URI is used
+    except ImportError as err:
+        raise ConfigError(
+            f"a models:/ source needs the MLflow registry adapter (stef_ray.integrations.registry), which "
+            f"cannot be imported ({err}); pass a bundle path instead"
+        ) from None
+    return registry
+
+
+def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str:
+    """The registry version ``models:/NAME@ALIAS`` points at now.
+
+    Raises:
+        ModelNotFoundError: no such model or alias (or the registry cannot be reached).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from stef_ray.exceptions import ModelNotFoundError
+
+    uri, _ = _registry().tracking_uri(tracking_uri)
+    try:
+        found = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        first = str(err).splitlines()[0][:200]
+        raise ModelNotFoundError(f"models:/{name}@{alias} at {uri}: {first}") from None
+    return str(found.version)
+
+
+def resolve_source(source: str, tracking_uri: str | None = None) -> tuple[Path, dict]:
     """A local bundle folder for ``source`` (a path or ``models:/NAME@ALIAS``) and what the URI says.
 
     Raises:
         ConfigError: a registry URI while the registry adapter is not installed, or a malformed URI.
     """
-    if not source.startswith(REGISTRY_PREFIX):
+    parts = registry_parts(source)
+    if not parts:
         return Path(source).expanduser().resolve(), {}
-    match = _REGISTRY_URI.match(source)
-    if match is None:
-        raise ConfigError(f"model source {source!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    try:
-        from stef_ray.integrations.registry import resolve_model_uri  # mlflow only when a URI is used
-    except ImportError as err:
-        raise ConfigError(
-            f"model source {source!r} needs the MLflow registry adapter (stef_ray.integrations.registry), "
-            f"which cannot be imported ({err}); pass a bundle path instead"
-        ) from None
-    return Path(resolve_model_uri(source)).resolve(), {k: v for k, v in match.groupdict().items() if v}
+    return Path(_registry().resolve_model_uri(source, tracking=tracking_uri)).resolve(), parts
 
 
 def bundle_fingerprint(path: Path) -> str:
@@ -114,11 +150,21 @@ class LoadedModel:
         return self.info.timezone
 
 
-def load_model(source: str) -> LoadedModel:
-    """Load the model at ``source`` (bundle path or registry URI) for serving."""
+def load_model(source: str, tracking_uri: str | None = None, version: str | None = None) -> LoadedModel:
+    """Load the model at ``source`` (bundle path or registry URI) for serving.
+
+    For ``models:/NAME@ALIAS`` the alias is first resolved to its registry version (``version``, when
+    given, is that version already, e.g. as alias polling saw it) and that version is downloaded, so the
+    reported version is the registry's and an alias moving during the download cannot mix two versions.
+    """
     from stef_ray.bundle import load_bundle
 
-    path, uri_parts = resolve_source(source)
+    uri_parts = registry_parts(source)
+    if "alias" in uri_parts:
+        uri_parts["version"] = version or alias_version(uri_parts["name"], uri_parts["alias"], tracking_uri)
+        path, _ = resolve_source(f"{REGISTRY_PREFIX}{uri_parts['name']}/{uri_parts['version']}", tracking_uri)
+    else:
+        path, uri_parts = resolve_source(source, tracking_uri)
     model, manifest = load_bundle(path, device="cpu")
     extra = manifest.get("extra") or {}
     training = manifest.get("training") or {}
@@ -147,11 +193,13 @@ def load_model(source: str) -> LoadedModel:
 class ComponentCache:
     """The last few models a component replica has loaded, by key; loads on a miss (thread-safe).
 
+    ``keep`` 4: an A/B split serves two models, and each may be mid-swap (old and new) at once.
+
     Requests name the model they were validated against, so during a hot swap an answer is computed
     by one model version throughout, whichever replicas it passes.
     """
 
-    def __init__(self, loader: Callable[[str], Any], keep: int = 2) -> None:
+    def __init__(self, loader: Callable[[str], Any], keep: int = 4) -> None:
         self._loader = loader
         self._keep = keep
         self._items: OrderedDict[ModelKey, Any] = OrderedDict()
@@ -458,6 +506,7 @@ class ForecastService:
         answer = {
             "model_name": self.loaded.info.name,
             "model_version": self.loaded.info.version,
+            "model_alias": self.loaded.info.alias,
             "origin": prepared.origin.isoformat(),
             "timestamps": timestamps,
             **{name: columns[name][0, :n].tolist() for name in ("forecast", "trend", "seasonality", "residual")},

@@ -148,3 +148,26 @@ def served(ray_cluster, bundles) -> ServedApp:
 
 def assert_close(actual, expected, rel: float = 1e-6) -> None:
     np.testing.assert_allclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float), rtol=rel)
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory):
+    """The InfluxDB-v2-speaking victoria-metrics server of the integration tests, on a free loopback port.
+
+    The server class lives in tests/integrations/conftest.py; it is loaded from there by path (tests are
+    imported with --import-mode=importlib, so conftest modules are not importable by name).
+    """
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("_stef_influx_server", REPO / "tests/integrations/conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    binary = shutil.which(helpers.BINARY)
+    if binary is None:
+        pytest.skip(f"{helpers.BINARY} is not installed (run `make services` / scripts/install_services.sh)")
+    root = tmp_path_factory.mktemp("victoria-metrics")
+    server = helpers.VictoriaMetrics(binary, root / "storage", free_port(), root / "server.log")
+    server.start()
+    yield server
+    server.stop()

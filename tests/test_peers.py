@@ -1,0 +1,38 @@
+"""Backtest peers: shapes, sanity against naive, and no reading of load at or after an origin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.peers import PEERS
+
+
+@pytest.mark.parametrize("name", ["ridge_residual", "lightgbm", "mstl"])
+def test_peers__forecast_shape_and_no_leakage(name, synthetic_hourly):
+    pytest.importorskip({"lightgbm": "lightgbm", "mstl": "statsforecast"}.get(name, "sklearn"))
+    peer = PEERS[name]
+    frame = synthetic_hourly.frame
+    positions = np.array([len(frame) - 72, len(frame) - 48])
+    train = synthetic_hourly.window(end=frame.index[positions[0]])
+    forecast = peer(train, frame, positions, 24)
+    assert forecast.shape == (2, 24) and np.isfinite(forecast).all()
+    actual = frame["load"].to_numpy()[positions[:, None] + np.arange(24)]
+    assert np.mean(np.abs(forecast - actual) / actual) < 0.08
+    changed = frame.copy()
+    changed.iloc[positions[0]:, changed.columns.get_loc("load")] *= 2.0
+    again = peer(train, changed, positions[:1], 24)
+    np.testing.assert_allclose(again, forecast[:1])
+
+
+def test_configs__shipped_yaml_files_validate():
+    from pathlib import Path
+
+    from stef_ray.config import TrainConfig, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "configs").glob("*.yaml")):
+        config = load_config(TrainConfig, path)
+        assert config.model.residual.horizon_hours == 24, path
+    assert pd.Timestamp("2017-01-01")  # the PJM protocol year parses
