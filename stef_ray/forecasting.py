@@ -66,7 +66,7 @@ def forecast_from_frames(
         )
     origin = recent.index[-1] + pd.Timedelta(hours=1)
     future_index = pd.date_range(origin, periods=model.horizon, freq="h", name="timestamp")
-    future_exog, notes = _future_exog(model, recent, future, future_index)
+    future_exog, notes = _future_exog(model, history, future, future_index)
     frame = pd.concat([recent[[LOAD, *model.exog]], future_exog.assign(**{LOAD: np.nan})[[LOAD, *model.exog]]])
     components = model.predict_components(frame, np.array([model.lookback]))
     columns = model.to_megawatts(components)
@@ -75,13 +75,13 @@ def forecast_from_frames(
 
 
 def _future_exog(
-    model: HybridModel, recent: pd.DataFrame, future: pd.DataFrame | None, future_index: pd.DatetimeIndex
+    model: HybridModel, history: pd.DataFrame, future: pd.DataFrame | None, future_index: pd.DatetimeIndex
 ) -> tuple[pd.DataFrame, list[str]]:
     out = pd.DataFrame(index=future_index)
     if not model.exog:
         return out, []
     known = future.reindex(future_index) if future is not None else pd.DataFrame(index=future_index)
-    week_before = recent.reindex(future_index - pd.Timedelta(hours=168))
+    week_before = history.reindex(future_index - pd.Timedelta(hours=168))
     fell_back = []
     for name in model.exog:
         values = known[name].to_numpy(dtype=float) if name in known.columns else np.full(len(future_index), np.nan)
@@ -89,6 +89,11 @@ def _future_exog(
         if holes.any():
             values = np.where(holes, week_before[name].to_numpy(dtype=float), values)
             fell_back.append(name)
+            if not np.isfinite(values).all():
+                raise DataError(
+                    f"no future values for '{name}' and none a week earlier to fall back on; give the "
+                    "known future values (--future FILE) or at least 192 hours of history"
+                )
         out[name] = values
     notes = [FALLBACK_NOTE.format(columns=", ".join(fell_back))] if fell_back else []
     return out, notes

@@ -1,0 +1,401 @@
+"""MLflow adapter: the search as runs, the best bundle as a registered pyfunc model, and the champion gate.
+
+- Experiment ``power-demand-hybrid-weekly``; one parent run ``weekly_retrain_YYYYMMDD`` per search (data
+  window, trend R², Fourier orders, search config, holdout scores, learning curves PNG, the model) and
+  one child run per trial (hyperparameters, train/val loss per epoch as step metrics). Everything is
+  logged from the driver after the search, from Ray Tune's result dataframes: no MLflow calls in workers.
+- The model is a pyfunc (models-from-code, no pickle) whose artifact is the bundle folder; ``predict``
+  takes history + future rows and returns the 24 h forecast with its components and quantiles.
+- Champion gate: the new version takes the alias ``champion`` only if its holdout MAPE is at most the
+  current champion's MAPE, re-scored on the same holdout window, plus a margin; else ``challenger``.
+
+Without ``$MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri``) the store is ``sqlite:///<cwd>/mlflow.db``
+with artifacts under ``<cwd>/mlartifacts`` (MLflow's own default for a SQLite store would be ``./mlruns``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.data.hourly import LOAD, HourlyData
+from stef_ray.exceptions import ModelNotFoundError, ServiceUnavailableError
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: `stef-ray forecast` on a path never needs it
+    from mlflow import MlflowClient
+
+    from stef_ray.integrations.tune import TuneOutcome
+    from stef_ray.integrations.tune_config import MlflowConfig, TuneConfig
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_ARTIFACT = "model"
+BUNDLE_ARTIFACT = "bundle"
+PIP_REQUIREMENTS = ["stef-ray", "numpy", "pandas", "torch", "pydantic", "pyyaml", "mlflow"]
+
+
+# --------------------------------------------------------------------------- connection
+def tracking_uri(configured: str | None = None) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for new experiments or None to let the server decide)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri, None
+    cwd = Path.cwd().absolute()
+    return f"sqlite:///{cwd / 'mlflow.db'}", (cwd / "mlartifacts").as_uri()
+
+
+def connect(configured: str | None = None) -> MlflowClient:
+    """Point MLflow (tracking and registry) at the configured store and return a client."""
+    import mlflow
+
+    uri, _ = tracking_uri(configured)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(uri, registry_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created (with ``artifact_location``, None: the server's default) if new."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as err:
+        raise ServiceUnavailableError(f"MLflow at {client.tracking_uri} failed: {err}") from None
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+# --------------------------------------------------------------------------- the pyfunc
+def _forecaster_class() -> type:
+    import mlflow.pyfunc
+
+    class BundleForecaster(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc around a bundle folder (artifact ``bundle``).
+
+        Input: a DataFrame with columns ``timestamp`` (ISO 8601), ``load`` (MW; empty on the hours to
+        forecast) and the model's exogenous columns. Rows up to the last observed load are the history, rows
+        after it the known future. Output: one row per hour ahead with forecast, trend, seasonality, residual
+        and the quantile columns (MW), timestamps as ISO 8601 strings.
+        """
+
+        def load_context(self, context: Any) -> None:
+            from stef_ray.bundle import load_bundle
+
+            self.model, self.manifest = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+            return predict_frame(self.model, self.manifest, model_input)
+
+    BundleForecaster.__module__ = __name__
+    return BundleForecaster
+
+
+def __getattr__(name: str) -> Any:
+    # The pyfunc class subclasses mlflow's, so it is built on first use: importing this module stays light.
+    if name == "BundleForecaster":
+        globals()[name] = _forecaster_class()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def predict_frame(model: Any, manifest: dict, rows: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's predict, as a plain function: history + future rows -> forecast frame."""
+    from stef_ray.exceptions import DataError
+    from stef_ray.forecasting import forecast_from_frames
+
+    if "timestamp" not in rows.columns or LOAD not in rows.columns:
+        raise DataError("input needs the columns 'timestamp' and 'load' (empty load on the hours to forecast)")
+    timezone = manifest.get("training", {}).get("timezone") or "UTC"
+    stamps = pd.to_datetime(rows["timestamp"], utc=True).dt.tz_convert(timezone)
+    frame = rows.drop(columns="timestamp").set_index(pd.DatetimeIndex(stamps, name="timestamp")).sort_index()
+    frame[LOAD] = pd.to_numeric(frame[LOAD], errors="coerce")
+    observed = np.flatnonzero(np.isfinite(frame[LOAD].to_numpy(dtype=float)))
+    if len(observed) == 0:
+        raise DataError("input has no observed load: give at least the last week of history")
+    last = observed[-1]
+    forecast = forecast_from_frames(model, frame.iloc[: last + 1], frame.iloc[last + 1 :] if last + 1 < len(frame) else None)
+    out = forecast.frame.copy()
+    out["timestamp"] = out["timestamp"].map(lambda ts: ts.isoformat())
+    return out
+
+
+MODEL_CODE = textwrap.dedent(
+    """\
+    # MLflow models-from-code entry: the pyfunc is a bundle reader, no pickled object.
+    import mlflow
+
+    from stef_ray.integrations.registry import BundleForecaster
+
+    mlflow.models.set_model(BundleForecaster())
+    """
+)
+
+
+def example_input(data: HourlyData, origin: pd.Timestamp, lookback: int, horizon: int, exog: list[str]) -> pd.DataFrame:
+    """``lookback`` hours of history before ``origin`` and ``horizon`` future rows (load empty)."""
+    frame = data.frame
+    position = int(frame.index.searchsorted(origin))
+    rows = frame.iloc[max(position - lookback, 0) : position + horizon][[LOAD, *exog]].copy()
+    rows.iloc[position - max(position - lookback, 0) :, rows.columns.get_loc(LOAD)] = np.nan
+    rows.insert(0, "timestamp", [ts.isoformat() for ts in rows.index])
+    return rows.reset_index(drop=True)
+
+
+def log_bundle_model(bundle_path: Path, input_example: pd.DataFrame) -> Any:
+    """Log the bundle as a pyfunc model in the active run; returns MLflow's ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from stef_ray.bundle import load_bundle
+
+    model, manifest = load_bundle(bundle_path)
+    output = predict_frame(model, manifest, input_example)
+    with tempfile.TemporaryDirectory() as folder:
+        code = Path(folder) / "stef_ray_model.py"
+        code.write_text(MODEL_CODE)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(code),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
+            signature=infer_signature(input_example, output),
+            input_example=input_example,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+
+
+# --------------------------------------------------------------------------- the gate
+@dataclass
+class GateDecision:
+    alias: str  # champion | challenger
+    new_mape: float
+    champion_mape: float | None  # None: there was no champion
+    champion_version: str | None
+    margin: float
+    reason: str
+
+    def line(self, name: str, version: str) -> str:
+        return f"{name} version {version} -> {self.alias}: {self.reason}"
+
+
+def decide(new_mape: float, champion_mape: float | None, margin: float) -> tuple[str, str]:
+    """(alias, reason): champion if there is none or new MAPE <= champion MAPE + margin (points)."""
+    if champion_mape is None:
+        return CHAMPION, f"first version (holdout MAPE {new_mape:.3f} %)"
+    if not math.isfinite(new_mape):
+        return CHALLENGER, "holdout MAPE is not finite"
+    if new_mape <= champion_mape + margin:
+        return CHAMPION, f"holdout MAPE {new_mape:.3f} % <= champion's {champion_mape:.3f} % + margin {margin:g}"
+    return CHALLENGER, f"holdout MAPE {new_mape:.3f} % > champion's {champion_mape:.3f} % + margin {margin:g}"
+
+
+def champion_gate(
+    client: MlflowClient, name: str, version: str, new_mape: float, data: HourlyData,
+    holdout_from: pd.Timestamp, margin: float,
+) -> GateDecision:
+    """Re-score the current champion on this holdout window, compare, and set the new version's alias."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from stef_ray.bundle import load_bundle
+    from stef_ray.exceptions import StefRayError
+    from stef_ray.integrations.tune import score_holdout
+
+    champion_version = champion_mape = None
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if current is not None and str(current.version) != str(version):  # int from MLflow 3, str from older
+        champion_version = str(current.version)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = resolve_model_uri(f"models:/{name}/{current.version}", folder, mlflow.get_tracking_uri())
+                champion_model, _ = load_bundle(local)
+            champion_mape = score_holdout(champion_model, data, holdout_from)["MAPE"]
+        except StefRayError as err:
+            # A champion that cannot forecast this data (e.g. other exogenous columns) cannot defend its title.
+            logger.warning("champion version %s cannot be scored on this holdout: %s", champion_version, err)
+            champion_mape = float("inf")
+    alias, reason = decide(new_mape, champion_mape, margin)
+    client.set_registered_model_alias(name, alias, str(version))
+    client.set_model_version_tag(name, str(version), "holdout_mape", f"{new_mape:.4f}")
+    client.set_model_version_tag(name, str(version), "gate_decision", alias)
+    return GateDecision(alias, new_mape, champion_mape, champion_version, margin, reason)
+
+
+def register_and_gate(
+    client: MlflowClient, model_uri: str, mlflow_config: MlflowConfig, new_mape: float, data: HourlyData,
+    holdout_from: pd.Timestamp, run_id: str | None = None,
+) -> tuple[str, GateDecision]:
+    """Register ``model_uri`` under ``mlflow_config.registered_model``, apply the gate; log it on ``run_id``."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, mlflow_config.registered_model).version
+    decision = champion_gate(client, mlflow_config.registered_model, str(version), new_mape, data, holdout_from,
+                             mlflow_config.champion_margin)
+    if run_id is not None:
+        client.log_metric(run_id, "holdout_mape", new_mape)
+        if decision.champion_mape is not None and math.isfinite(decision.champion_mape):
+            client.log_metric(run_id, "champion_holdout_mape", decision.champion_mape)
+        client.set_tag(run_id, "gate_decision", decision.alias)
+        client.set_tag(run_id, "gate_reason", decision.reason)
+        client.set_tag(run_id, "registered_version", str(version))
+    logger.info(decision.line(mlflow_config.registered_model, str(version)))
+    return str(version), decision
+
+
+# --------------------------------------------------------------------------- the search as runs
+@dataclass
+class RegistryOutcome:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    version: str
+    decision: GateDecision
+    child_run_ids: dict[str, str]
+
+
+def learning_curves_png(outcome: TuneOutcome, path: Path, top: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for trial in outcome.top(top):
+        line = ax.plot(trial.history["epoch"], trial.history["val_loss"], marker="o", ms=3,
+                       label=f"{trial.trial_id} val ({trial.best_val_loss:.4f})")[0]
+        ax.plot(trial.history["epoch"], trial.history["train_loss"], ls="--", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (scaled residual)")
+    ax.set_title(f"top {top} trials: validation (solid) and training (dashed) loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _chunks(items: list, size: int = 900) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def log_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, outcome: TuneOutcome) -> dict[str, str]:
+    """One child run per trial with its hyperparameters and learning curve (step = epoch)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    run_ids = {}
+    for trial in outcome.trials:
+        run = client.create_run(experiment_id, run_name=f"trial_{trial.trial_id}",
+                                tags={"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id})
+        params = [Param(k, str(v)) for k, v in trial.hyperparameters.items()]
+        tags = [RunTag("stop_reason", trial.stop_reason), RunTag("best_trial", str(trial.trial_id == outcome.best_trial_id))]
+        metrics = [Metric(key, float(row[key]), now_ms, int(row["epoch"]))
+                   for _, row in trial.history.iterrows() for key in ("train_loss", "val_loss")]
+        if math.isfinite(trial.best_val_loss):
+            metrics.append(Metric("best_val_loss", trial.best_val_loss, now_ms, 0))
+        metrics.append(Metric("epochs_run", float(trial.epochs_run), now_ms, 0))
+        for i, chunk in enumerate(_chunks(metrics) or [[]]):
+            client.log_batch(run.info.run_id, metrics=chunk, params=params if i == 0 else [],
+                             tags=tags if i == 0 else [])
+        client.set_terminated(run.info.run_id, "FINISHED" if trial.stop_reason != "error" else "FAILED")
+        run_ids[trial.trial_id] = run.info.run_id
+    return run_ids
+
+
+def log_search(outcome: TuneOutcome, config: TuneConfig, data: HourlyData, run_date: datetime | None = None) -> RegistryOutcome:
+    """Log a finished search to MLflow, register its bundle and apply the champion gate."""
+    import mlflow
+
+    settings = config.mlflow
+    # Before connect(): mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI, hiding the embedded default.
+    uri, artifact_location = tracking_uri(settings.tracking_uri)
+    client = connect(settings.tracking_uri)
+    experiment_id = ensure_experiment(client, settings.experiment, artifact_location)
+    run_name = f"weekly_retrain_{(run_date or datetime.now(UTC)):%Y%m%d}"
+    training = outcome.model.training
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({
+            **dict(outcome.data_window.items()),
+            "data_hours": len(data),
+            "fourier_orders": json.dumps(training.get("fourier_orders")),
+            "trend_enabled": config.model.trend.enabled,
+            "num_samples": len(outcome.trials),
+            "scheduler": config.scheduler.type,
+            "max_epochs": config.scheduler.max_epochs,
+            "grace_period": config.scheduler.grace_period,
+            "reduction_factor": config.scheduler.reduction_factor,
+            "cpus_per_trial": config.resources.cpus_per_trial,
+            "gpus_per_trial": outcome.gpus_per_trial,
+            "search_space": json.dumps(config.search.space.model_dump(exclude_none=True)),
+            "best_trial_id": outcome.best_trial_id,
+            "model_source": "best checkpoint of the best trial",
+        })
+        mlflow.log_metrics({
+            "trend_r2": float(training.get("trend_r2", float("nan"))),
+            "best_val_loss": float(outcome.model.training.get("val_loss", float("nan"))),
+            "trial_epochs": float(outcome.trial_epochs),
+            "search_seconds": outcome.wall_seconds,
+            **{f"holdout_{k}": v for k, v in outcome.holdout_metrics.items() if k != "origins"},
+        })
+        mlflow.log_dict(config.model_dump(mode="json"), "tune_config.json")
+        child_ids = log_trial_runs(client, experiment_id, run_id, outcome)
+        with tempfile.TemporaryDirectory() as folder:
+            png = learning_curves_png(outcome, Path(folder) / "learning_curves.png", settings.top_trials_plotted)
+            mlflow.log_artifact(str(png))
+        example = example_input(data, outcome.holdout_start, outcome.model.lookback, outcome.model.horizon,
+                                outcome.model.exog)
+        info = log_bundle_model(outcome.bundle_path, example)
+        version, decision = register_and_gate(client, info.model_uri, settings, outcome.holdout_metrics["MAPE"],
+                                              data, outcome.holdout_start, run_id)
+    return RegistryOutcome(run_id, experiment_id, uri, version, decision, child_ids)
+
+
+# --------------------------------------------------------------------------- resolving models
+def resolve_model_uri(uri_or_path: str | Path, dst: str | Path | None = None, tracking: str | None = None) -> Path:
+    """A local bundle folder for a bundle path or an MLflow URI (``models:/power-demand-hybrid@champion``,
+    ``models:/name/3``, ``runs:/<id>/model``). MLflow URIs are downloaded to ``dst`` (default: a new
+    temporary folder) from ``tracking`` (default: $MLFLOW_TRACKING_URI, else the embedded SQLite store).
+
+    Raises:
+        ModelNotFoundError: no such path, alias, version or no bundle inside the model.
+    """
+    text = str(uri_or_path)
+    if "://" not in text and not text.startswith(("models:/", "runs:/")):
+        path = Path(text)
+        if not (path / "manifest.json").is_file():
+            raise ModelNotFoundError(f"no model bundle at {path} (missing manifest.json); pass a bundle folder "
+                                     "or an MLflow URI such as models:/power-demand-hybrid@champion")
+        return path
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri, _ = tracking_uri(tracking)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="stef_ray_model_"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dst)))
+    except MlflowException as err:
+        first = str(err).splitlines()[0][:200]
+        raise ModelNotFoundError(f"cannot fetch {text} from MLflow at {mlflow.get_tracking_uri()}: {first}") from None
+    manifests = sorted(local.rglob("manifest.json"), key=lambda p: len(p.parts))
+    if not manifests:
+        raise ModelNotFoundError(f"{text} holds no stef_ray bundle (no manifest.json in its artifacts)")
+    return manifests[0].parent

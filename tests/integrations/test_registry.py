@@ -1,0 +1,210 @@
+"""MLflow adapter against a real SQLite store in tmp_path and a real `mlflow server` on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from stef_ray.bundle import load_bundle, save_bundle  # noqa: E402
+from stef_ray.exceptions import ModelNotFoundError  # noqa: E402
+from stef_ray.forecasting import forecast_from_frames  # noqa: E402
+from stef_ray.integrations import registry  # noqa: E402
+from stef_ray.integrations.tune import score_holdout  # noqa: E402
+
+MODEL = "power-demand-hybrid"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch):
+    """MLflow tracking and registry in tmp_path (embedded default: cwd/mlflow.db, cwd/mlartifacts)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def worse_bundle(bundle: Path, out: Path) -> Path:
+    """The same model with its level raised by 40 % (trend intercept + log 1.4): clearly worse forecasts."""
+    model, _ = load_bundle(bundle)
+    model.trend.intercept += float(np.log(1.4))
+    return save_bundle(model, out, extra={"deliberately": "worse"})
+
+
+def test_decide__gate_rules():
+    assert registry.decide(5.0, None, 0.0)[0] == "champion"
+    assert registry.decide(5.0, 5.0, 0.0)[0] == "champion"  # no worse: takes the title
+    assert registry.decide(5.1, 5.0, 0.2)[0] == "champion"  # within the margin
+    assert registry.decide(5.3, 5.0, 0.2)[0] == "challenger"
+    assert registry.decide(float("nan"), 5.0, 0.2)[0] == "challenger"
+
+
+def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hourly, sqlite_store):
+    outcome, config = tiny_search
+    result = registry.log_search(outcome, config, tiny_hourly)
+
+    assert result.tracking_uri == f"sqlite:///{sqlite_store / 'mlflow.db'}"
+    client = mlflow.MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.run_id)
+    assert parent.info.run_name == f"weekly_retrain_{datetime.now(UTC):%Y%m%d}"
+    assert parent.data.params["holdout_start"] == outcome.holdout_start.isoformat()
+    assert parent.data.params["fourier_orders"] == "[3, 3, 0]"
+    assert parent.data.metrics["trend_r2"] == pytest.approx(outcome.model.training["trend_r2"])
+    assert parent.data.metrics["holdout_MAPE"] == pytest.approx(outcome.holdout_metrics["MAPE"])
+    assert parent.data.tags["gate_decision"] == "champion"
+    assert parent.info.artifact_uri.startswith((sqlite_store / "mlartifacts").as_uri())
+    assert {a.path for a in client.list_artifacts(result.run_id)} >= {"learning_curves.png", "tune_config.json"}
+
+    children = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(children) == len(outcome.trials) == 3
+    for trial in outcome.trials:
+        run = client.get_run(result.child_run_ids[trial.trial_id])
+        assert int(run.data.params["hidden_size"]) == trial.hyperparameters["hidden_size"]
+        curve = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, trial.epochs_run + 1))
+        assert min(m.value for m in curve) == pytest.approx(trial.best_val_loss)
+
+    assert result.version == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    # The registered pyfunc forecasts exactly what the bundle does, with the components.
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+    predicted = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(example)
+    history = tiny_hourly.frame.loc[tiny_hourly.frame.index < outcome.holdout_start]
+    future = tiny_hourly.frame.loc[tiny_hourly.frame.index >= outcome.holdout_start, ["temperature", "workday"]]
+    expected = forecast_from_frames(outcome.model, history, future).frame
+    assert list(predicted.columns) == ["timestamp", "forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"]
+    assert predicted["timestamp"].iloc[0] == outcome.holdout_start.isoformat()
+    np.testing.assert_allclose(predicted["forecast"], expected["forecast"], rtol=1e-6)
+    np.testing.assert_allclose(predicted[["trend", "seasonality", "residual"]].sum(axis=1), predicted["forecast"], rtol=1e-9)
+
+
+def test_champion_gate__worse_model_gets_challenger_equal_one_takes_champion(
+    tiny_search, tiny_hourly, sqlite_store
+):
+    outcome, config = tiny_search
+    client = registry.connect()
+    experiment_id = registry.ensure_experiment(client, "gate-test")
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+
+    def register(bundle: Path) -> tuple[str, registry.GateDecision, str]:
+        model, _ = load_bundle(bundle)
+        mape = score_holdout(model, tiny_hourly, outcome.holdout_start)["MAPE"]
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = registry.log_bundle_model(bundle, example)
+            version, decision = registry.register_and_gate(
+                client, info.model_uri, config.mlflow, mape, tiny_hourly, outcome.holdout_start, run.info.run_id)
+        return version, decision, run.info.run_id
+
+    first, decision, _ = register(outcome.bundle_path)
+    assert (first, decision.alias, decision.champion_mape) == ("1", "champion", None)
+
+    worse = worse_bundle(outcome.bundle_path, sqlite_store / "worse")
+    version, decision, run_id = register(worse)
+    assert version == "2"
+    assert decision.alias == "challenger", decision.reason
+    assert decision.new_mape > decision.champion_mape == pytest.approx(outcome.holdout_metrics["MAPE"])
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    run = client.get_run(run_id)
+    assert run.data.tags["gate_decision"] == "challenger"
+    assert run.data.metrics["holdout_mape"] == pytest.approx(decision.new_mape)
+    assert run.data.metrics["champion_holdout_mape"] == pytest.approx(decision.champion_mape)
+
+    version, decision, _ = register(outcome.bundle_path)  # as good as the champion: no worse, takes over
+    assert (version, decision.alias, decision.champion_version) == ("3", "champion", "1")
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "3"
+
+
+def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqlite_store):
+    outcome, config = tiny_search
+    assert registry.resolve_model_uri(outcome.bundle_path) == outcome.bundle_path
+    with pytest.raises(ModelNotFoundError, match=r"missing manifest\.json"):
+        registry.resolve_model_uri(sqlite_store / "nothing-here")
+
+    registry.log_search(outcome, config, tiny_hourly)
+    local = registry.resolve_model_uri(f"models:/{MODEL}@champion", sqlite_store / "download")
+    assert local.is_relative_to(sqlite_store / "download")
+    model, manifest = load_bundle(local)
+    assert manifest["extra"]["tune"]["best_trial_id"] == outcome.best_trial_id
+    assert score_holdout(model, tiny_hourly, outcome.holdout_start)["MAPE"] == pytest.approx(
+        outcome.holdout_metrics["MAPE"])
+    with pytest.raises(ModelNotFoundError, match="cannot fetch models:/power-demand-hybrid@nobody"):
+        registry.resolve_model_uri(f"models:/{MODEL}@nobody")
+
+
+# --------------------------------------------------------------------------- a real mlflow server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - the server owns it until the end
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not answer /health in 60 s"
+            time.sleep(0.25)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        monkeypatch.chdir(tmp_path)
+        yield url, tmp_path / "server-artifacts"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_log_search__against_a_real_mlflow_server(tiny_search, tiny_hourly, mlflow_server):
+    url, artifact_root = mlflow_server
+    outcome, config = tiny_search
+    result = registry.log_search(outcome, config, tiny_hourly)
+
+    assert result.tracking_uri == url
+    client = mlflow.MlflowClient(url)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert client.get_run(result.run_id).data.tags["gate_decision"] == "champion"
+    # Artifacts went through the server into its own artifact folder, not into the working directory.
+    assert list(artifact_root.rglob("manifest.json"))
+    assert not (Path.cwd() / "mlartifacts").exists()
+    local = registry.resolve_model_uri(f"models:/{MODEL}@champion", Path.cwd() / "download")
+    frame = tiny_hourly.frame
+    model, _ = load_bundle(local)
+    history = frame.loc[frame.index < outcome.holdout_start]
+    future = frame.loc[frame.index >= outcome.holdout_start, ["temperature", "workday"]]
+    np.testing.assert_allclose(forecast_from_frames(model, history, future).frame["forecast"],
+                               forecast_from_frames(outcome.model, history, future).frame["forecast"], rtol=1e-6)
