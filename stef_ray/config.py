@@ -73,13 +73,13 @@ class SeasonalityConfig(StrictModel):
     yearly_grid: list[int] = Field(default_factory=lambda: [0, 3, 6], description="Ky values searched")
     use_exog: bool = Field(True, description="exogenous regressors enter linearly here")
     temperature_knots: int = Field(
-        4, ge=0, le=10, description="hinge knots (at quantiles) for non-binary exogenous columns"
+        6, ge=0, le=12, description="hinge knots (at quantiles) for non-binary exogenous columns"
     )
     exog_daily_interaction: int = Field(
         4, ge=0, le=6, description="daily harmonics interacted with each non-binary exogenous column"
     )
     smoothing_hours: list[int] = Field(
-        default_factory=lambda: [6, 24, 72],
+        default_factory=lambda: [3, 12, 24, 72, 168],
         description="exponential smoothing spans (h) of non-binary exogenous columns (thermal inertia)",
     )
     ridge_alpha: float = Field(1e-2, ge=0, description="ridge penalty on standardized columns")

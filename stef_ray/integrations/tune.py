@@ -106,6 +106,7 @@ def train_trial(
     max_epochs: int,
     device: str,
     torch_threads: int,
+    baseline: np.ndarray | None = None,
 ) -> None:
     """Ray Tune function trainable: train one LSTM, report every epoch with a checkpoint.
 
@@ -155,7 +156,8 @@ def train_trial(
 
     lstm = ResidualLSTM(config, series.shape[1])
     # Patience across a resume is ours (state["stale"]); the LSTM's own counter restarts with the fit.
-    lstm.fit(series, train_origins, val_origins, callbacks=[report_epoch], init_state=init_state)
+    # The driver's linear residual model carries the linear part; the LSTM learns what it misses.
+    lstm.fit(series, train_origins, val_origins, callbacks=[report_epoch], init_state=init_state, baseline=baseline)
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -292,6 +294,7 @@ def run_search(
             series=windows.series,
             train_origins=windows.train_origins,
             val_origins=windows.val_origins,
+            baseline=windows.baseline,
             base_residual=config.model.residual.model_dump(mode="json"),
             max_epochs=sched.max_epochs,
             device="cuda" if gpus > 0 else "cpu",

@@ -163,10 +163,9 @@ class HybridModel:
             )
         windows = ResidualWindows(series, train, val, self.channel_names)
         if c.linear:
-            # Fitted on training and validation windows alike: the most recent weeks matter most, and a
-            # ridge with a few hundred coefficients needs no early stopping.
-            self.linear = LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha)
-            self.linear.fit(series, np.concatenate([train, val]))
+            # Fitted on the training windows only for now, so the LSTM's early stopping and the conformal
+            # calibration see honest out-of-sample errors on validation; `finalize` refits it on all.
+            self.linear = LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha).fit(series, train)
             windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
             used = np.concatenate([train, val])
             windows.baseline[used] = self.linear.predict(series, used)
@@ -203,7 +202,7 @@ class HybridModel:
             say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
             self.attach_residual(residual, windows)
         else:
-            self.calibrate(windows)
+            self.finalize(windows)
         return self
 
     def attach_residual(self, residual: ResidualLSTM, windows: ResidualWindows) -> HybridModel:
@@ -216,8 +215,15 @@ class HybridModel:
             "stopped_early": residual.stopped_early,
             "parameters": residual.parameter_count,
         }
-        self.calibrate(windows)
+        self.finalize(windows)
         return self
+
+    def finalize(self, windows: ResidualWindows) -> None:
+        """Calibrate the quantiles on validation, then refit the linear residual model on training and
+        validation windows: the most recent weeks matter most and a ridge needs no early stopping."""
+        self.calibrate(windows)
+        if self.linear is not None:
+            self.linear.fit(windows.series, np.concatenate([windows.train_origins, windows.val_origins]))
 
     def calibrate(self, windows: ResidualWindows) -> None:
         """Conformal quantile offsets per lead hour from the validation windows' log errors."""

@@ -66,6 +66,11 @@ class ResidualNet(nn.Module):
             nn.Linear(hidden * 2, horizon),
         )
         self.highway = nn.Linear(lookback, horizon)
+        # Start from a zero output: an untrained net adds nothing to the baseline, and early stopping
+        # (which scores this starting point too) keeps it that way unless training really helps.
+        for layer in (self.head[-1], self.highway):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, history: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(history)
@@ -147,6 +152,10 @@ class ResidualLSTM:
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
         loss_fn = self._loss()
         best_state, self.best_val_loss, stale = None, float("inf"), 0
+        if len(val):
+            # Epoch 0: the starting point (zero output, or the warm-start weights) is a candidate too.
+            self.best_val_loss = self._evaluate(data, val, loss_fn, base)
+            best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         self.history, self.stopped_early = [], False
         for epoch in range(1, c.max_epochs + 1):
             started = time.perf_counter()
