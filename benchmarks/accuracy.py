@@ -78,9 +78,9 @@ def run(name: str, spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, float]:
         if label.startswith("final"):
             final_seconds = seconds
             final = result
-        rows.append({"dataset": name, "model": label, **result.overall.iloc[0].to_dict(), "seconds": seconds})
+        rows.append({"dataset": name, **result.overall.iloc[0].to_dict(), "model": label, "seconds": seconds})
         print(f"  {name}: {label}: MAPE {rows[-1]['MAPE']:.3f} % ({seconds:.0f} s)", flush=True)
-    ablation = pd.DataFrame(rows).drop(columns=["model"]).assign(model=[r["model"] for r in rows])
+    ablation = pd.DataFrame(rows)
     peers = run_backtest(data, config.model, start, spec["days"], spec["refit"], PEERS, peers=available_peers(PEERS))
     table = pd.concat([final.overall.assign(model="hybrid"), peers.overall], ignore_index=True)
     table.insert(0, "dataset", name)
@@ -104,9 +104,10 @@ def main() -> None:
     if args.only:
         specs = {args.only: specs[args.only]}
     RESULTS.mkdir(exist_ok=True)
-    text = [f"Measured {date.today()} with `python benchmarks/accuracy.py`, on {platform.machine()} "
-            f"({__import__('os').cpu_count()} cores, CPU only). MAPE/SMAPE in %, coverage of P10–P90 in %."]
+    header = (f"Measured with `python benchmarks/accuracy.py`, on {platform.machine()} "
+              f"({__import__('os').cpu_count()} cores, CPU only). MAPE/SMAPE in %, coverage of P10–P90 in %.")
     for name, spec in specs.items():
+        text = []
         print(f"{name}: backtest from {spec['start']} for {spec['days']} days, refit every {spec['refit']}", flush=True)
         table, ablation, seconds = run(name, spec)
         table.to_csv(RESULTS / f"accuracy_{name}.csv", index=False)
@@ -116,9 +117,13 @@ def main() -> None:
             markdown(table.sort_values("MAPE"), ["model", "MAPE", "SMAPE", "MAE", "RMSE", "R2", "coverage_p10_p90", "pinball"]),
             "", f"Ablation ({name}); the final hybrid's backtest took {seconds:.0f} s:", "",
             markdown(ablation, ["model", "MAPE", "SMAPE", "RMSE", "coverage_p10_p90", "seconds"]),
+            "", f"(measured {date.today()})",
         ]
-    (RESULTS / "accuracy.md").write_text("\n".join(text) + "\n")
-    print("\n".join(text))
+        (RESULTS / f"accuracy_{name}.md").write_text("\n".join(text) + "\n")
+        print("\n".join(text))
+    # One page with every dataset measured so far, each section dated.
+    sections = [path.read_text() for path in sorted(RESULTS.glob("accuracy_*.md"))]
+    (RESULTS / "accuracy.md").write_text(header + "\n" + "\n".join(sections))
 
 
 if __name__ == "__main__":

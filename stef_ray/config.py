@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stef_ray.exceptions import ConfigError
 
-
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -96,14 +95,14 @@ class ResidualConfig(StrictModel):
     linear_alpha: float = Field(1.0, ge=0, description="ridge penalty of the linear residual model")
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
-    hidden_size: int = Field(48, ge=4, le=1024, description="LSTM hidden units")
+    hidden_size: int = Field(16, ge=4, le=1024, description="LSTM hidden units")
     num_layers: int = Field(1, ge=1, le=4, description="stacked LSTM layers")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the head (and between layers)")
-    learning_rate: float = Field(3e-3, gt=0, le=1, description="Adam learning rate")
-    weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout in the head (and between layers)")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
+    weight_decay: float = Field(1e-3, ge=0, description="AdamW weight decay")
     batch_size: int = Field(128, ge=8, le=8192, description="windows per batch")
     max_epochs: int = Field(30, ge=1, le=1000, description="epochs at most")
-    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     validation_days: int = Field(28, ge=1, description="last days of origins held out for early stopping")
     window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")
     train_days: int = Field(

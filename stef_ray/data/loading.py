@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from stef_ray.config import DataConfig
-from stef_ray.data.hourly import LOAD, DataReport, HourlyData
 from stef_ray.data.holidays import holiday_flags
+from stef_ray.data.hourly import LOAD, DataReport, HourlyData
 from stef_ray.exceptions import DataError
 
 logger = logging.getLogger(__name__)

@@ -243,6 +243,7 @@ def test_ray_job_submit__tune_cli_succeeds_on_a_started_cluster(tmp_path, tiny_h
             current.unlink()
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)  # never a URI another test left
     assert str(client.get_model_version_by_alias("power-demand-hybrid", "champion").version) == "1"
     shutil.rmtree(work, ignore_errors=True)

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.config import ModelConfig, ResidualConfig
+from stef_ray.config import DataConfig, ModelConfig, ResidualConfig
 from stef_ray.data import frame_to_hourly
-from stef_ray.config import DataConfig
 from stef_ray.exceptions import InsufficientHistoryError
 from stef_ray.models.hybrid import HybridModel
 

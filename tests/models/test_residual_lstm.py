@@ -16,8 +16,8 @@ def _ar_series(hours: int = 24 * 50, seed: int = 0) -> np.ndarray:
 
 
 def _config(**overrides) -> ResidualConfig:
-    base = dict(hidden_size=16, max_epochs=8, patience=3, batch_size=64, learning_rate=5e-3, device="cpu",
-                lookback_hours=48, horizon_hours=12, loss="mse")
+    base = {"hidden_size": 16, "max_epochs": 8, "patience": 3, "batch_size": 64, "learning_rate": 5e-3, "device": "cpu",
+                "lookback_hours": 48, "horizon_hours": 12, "loss": "mse"}
     return ResidualConfig(**(base | overrides))
 
 

@@ -69,3 +69,4 @@ def test_seasonality__state_round_trip_with_exog():
     model = FourierSeasonality().fit(index, target, exog)
     again = FourierSeasonality.from_state(model.to_state())
     np.testing.assert_allclose(again.predict(index, exog), model.predict(index, exog))
+
