@@ -32,6 +32,25 @@ def _isolate_mlflow_uris():
 
 
 @pytest.fixture(scope="session")
+def local_ray():
+    """The one local Ray of the test session (2 CPUs, no dashboard), shared by the Tune and Serve tests.
+
+    address="local" never joins a cluster that some `ray start` left registered in /tmp/ray; one
+    thread per worker keeps torch from oversubscribing 2 cores.
+    """
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING", runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray
+    if "ray.serve" in sys.modules:
+        from ray import serve
+
+        serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def tiny_model_config():
     """A ModelConfig whose LSTM trains in a second or two."""
     from stef_ray.config import ModelConfig, ResidualConfig

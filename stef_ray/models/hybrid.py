@@ -180,7 +180,7 @@ class HybridModel:
     ) -> HybridModel:
         """Fit all three components in order. ``init_state`` warm-starts the LSTM (rolling refits);
         ``on_stage`` receives one human-readable line per stage (the CLI prints them)."""
-        say = on_stage or logger.info
+        say = on_stage or logger.debug
         say("TRAINING TREND MODEL (log-linear regression)")
         _, season_log, residual_log = self.fit_base(data)
         say(f"✓ Trend model trained  R² (log load): {self.trend.r2:.4f}  "

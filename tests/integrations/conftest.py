@@ -116,13 +116,8 @@ def tsdb(victoria_metrics: VictoriaMetrics) -> VictoriaMetrics:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        # address="local": never join a cluster some `ray start` left registered in /tmp/ray.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+def ray_session(local_ray):
+    return local_ray
 
 
 def tiny_tune_config(storage_path, **overrides):

@@ -95,15 +95,8 @@ def make_body(history_frame) -> Callable[..., dict]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+def ray_cluster(local_ray):
+    return local_ray
 
 
 @dataclass

@@ -141,13 +141,11 @@ def test_bad_input__names_the_field(service, make_body, mutate, status, field, w
     assert words.lower() in str(err).lower(), err
 
 
-def test_resolve_source__registry_uri_without_adapter_is_a_clear_error(monkeypatch):
-    import sys
+def test_resolve_source__unknown_or_malformed_registry_uri_is_a_clear_error(tmp_path, monkeypatch):
+    from stef_ray.exceptions import ConfigError, ModelNotFoundError
 
-    from stef_ray.exceptions import ConfigError
-
-    monkeypatch.setitem(sys.modules, "stef_ray.integrations.registry", None)
-    with pytest.raises(ConfigError, match="registry adapter"):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ModelNotFoundError, match="power-demand-hybrid"):
         resolve_source("models:/power-demand-hybrid@champion")
     with pytest.raises(ConfigError, match="expected models:/NAME@ALIAS"):
         resolve_source("models:/a/b/c")
