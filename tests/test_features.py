@@ -1,0 +1,47 @@
+"""The time axes and the exponential smoothing: the fast paths must give pandas' numbers (to rounding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stef_ray.features import absolute_hours, exponential_smoothing, wall_clock_hours
+
+
+@pytest.mark.parametrize("span", [3, 24, 168])
+def test_smoothing_equals_pandas_without_nans(span):
+    values = np.random.default_rng(span).normal(20, 5, size=5000)
+    expected = pd.Series(values).ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy()
+    np.testing.assert_allclose(exponential_smoothing(values, span), expected, rtol=1e-13, atol=0)
+
+
+def test_smoothing_skips_nans_as_pandas_does():
+    values = np.array([np.nan, 1.0, np.nan, np.nan, 3.0, 4.0])
+    expected = pd.Series(values).ewm(span=3, adjust=False, ignore_na=True).mean().to_numpy()
+    np.testing.assert_array_equal(exponential_smoothing(values, 3), expected)
+    assert np.isnan(exponential_smoothing(values, 3)[0])
+
+
+def test_smoothing_is_causal():
+    values = np.random.default_rng(0).normal(size=300)
+    changed = values.copy()
+    changed[200:] += 50
+    np.testing.assert_array_equal(exponential_smoothing(values, 24)[:200], exponential_smoothing(changed, 24)[:200])
+
+
+def test_wall_clock_follows_local_time_across_dst():
+    # Melbourne leaves summer time on 2014-04-06 03:00 local: 02:00 comes twice on the wall clock.
+    index = pd.date_range("2014-04-05 14:00", periods=4, freq="h", tz="UTC").tz_convert("Australia/Melbourne")
+    wall = wall_clock_hours(index)
+    np.testing.assert_array_equal(np.diff(wall), [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(np.diff(absolute_hours(index)), [1.0, 1.0, 1.0])
+    assert wall[0] == (pd.Timestamp("2014-04-06 01:00") - pd.Timestamp("1970-01-01")) / pd.Timedelta(hours=1)
+
+
+@pytest.mark.parametrize("unit", ["s", "us", "ns"])
+def test_hours_do_not_depend_on_the_index_unit(unit):
+    index = pd.date_range("2020-01-01", periods=5, freq="h", tz="UTC").as_unit(unit)
+    expected = (index.tz_localize(None) - pd.Timestamp("1970-01-01")) / pd.Timedelta(hours=1)
+    np.testing.assert_array_equal(absolute_hours(index), expected.to_numpy())
+    np.testing.assert_array_equal(wall_clock_hours(index.tz_localize(None)), expected.to_numpy())
