@@ -147,7 +147,8 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
     model = service.model
     prepared = service.parse(body)
     trend = trend_log(model.trend, prepared.frame.index)
-    season = season_log(model.seasonality, service.exog_frame(prepared))
+    exog = prepared.frame[list(model.exog)]
+    season = season_log(model.seasonality, exog)
     residual = residual_log_batch(model, [prepared.frame], [trend], [season])[0]
 
     def timed(fn, n=200) -> float:
@@ -161,8 +162,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
     lines = [
         ("parse + validate (pydantic, pandas)", timed(lambda: service.parse(body))),
         ("trend", timed(lambda: trend_log(model.trend, prepared.frame.index))),
-        ("seasonality (Fourier + exog design)", timed(lambda: season_log(model.seasonality,
-                                                                          service.exog_frame(prepared)))),
+        ("seasonality (Fourier + exog design)", timed(lambda: season_log(model.seasonality, exog))),
         ("residual: LSTM, 1 request", timed(lambda: residual_log_batch(model, [prepared.frame], [trend], [season]))),
         ("residual: LSTM, batch of 16 (per batch)",
          timed(lambda: residual_log_batch(model, [prepared.frame] * 16, [trend] * 16, [season] * 16), n=50)),
@@ -270,8 +270,9 @@ def kill_test(url: str, body: bytes, deployment: str, seconds: float, kill_after
 def start_serve(bundle: Path, port: int) -> None:
     import ray
 
-    from stef_ray.serving.app import deploy_config, read_serve_config
+    from stef_ray.serving.app import deploy_config, read_serve_config, use_throughput_mode
 
+    use_throughput_mode()  # as `stef-ray serve` does; RAY_SERVE_ENABLE_HA_PROXY=0 etc. measures Ray's defaults
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "STEF_RAY_API_KEY": ""}})
     config = read_serve_config(REPO / "serve_config.yaml", model_source=str(bundle), host=HOST, port=port)

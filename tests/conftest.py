@@ -39,6 +39,9 @@ def local_ray():
     thread per worker keeps torch from oversubscribing 2 cores.
     """
     ray = pytest.importorskip("ray")
+    from stef_ray.serving.app import use_throughput_mode
+
+    use_throughput_mode()  # the Serve tests run the app as `stef-ray serve` runs it
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING", runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})

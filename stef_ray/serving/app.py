@@ -35,6 +35,7 @@ import os
 import random
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, f
 from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, HttpSettings, build_http_app
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import (
+    ComponentBatch,
     ComponentCache,
     ForecastService,
     ModelKey,
@@ -61,8 +63,8 @@ from stef_ray.serving.service import (
     load_trend,
     registry_parts,
     residual_log_batch,
-    season_log,
-    trend_log,
+    season_log_batch,
+    trend_log_batch,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -76,6 +78,21 @@ TAG_ARM = "arm"  # extra tag on stored forecasts, next to the sink's model_name 
 # whole CPU by default); serve_config.yaml overrides these per deployment.
 COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "max_ongoing_requests": 64}
 LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000]
+# Ray Serve's high-throughput mode (Ray >= 2.55; docs: "Enable High Throughput on Ray Serve"): HAProxy
+# (C) in place of the Python proxy actor, requests straight to the ingress replicas, gRPC between
+# deployments, user code on each replica's own event loop. Ray's processes read these when they start,
+# so they belong in the environment of `ray start`, `serve run` or ray.init; `stef-ray serve` sets them.
+# On 2 cores they cut the server's CPU per request about in half (README, benchmarks/serve_latency.py).
+THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def use_throughput_mode(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set ``THROUGHPUT_ENV`` in ``environ`` (default ``os.environ``) where not set already (``=0`` opts
+    out); returns the values in effect. Call before Ray starts."""
+    environ = os.environ if environ is None else environ
+    for name, value in THROUGHPUT_ENV.items():
+        environ.setdefault(name, value)
+    return {name: environ[name] for name in THROUGHPUT_ENV}
 
 
 class AppArgs(BaseModel):
@@ -184,7 +201,7 @@ def _validated(model: type[BaseModel], values: dict | None, source: str) -> Any:
 # -------------------------------------------------------------------------------------- components
 @serve.deployment(name="Trend", **COMPONENT_OPTIONS)
 class TrendDeployment:
-    """The log-linear trend for every hour of the request's frame."""
+    """The log-linear trend for every hour of a batch of requests."""
 
     def __init__(self) -> None:
         self._models = ComponentCache(load_trend)
@@ -193,13 +210,13 @@ class TrendDeployment:
         self._models.get(key)
         return key.version
 
-    def predict(self, key: ModelKey, index: pd.DatetimeIndex) -> np.ndarray:
-        return trend_log(self._models.get(key), index)
+    def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
+        return trend_log_batch(self._models.get(key), batch)
 
 
 @serve.deployment(name="Seasonality", **COMPONENT_OPTIONS)
 class SeasonalityDeployment:
-    """Fourier seasonality and exogenous effects for every hour of the request's frame."""
+    """Fourier seasonality and exogenous effects for every hour of a batch of requests."""
 
     def __init__(self) -> None:
         self._models = ComponentCache(load_seasonality)
@@ -208,13 +225,14 @@ class SeasonalityDeployment:
         self._models.get(key)
         return key.version
 
-    def predict(self, key: ModelKey, exog_frame: pd.DataFrame) -> np.ndarray:
-        return season_log(self._models.get(key), exog_frame)
+    def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
+        return season_log_batch(self._models.get(key), batch)
 
 
 @serve.deployment(name="ResidualLSTM", **COMPONENT_OPTIONS)
 class ResidualDeployment:
-    """The LSTM residual forecast; concurrent requests share one forward pass."""
+    """The LSTM residual forecast. Each call is one ingress replica's batch of requests; ``@serve.batch``
+    also joins the calls that arrive together (from several ingress replicas) into one forward pass."""
 
     def __init__(self) -> None:
         import torch
@@ -235,7 +253,8 @@ class ResidualDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def predict(
-        self, keys: list[ModelKey], frames: list[pd.DataFrame], trends: list[np.ndarray], seasons: list[np.ndarray]
+        self, keys: list[ModelKey], batches: list[ComponentBatch], trends: list[np.ndarray],
+        seasons: list[np.ndarray],
     ) -> list[np.ndarray]:
         if self._fault == "raise":
             raise RuntimeError("injected fault (ResidualLSTM user_config fault=raise)")
@@ -243,14 +262,26 @@ class ResidualDeployment:
             await asyncio.sleep(0.05)
         out: list[np.ndarray | None] = [None] * len(keys)
         for key in dict.fromkeys(keys):  # one pass per model version in the batch (two during a swap)
-            chosen = [i for i, k in enumerate(keys) if k == key]
-            results = residual_log_batch(
-                self._models.get(key), [frames[i] for i in chosen], [trends[i] for i in chosen],
-                [seasons[i] for i in chosen],
-            )
-            for i, result in zip(chosen, results, strict=True):
-                out[i] = result
+            calls = [i for i, k in enumerate(keys) if k == key]
+            frames = [frame for i in calls for frame in batches[i].frames()]
+            results = residual_log_batch(self._models.get(key), frames,
+                                         [row for i in calls for row in trends[i]],
+                                         [row for i in calls for row in seasons[i]])
+            offset = 0
+            for i in calls:
+                out[i] = np.stack(results[offset:offset + len(batches[i])])
+                offset += len(batches[i])
         return out
+
+
+@dataclass
+class Components:
+    """What the components answered for one request (log space); ``residual`` None: degraded."""
+
+    trend: np.ndarray
+    season: np.ndarray
+    residual: np.ndarray | None
+    reason: str | None = None
 
 
 # ----------------------------------------------------------------------------------------- ingress
@@ -456,16 +487,41 @@ class ForecastIngress:
         return challenger if draw < fraction else champion
 
     async def _compute(self, service: ForecastService, prepared: PreparedForecast) -> dict:
-        key = service.key
+        result = await self._components(service, prepared)
+        if isinstance(result, RequestError):
+            raise result
+        answer = service.assemble(prepared, result.trend, result.season, result.residual, result.reason)
+        answer["arm"] = self._arm_of.get(service, CHAMPION)
+        return answer
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _components(
+        self, services: list[ForecastService], prepared: list[PreparedForecast]
+    ) -> list[Components | RequestError]:
+        """The requests that arrived while the previous batch was out, in one call per component (per
+        model: an A/B split or a swap can put two models in a batch). No wait to fill a batch: at one
+        client a request goes alone at once, under load the queue fills while the components work."""
+        groups: dict[ModelKey, list[int]] = {}
+        for i, service in enumerate(services):
+            groups.setdefault(service.key, []).append(i)
+        out: list[Components | RequestError | None] = [None] * len(services)
+        answers = await asyncio.gather(*(self._components_of(key, [prepared[i] for i in rows])
+                                         for key, rows in groups.items()))
+        for rows, answer in zip(groups.values(), answers, strict=True):
+            for i, row in enumerate(rows):
+                out[row] = answer if isinstance(answer, RequestError) else answer[i]
+        return out
+
+    async def _components_of(self, key: ModelKey, prepared: list[PreparedForecast]) -> list[Components] | RequestError:
+        batch = ComponentBatch.stack(prepared)
         try:
             trend, season = await asyncio.gather(
-                _resolve(self._trend.predict.remote(key, prepared.frame.index)),
-                _resolve(self._seasonality.predict.remote(key, service.exog_frame(prepared))),
+                _resolve(self._trend.predict.remote(key, batch)), _resolve(self._seasonality.predict.remote(key, batch))
             )
         except Exception as err:
             logger.error("trend/seasonality failed: %r", err)
-            raise RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly") from None
-        response = self._residual.predict.remote(key, prepared.frame, trend, season)
+            return RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly")
+        response = self._residual.predict.remote(key, batch, trend, season)
         try:
             residual, reason = await asyncio.wait_for(_resolve(response), self._residual_timeout_s), None
         except TimeoutError:
@@ -474,9 +530,8 @@ class ForecastIngress:
         except Exception as err:
             residual, reason = None, f"{type(err).__name__}"
             logger.warning("residual deployment failed, answering degraded: %r", err)
-        answer = service.assemble(prepared, trend, season, residual, reason)
-        answer["arm"] = self._arm_of.get(service, CHAMPION)
-        return answer
+        return [Components(trend[i], season[i], None if residual is None else residual[i], reason)
+                for i in range(len(batch))]
 
     def _observe(self, answer: dict | None, seconds: float) -> None:
         self._latency.observe(seconds * 1000)

@@ -251,6 +251,47 @@ def season_log(seasonality: FourierSeasonality, exog_frame: pd.DataFrame | None)
     return seasonality.predict(exog_frame.index, exog)
 
 
+@dataclass
+class ComponentBatch:
+    """The inputs of several requests to one model, stacked: what crosses between deployments.
+
+    Numpy arrays pickle in microseconds, while shipping a tz-aware DataFrame costs more than computing
+    the trend; and one call per batch, not per request, is what lets the composed app keep up.
+    """
+
+    utc_ns: np.ndarray  # (B, n) int64
+    values: np.ndarray  # (B, n, 1 + k): load, exog
+    columns: tuple[str, ...]
+    timezone: str
+
+    @classmethod
+    def stack(cls, prepared: Sequence[PreparedForecast]) -> ComponentBatch:
+        first = prepared[0]
+        return cls(np.stack([p.utc_ns for p in prepared]), np.stack([p.values for p in prepared]), first.columns,
+                   first.timezone)
+
+    def __len__(self) -> int:
+        return len(self.utc_ns)
+
+    def frames(self) -> list[pd.DataFrame]:
+        """One DataFrame per request, equal to ``PreparedForecast.frame`` (one index conversion for all)."""
+        n = self.utc_ns.shape[1]
+        index = local_index(self.utc_ns.ravel(), self.timezone)
+        return [pd.DataFrame(values, index=index[i * n:(i + 1) * n], columns=list(self.columns))
+                for i, values in enumerate(self.values)]
+
+
+def trend_log_batch(trend: LogLinearTrend, batch: ComponentBatch) -> np.ndarray:
+    """(B, n): the trend needs only the instants, all requests in one call."""
+    return trend.predict(local_index(batch.utc_ns.ravel(), "UTC")).reshape(batch.utc_ns.shape)
+
+
+def season_log_batch(seasonality: FourierSeasonality, batch: ComponentBatch) -> np.ndarray:
+    """(B, n): per request, since the smoothed exogenous terms run along each request's own hours."""
+    exog = list(batch.columns[1:])
+    return np.stack([season_log(seasonality, frame[exog]) for frame in batch.frames()])
+
+
 def residual_log_batch(
     model: Any, frames: Sequence[pd.DataFrame], trends: Sequence[np.ndarray], seasons: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
@@ -270,13 +311,26 @@ def residual_log_batch(
 # ------------------------------------------------------------------------------------ request parsing
 @dataclass
 class PreparedForecast:
-    """A validated request: the model's input frame and what was repaired or assumed."""
+    """A validated request: the model's input rows (lookback + model horizon hours) as numpy arrays, and
+    what was repaired or assumed. ``frame`` is the same rows as the DataFrame the CLI builds."""
 
-    frame: pd.DataFrame  # lookback + model horizon rows: load (NaN ahead) and exog
+    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly
+    values: np.ndarray  # (n, 1 + k): load (NaN from the origin on), then the exog columns
+    columns: tuple[str, ...]  # load and the exog names, in the order of ``values``
+    timezone: str
     origin: pd.Timestamp
     horizon: int
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, index=local_index(self.utc_ns, self.timezone), columns=list(self.columns))
+
+
+def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
+    """The hourly index of UTC instants ``utc_ns`` on the local clock of ``timezone``."""
+    return pd.DatetimeIndex(utc_ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC").tz_convert(timezone)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -404,12 +458,10 @@ class ForecastService:
         origin_ns = int(stamps[-1]) + HOUR_NS
         future = self._future(request, origin_ns, recent, notes)
         index_ns = origin_ns + HOUR_NS * np.arange(-lookback, horizon, dtype=np.int64)
-        index = pd.DatetimeIndex(index_ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC").tz_convert(tz)
-        columns = {LOAD: np.concatenate([recent[:, 0], np.full(horizon, np.nan)])}
-        for i, name in enumerate(model.exog):
-            columns[name] = np.concatenate([recent[:, 1 + i], future[:, i]])
-        frame = pd.DataFrame(columns, index=index)
-        return PreparedForecast(frame, _stamp(origin_ns, tz), request.horizon, flags, notes)
+        ahead = np.column_stack([np.full(horizon, np.nan), future]) if len(fields) else np.full((horizon, 1), np.nan)
+        values = np.concatenate([recent, ahead])
+        return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, _stamp(origin_ns, tz), request.horizon,
+                                flags, notes)
 
     def _repair_gaps(self, window: np.ndarray, last_ns: int, notes: list[str]) -> int:
         """Interpolate runs of up to ``max_gap_hours`` missing hours inside the lookback window."""
@@ -472,15 +524,12 @@ class ForecastService:
         return future
 
     # ----------------------------------------------------------------- computing
-    def exog_frame(self, prepared: PreparedForecast) -> pd.DataFrame:
-        return prepared.frame[self.model.exog]
-
     def forecast(self, prepared: PreparedForecast) -> dict:
         """All three components in this process (the plain app, and the reference for Serve)."""
-        model = self.model
-        trend = trend_log(model.trend, prepared.frame.index)
-        season = season_log(model.seasonality, self.exog_frame(prepared))
-        residual = residual_log_batch(model, [prepared.frame], [trend], [season])[0]
+        model, frame = self.model, prepared.frame
+        trend = trend_log(model.trend, frame.index)
+        season = season_log(model.seasonality, frame[list(model.exog)])
+        residual = residual_log_batch(model, [frame], [trend], [season])[0]
         return self.assemble(prepared, trend, season, residual)
 
     def assemble(
@@ -502,7 +551,7 @@ class ForecastService:
         components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :])
         columns = model.to_megawatts(components)
         n = prepared.horizon
-        timestamps = [ts.isoformat() for ts in prepared.frame.index[ahead][:n]]
+        timestamps = [ts.isoformat() for ts in local_index(prepared.utc_ns[ahead][:n], prepared.timezone)]
         answer = {
             "model_name": self.loaded.info.name,
             "model_version": self.loaded.info.version,
