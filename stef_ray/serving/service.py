@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -270,14 +271,34 @@ class ComponentBatch:
         return cls(np.stack([p.utc_ns for p in prepared]), np.stack([p.values for p in prepared]), first.columns,
                    first.timezone)
 
+    @classmethod
+    def concat(cls, batches: Sequence[ComponentBatch]) -> ComponentBatch:
+        first = batches[0]
+        if len(batches) == 1:
+            return first
+        return cls(np.concatenate([b.utc_ns for b in batches]), np.concatenate([b.values for b in batches]),
+                   first.columns, first.timezone)
+
+    @property
+    def rows_per_request(self) -> int:
+        return self.utc_ns.shape[1]
+
+    def flat_frame(self) -> pd.DataFrame:
+        """Every request's rows end to end in one DataFrame (for row-wise work)."""
+        return pd.DataFrame(self.values.reshape(-1, self.values.shape[2]),
+                            index=local_index(self.utc_ns.ravel(), self.timezone), columns=list(self.columns))
+
     def __len__(self) -> int:
         return len(self.utc_ns)
 
-    def frames(self) -> list[pd.DataFrame]:
-        """One DataFrame per request, equal to ``PreparedForecast.frame`` (one index conversion for all)."""
+    def frames(self, exog_only: bool = False) -> list[pd.DataFrame]:
+        """One DataFrame per request, equal to ``PreparedForecast.frame`` (or its exog columns), built from
+        2-d blocks with one index conversion for all: selecting columns of a built frame costs more."""
         n = self.utc_ns.shape[1]
         index = local_index(self.utc_ns.ravel(), self.timezone)
-        return [pd.DataFrame(values, index=index[i * n:(i + 1) * n], columns=list(self.columns))
+        first = 1 if exog_only else 0
+        columns = list(self.columns[first:])
+        return [pd.DataFrame(values[:, first:], index=index[i * n:(i + 1) * n], columns=columns)
                 for i, values in enumerate(self.values)]
 
 
@@ -288,24 +309,21 @@ def trend_log_batch(trend: LogLinearTrend, batch: ComponentBatch) -> np.ndarray:
 
 def season_log_batch(seasonality: FourierSeasonality, batch: ComponentBatch) -> np.ndarray:
     """(B, n): per request, since the smoothed exogenous terms run along each request's own hours."""
-    exog = list(batch.columns[1:])
-    return np.stack([season_log(seasonality, frame[exog]) for frame in batch.frames()])
+    return np.stack([season_log(seasonality, exog) for exog in batch.frames(exog_only=True)])
 
 
-def residual_log_batch(
-    model: Any, frames: Sequence[pd.DataFrame], trends: Sequence[np.ndarray], seasons: Sequence[np.ndarray]
-) -> list[np.ndarray]:
-    """Residual (log) forecasts for several requests in one LSTM pass, as ``predict_components`` does."""
-    series = []
-    for frame, trend, season in zip(frames, trends, seasons, strict=True):
-        residual = np.log(frame[LOAD].to_numpy(dtype=float)) - trend - season
-        # Load at and after the origin is unknown: the net never reads channel 0 there.
-        series.append(np.nan_to_num(model.residual_series(frame, residual, season), nan=0.0))
-    lengths = np.array([len(s) for s in series])
-    origins = np.concatenate([[0], np.cumsum(lengths)[:-1]]) + model.lookback
+def residual_log_batch(model: Any, frame: pd.DataFrame, trend: np.ndarray, season: np.ndarray,
+                       rows_per_request: int) -> np.ndarray:
+    """(B, horizon) residual (log) forecasts for B requests laid end to end in ``frame`` (``rows_per_request``
+    rows each, as ``ComponentBatch.flat_frame`` gives), as ``predict_components`` computes them. The LSTM's
+    inputs are row-wise (scaling, calendar), so one call builds them for every request, and one LSTM pass
+    reads each request's own window."""
+    residual = np.log(frame[LOAD].to_numpy(dtype=float)) - trend - season
+    # Load at and after the origin is unknown: the net never reads channel 0 there.
+    series = np.nan_to_num(model.residual_series(frame, residual, season), nan=0.0)
+    origins = np.arange(len(frame) // rows_per_request) * rows_per_request + model.lookback
     # HybridModel keeps the residual scaling in this one method; reuse it rather than copy it.
-    out = model._predict_residual_log(np.concatenate(series), origins)
-    return list(out)
+    return model._predict_residual_log(series, origins)
 
 
 # ------------------------------------------------------------------------------------ request parsing
@@ -447,10 +465,8 @@ class ForecastService:
         fields = self._exog_fields
         rows = [row for row, kept in zip(request.history, keep, strict=True) if kept]
         window = np.full((width, 1 + len(fields)), np.nan)
-        window[positions[keep]] = np.array(
-            [[np.nan if row.load is None else row.load, *(getattr(row, f) for f in fields)] for row in rows],
-            dtype=float,
-        ).reshape(len(rows), 1 + len(fields))
+        values = attrgetter("load", *fields)  # a tuple per row, read in C; numpy turns a null load into NaN
+        window[positions[keep]] = np.array([values(row) for row in rows], dtype=float).reshape(len(rows), 1 + len(fields))
         flags, notes = [], []
         if self._repair_gaps(window, stamps[-1], notes):
             flags.append("interpolated")
@@ -529,7 +545,7 @@ class ForecastService:
         model, frame = self.model, prepared.frame
         trend = trend_log(model.trend, frame.index)
         season = season_log(model.seasonality, frame[list(model.exog)])
-        residual = residual_log_batch(model, [frame], [trend], [season])[0]
+        residual = residual_log_batch(model, frame, trend, season, len(frame))[0]
         return self.assemble(prepared, trend, season, residual)
 
     def assemble(
@@ -551,7 +567,8 @@ class ForecastService:
         components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :])
         columns = model.to_megawatts(components)
         n = prepared.horizon
-        timestamps = [ts.isoformat() for ts in local_index(prepared.utc_ns[ahead][:n], prepared.timezone)]
+        # datetime.isoformat is ten times cheaper than Timestamp.isoformat, and the same text for whole hours
+        timestamps = [ts.isoformat() for ts in local_index(prepared.utc_ns[ahead][:n], prepared.timezone).to_pydatetime()]
         answer = {
             "model_name": self.loaded.info.name,
             "model_version": self.loaded.info.version,

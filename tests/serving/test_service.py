@@ -11,7 +11,15 @@ import pytest
 from stef_ray.bundle import load_bundle
 from stef_ray.forecasting import forecast_from_frames
 from stef_ray.serving.schemas import RequestError
-from stef_ray.serving.service import ForecastService, bundle_fingerprint, resolve_source
+from stef_ray.serving.service import (
+    ComponentBatch,
+    ForecastService,
+    bundle_fingerprint,
+    residual_log_batch,
+    resolve_source,
+    season_log_batch,
+    trend_log_batch,
+)
 
 EXOG = ["temperature", "workday"]
 
@@ -51,6 +59,28 @@ def test_forecast__equals_forecast_from_frames(service, bundles, history_frame, 
     assert answer["timestamps"][0] == expected["timestamp"][0].isoformat()
     assert answer["quality"] == "ok"
     assert answer["model_version"] == bundle_fingerprint(bundles.first)
+
+
+def test_component_batch__answers_each_request_as_if_it_came_alone(service, history_frame, make_body):
+    """The Serve components answer a batch of requests in one call; each answer must be its own."""
+    bodies = [make_body(), make_body(history_hours=300), make_body()]
+    bodies[2]["history"] = bodies[2]["history"][:-30]  # another origin, other hours and weather
+    bodies[2]["future"] = []
+    prepared = [service.parse(json.dumps(body)) for body in bodies]
+    batch = ComponentBatch.stack(prepared)
+    model = service.model
+    trend, season = trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch)
+    residual = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(), batch.rows_per_request)
+    assert trend.shape == season.shape == (3, model.lookback + model.horizon)
+    assert residual.shape == (3, model.horizon)
+    for i, one in enumerate(prepared):
+        alone = service.forecast(one)
+        together = service.assemble(one, trend[i], season[i], residual[i])
+        for column in ("forecast", "trend", "seasonality", "p10", "p90"):
+            assert_close(together[column], alone[column])  # the float32 LSTM sums a batch in another order
+        np.testing.assert_allclose(together["residual"], alone["residual"], atol=1e-6 * max(alone["forecast"]))
+        assert together["timestamps"] == alone["timestamps"]
+    assert not np.allclose(residual[0], residual[2])  # different requests, different answers
 
 
 def test_forecast__shorter_horizon_is_a_prefix(service, make_body):
