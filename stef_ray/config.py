@@ -71,6 +71,10 @@ class SeasonalityConfig(StrictModel):
     weekly_grid: list[int] = Field(default_factory=lambda: [3, 5, 7, 10], description="Kw values searched")
     yearly_grid: list[int] = Field(default_factory=lambda: [0, 3, 6], description="Ky values searched")
     use_exog: bool = Field(True, description="exogenous regressors enter linearly here")
+    holiday_season: bool = Field(
+        True, description="a 24 Dec - 1 Jan flag: the Christmas/New Year dip that holiday and working-day "
+        "flags miss (a zero column, hence no effect, where training has no such days)"
+    )
     temperature_knots: int = Field(
         6, ge=0, le=12, description="hinge knots (at quantiles) for non-binary exogenous columns"
     )
@@ -121,6 +125,14 @@ class ModelConfig(StrictModel):
     quantiles: list[float] = Field(
         default_factory=lambda: [0.1, 0.5, 0.9],
         description="quantiles from conformal calibration on validation errors, per lead hour",
+    )
+    interval_adapt_days: int = Field(
+        7, ge=0, le=28, description="scale the quantile offsets by the mean error of the last N daily "
+        "forecasts (from load before the origin) over the validation mean error; 0 = fixed offsets"
+    )
+    interval_scale_range: tuple[float, float] = Field(
+        (1.0, 1.5), description="bounds of that scale; it only widens by default, since the last days' "
+        "errors are partly in-sample for a model refitted on them"
     )
 
     @field_validator("quantiles")

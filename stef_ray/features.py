@@ -61,6 +61,13 @@ def seasonal_terms(index: pd.DatetimeIndex, daily: int, weekly: int, yearly: int
     return np.hstack(blocks), names
 
 
+def holiday_season_flag(index: pd.DatetimeIndex) -> np.ndarray:
+    """1.0 for hours whose local date lies in 24 Dec .. 1 Jan, else 0.0."""
+    local = index.tz_localize(None) if index.tz is not None else index
+    month, day = local.month.to_numpy(), local.day.to_numpy()
+    return (((month == 12) & (day >= 24)) | ((month == 1) & (day <= 1))).astype(float)
+
+
 def is_binary(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
     return finite.size > 0 and bool(np.isin(finite, (0.0, 1.0)).all())

@@ -52,3 +52,21 @@ def test_forecasting__forecast_at_uses_rows_after_origin_as_known_future(fitted_
     result = forecast_at(fitted_model, synthetic_hourly, origin)
     assert result.origin == origin and result.notes == []
     assert pd.Timestamp(result.frame["timestamp"].iloc[-1]) == synthetic_hourly.frame.index[-25]
+
+
+def test_forecasting__quantile_band_matches_the_backtest_path_with_long_history(fitted_model, synthetic_hourly):
+    # The forecast passes the days before the lookback on, so its band (offsets times the adaptive scale)
+    # is the one predict_components gives on the whole frame, as in the backtest. (Point values differ
+    # slightly: smoothed temperature starts from the first row of whatever frame is given.)
+    frame = synthetic_hourly.frame.copy()
+    rows = np.arange(len(frame) - 24 * 8, len(frame) - 48)
+    frame.iloc[rows, frame.columns.get_loc("load")] *= np.where(np.arange(len(rows)) % 2, 1.15, 0.85)
+    history, future = frame.iloc[:-24], frame.iloc[-24:]
+    result = forecast_from_frames(fitted_model, history, future).frame
+    masked = frame.copy()
+    masked.iloc[-24:, masked.columns.get_loc("load")] = np.nan
+    components = fitted_model.predict_components(masked, np.array([len(frame) - 24]))
+    expected = fitted_model.to_megawatts(components)
+    assert components.interval_scale[0] > 1.0
+    np.testing.assert_allclose(np.log(result["p90"] / result["p10"]), np.log(expected["p90"][0] / expected["p10"][0]),
+                               rtol=1e-3)

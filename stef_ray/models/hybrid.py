@@ -7,6 +7,8 @@ left over. Forecasts are combined in log space and reported in MW as an additive
     forecast_mw    = trend_mw + seasonality_mw + residual_mw
 
 Quantiles come from conformal calibration: per lead hour, quantiles of the validation errors in log space.
+Errors come in spells (heat waves, holidays), so where the frame holds the days before an origin the
+offsets are scaled by how large the last daily forecasts' errors were against the validation errors.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class ComponentForecast:
     trend: np.ndarray
     seasonality: np.ndarray
     residual: np.ndarray
+    interval_scale: np.ndarray | None = None  # (origins,) factor on the quantile offsets; None = 1
 
     @property
     def final(self) -> np.ndarray:
@@ -237,6 +240,7 @@ class HybridModel:
             f"{q:g}": np.quantile(errors, q, axis=0).tolist() for q in self.config.quantiles
         }
         self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
+        self.training["val_mean_abs_log_error"] = float(np.mean(np.abs(errors)))
 
     # ----------------------------------------------------------- predicting
     def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
@@ -268,8 +272,40 @@ class HybridModel:
         residual_log = np.log(frame[LOAD].to_numpy(dtype=float)) - trend_log - season_log
         series = self.residual_series(frame, residual_log, season_log)
         # Load at and after each origin is unknown to that forecast: the net never reads channel 0 there.
-        residual = self._predict_residual_log(np.nan_to_num(series, nan=0.0), positions)
-        return ComponentForecast(trend_log[ahead], season_log[ahead], residual)
+        series = np.nan_to_num(series, nan=0.0)
+        residual = self._predict_residual_log(series, positions)
+        scale = self._interval_scale(series, residual_log, positions)
+        return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale)
+
+    @property
+    def interval_history_hours(self) -> int:
+        """Hours before ``lookback`` that the adaptive interval scale reads (the caller may pass fewer)."""
+        return 24 * (self.config.interval_adapt_days + -(-self.horizon // 24) - 1)
+
+    def _interval_scale(self, series: np.ndarray, residual_log: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Per origin: mean |log error| of the forecasts made 1..N days earlier (whose targets all lie
+        before the origin) over the validation mean, clipped; 1 where no such forecast can be made."""
+        days = self.config.interval_adapt_days
+        reference = self.training.get("val_mean_abs_log_error")
+        scale = np.ones(len(positions))
+        if not days or not reference or not len(positions):
+            return scale
+        first = -(-self.horizon // 24)  # whole days back so a past forecast ends before the origin
+        past = positions[:, None] - 24 * np.arange(first, first + days)[None, :]
+        bad = np.concatenate([[0], np.cumsum(~np.isfinite(residual_log))])
+        usable = past >= self.lookback
+        start, stop = np.clip(past - self.lookback, 0, None), np.clip(past + self.horizon, 0, len(residual_log))
+        usable &= (bad[stop] - bad[start]) == 0
+        if not usable.any():
+            return scale
+        flat = past[usable]
+        errors = np.abs(residual_log[flat[:, None] + np.arange(self.horizon)] - self._predict_residual_log(series, flat))
+        per_window = np.full(past.shape, np.nan)
+        per_window[usable] = errors.mean(axis=1)
+        seen = usable.any(axis=1)
+        low, high = self.config.interval_scale_range
+        scale[seen] = np.clip(np.nanmean(per_window[seen], axis=1) / reference, low, high)
+        return scale
 
     def to_megawatts(self, components: ComponentForecast) -> dict[str, np.ndarray]:
         """The MW split (see module docstring) and the quantiles; arrays of shape (origins, horizon)."""
@@ -277,8 +313,9 @@ class HybridModel:
         base = np.exp(components.trend + components.seasonality)
         final = np.exp(components.final)
         out = {"forecast": final, "trend": trend, "seasonality": base - trend, "residual": final - base}
+        scale = np.ones(len(final)) if components.interval_scale is None else components.interval_scale
         for key, offsets in self.quantile_offsets.items():
-            out[quantile_column(float(key))] = np.exp(components.final + np.asarray(offsets)[None, :])
+            out[quantile_column(float(key))] = np.exp(components.final + scale[:, None] * np.asarray(offsets)[None, :])
         return out
 
 

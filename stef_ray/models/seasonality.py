@@ -4,7 +4,8 @@ regression on the detrended log load, so seasonal swings scale with the level (m
 Exogenous columns enter as: binary flags (working day, holiday) on their own and times the daily
 harmonics, so a holiday gets a holiday-shaped day; numeric ones (temperature) through a hinge basis at
 training quantiles (heating and cooling bends), the same for their exponential smoothing (buildings lag
-the weather), and times the first daily harmonics (the afternoon reacts more to heat than the night).
+the weather), and times the first daily harmonics (the afternoon reacts more to heat than the night). A 24 Dec - 1 Jan flag carries the
+Christmas/New Year dip, which a holiday calendar marks only on the days themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stef_ray.features import (
     exponential_smoothing,
     fourier_terms,
     hinge_basis,
+    holiday_season_flag,
     is_binary,
     seasonal_terms,
     wall_clock_hours,
@@ -73,8 +75,11 @@ class FourierSeasonality:
     def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None) -> np.ndarray:
         seasonal, seasonal_names = seasonal_terms(index, *self.orders)
         exog_block, exog_names = self._exog_block(index, exog)
-        self.feature_names = seasonal_names + exog_names
-        return np.hstack([seasonal, exog_block])
+        blocks, self.feature_names = [seasonal, exog_block], seasonal_names + exog_names
+        if self.config.holiday_season:
+            blocks.append(holiday_season_flag(index)[:, None])
+            self.feature_names.append("holiday_season")
+        return np.hstack(blocks)
 
     # ---------------------------------------------------------------- fitting
     def _solve(self, design: np.ndarray, target: np.ndarray) -> None:
@@ -83,7 +88,9 @@ class FourierSeasonality:
         self.column_scale = np.where(scale > 1e-12, scale, 1.0)
         standardized = (design - self.column_mean) / self.column_scale
         self.intercept = float(target.mean())
-        gram = standardized.T @ standardized + self.config.ridge_alpha * len(target) * 1e-4 * np.eye(design.shape[1])
+        # The tiny floor keeps a constant column (no holiday-season days in training) solvable at alpha 0.
+        penalty = self.config.ridge_alpha * len(target) * 1e-4 + 1e-9
+        gram = standardized.T @ standardized + penalty * np.eye(design.shape[1])
         self.coef = np.linalg.solve(gram, standardized.T @ (target - self.intercept)) if design.shape[1] else np.empty(0)
 
     def _prepare_exog(self, exog: pd.DataFrame | None, observed: np.ndarray) -> None:
@@ -163,7 +170,8 @@ class FourierSeasonality:
 
     @classmethod
     def from_state(cls, state: dict) -> FourierSeasonality:
-        model = cls(SeasonalityConfig.model_validate(state["config"]))
+        # Bundles written before the holiday-season flag existed were fitted without it.
+        model = cls(SeasonalityConfig.model_validate({"holiday_season": False, **state["config"]}))
         model.orders = tuple(int(o) for o in state["orders"])
         model.exog_spec = state["exog_spec"]
         model.column_mean = np.asarray(state["column_mean"], dtype=float)

@@ -80,3 +80,34 @@ def test_hybrid__training_summary_is_recorded(fitted_model):
     assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
     assert training["epochs_run"] >= 1 and np.isfinite(training["val_loss"])
     assert pd.Timestamp(training["start"]) < pd.Timestamp(training["end"])
+
+
+def test_hybrid__interval_scale_widens_after_days_of_large_errors(fitted_model, synthetic_hourly):
+    frame = synthetic_hourly.frame.copy()
+    position = len(frame) - 24
+    calm = fitted_model.predict_components(frame, np.array([position]))
+    # The week before the origin turns erratic (outside the lookback's last day, which the forecast
+    # itself reads): past forecasts miss by far more than on validation, so the band must widen.
+    rows = np.arange(position - 24 * 7, position - 24)
+    frame.iloc[rows, frame.columns.get_loc("load")] *= np.where(np.arange(len(rows)) % 2, 1.15, 0.85)
+    stormy = fitted_model.predict_components(frame, np.array([position]))
+    low, high = fitted_model.config.interval_scale_range
+    assert calm.interval_scale[0] >= low
+    assert stormy.interval_scale[0] == pytest.approx(high)
+    calm_mw, stormy_mw = fitted_model.to_megawatts(calm), fitted_model.to_megawatts(stormy)
+    calm_width = np.log(calm_mw["p90"] / calm_mw["p10"])
+    stormy_width = np.log(stormy_mw["p90"] / stormy_mw["p10"])
+    np.testing.assert_allclose(stormy_width, calm_width * high / calm.interval_scale[0], rtol=1e-9)
+
+
+def test_hybrid__interval_scale_is_one_without_enough_history_or_when_off(fitted_model, synthetic_hourly):
+    frame = synthetic_hourly.frame
+    short = frame.iloc[-(fitted_model.lookback + 24) :]
+    assert fitted_model.predict_components(short, np.array([fitted_model.lookback])).interval_scale[0] == 1.0
+    off = HybridModel(fitted_model.config.model_copy(update={"interval_adapt_days": 0}), fitted_model.exog)
+    off.__dict__.update({k: v for k, v in fitted_model.__dict__.items() if k != "config"})
+    assert off.predict_components(frame, np.array([len(frame) - 24])).interval_scale[0] == 1.0
+
+
+def test_hybrid__calibration_records_the_validation_error_scale(fitted_model):
+    assert 0 < fitted_model.training["val_mean_abs_log_error"] < 0.1

@@ -70,3 +70,28 @@ def test_seasonality__state_round_trip_with_exog():
     again = FourierSeasonality.from_state(model.to_state())
     np.testing.assert_allclose(again.predict(index, exog), model.predict(index, exog))
 
+
+
+def test_seasonality__holiday_season_flag_learns_the_christmas_dip():
+    index = pd.date_range("2020-11-01", "2021-02-28 23:00", freq="h", tz="Australia/Melbourne")
+    local = index.tz_localize(None)
+    in_season = ((local.month == 12) & (local.day >= 24)) | ((local.month == 1) & (local.day <= 1))
+    target = np.where(in_season, -0.08, 0.0)
+    config = SeasonalityConfig(daily_order=1, weekly_order=1, ridge_alpha=0)
+    with_flag = FourierSeasonality(config).fit(index, target)
+    without = FourierSeasonality(config.model_copy(update={"holiday_season": False})).fit(index, target)
+    assert "holiday_season" in with_flag.feature_names
+    np.testing.assert_allclose(with_flag.predict(index), target, atol=1e-6)
+    assert np.abs(without.predict(index) - target).max() > 0.05
+
+
+def test_seasonality__state_without_holiday_season_key_loads_as_fitted_before_the_flag():
+    # Bundles written before the flag existed: their config lacks the key and their coefficients lack
+    # the column, so loading must keep the flag off and give the same predictions.
+    index = _index(24 * 30)
+    model = FourierSeasonality(SeasonalityConfig(holiday_season=False)).fit(index, np.sin(np.arange(len(index))))
+    state = model.to_state()
+    del state["config"]["holiday_season"]
+    again = FourierSeasonality.from_state(state)
+    assert again.config.holiday_season is False
+    np.testing.assert_allclose(again.predict(index), model.predict(index))
