@@ -67,10 +67,16 @@ def forecast_from_frames(
     origin = recent.index[-1] + pd.Timedelta(hours=1)
     future_index = pd.date_range(origin, periods=model.horizon, freq="h", name="timestamp")
     future_exog, notes = _future_exog(model, history, future, future_index)
+    future_rows = future_exog.assign(**{LOAD: np.nan})[[LOAD, *model.exog]]
+    frame = pd.concat([recent[[LOAD, *model.exog]], future_rows])
+    components = model.predict_components(frame, np.array([model.lookback]))
     # Older history, where there is some, lets the model widen its quantiles after days of large errors.
+    # Only the scale is taken from that longer frame: the point forecast stays the lookback frame's
+    # (smoothed temperature depends on the frame's first row, and saved bundles must forecast as before).
     known = history.iloc[-(model.lookback + model.interval_history_hours) :]
-    frame = pd.concat([known[[LOAD, *model.exog]], future_exog.assign(**{LOAD: np.nan})[[LOAD, *model.exog]]])
-    components = model.predict_components(frame, np.array([len(known)]))
+    if len(known) > len(recent):
+        longer = pd.concat([known[[LOAD, *model.exog]], future_rows])
+        components.interval_scale = model.predict_components(longer, np.array([len(known)])).interval_scale
     columns = model.to_megawatts(components)
     out = pd.DataFrame({"timestamp": future_index} | {k: v[0] for k, v in columns.items()}).iloc[:horizon]
     return Forecast(out.reset_index(drop=True), origin, notes)
