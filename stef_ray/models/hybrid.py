@@ -269,13 +269,19 @@ class HybridModel:
         ahead = positions[:, None] + np.arange(self.horizon)
         if self.residual is None and self.linear is None:
             return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape))
+        residual, scale = self.residual_components(frame, trend_log, season_log, positions)
+        return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale)
+
+    def residual_components(
+        self, frame: pd.DataFrame, trend_log: np.ndarray, season_log: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The residual forecast (log, (origins, horizon)) and the interval scale per origin, given the
+        frame's trend and seasonality (the Serve app computes those in other deployments)."""
         residual_log = np.log(frame[LOAD].to_numpy(dtype=float)) - trend_log - season_log
         series = self.residual_series(frame, residual_log, season_log)
         # Load at and after each origin is unknown to that forecast: the net never reads channel 0 there.
         series = np.nan_to_num(series, nan=0.0)
-        residual = self._predict_residual_log(series, positions)
-        scale = self._interval_scale(series, residual_log, positions)
-        return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale)
+        return self._predict_residual_log(series, positions), self._interval_scale(series, residual_log, positions)
 
     @property
     def interval_history_hours(self) -> int:

@@ -112,9 +112,16 @@ class AppArgs(BaseModel):
     )
     api_key: str | None = Field(None, description="the API key itself (tests; prefer api_key_env)")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger bodies get 413")
-    max_batch_size: int = Field(16, ge=1, le=256, description="residual requests run in one LSTM pass")
+    max_batch_size: int = Field(16, ge=1, le=256, description="ingress batches joined into one LSTM pass")
     batch_wait_timeout_s: float = Field(
-        0.002, ge=0, le=1, description="how long the residual deployment waits to fill a batch"
+        0.0, ge=0, le=1, description="how long the residual deployment waits to fill a batch (0: it joins the calls that queued while the previous pass ran)"
+    )
+    component_batch_size: int = Field(
+        16, ge=1, le=256, description="requests an ingress replica sends to the components in one call"
+    )
+    component_batch_wait_s: float = Field(
+        0.003, ge=0, le=1, description="while other requests are in flight, how long an ingress replica "
+        "waits to fill a batch for the components (a request alone goes at once)"
     )
     # The options below can also be set in the ingress's user_config (see IngressConfig).
     mlflow_tracking_uri: str | None = Field(
@@ -185,7 +192,7 @@ class ResidualConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(16, ge=1, le=256, description="requests per LSTM pass")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1, description="wait to fill a batch")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="wait to fill a batch")
     fault: str | None = Field(
         None, pattern="^(raise|hang)$", description="test hook: 'raise' fails every call, 'hang' holds calls until unset"
     )
@@ -252,27 +259,29 @@ class ResidualDeployment:
         self._models.get(key)
         return key.version
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(
         self, keys: list[ModelKey], batches: list[ComponentBatch], trends: list[np.ndarray],
         seasons: list[np.ndarray],
-    ) -> list[np.ndarray]:
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._fault == "raise":
             raise RuntimeError("injected fault (ResidualLSTM user_config fault=raise)")
         while self._fault == "hang":  # until reconfigured: a stuck model that recovers
             await asyncio.sleep(0.05)
-        out: list[np.ndarray | None] = [None] * len(keys)
-        for key in dict.fromkeys(keys):  # one pass per model version in the batch (two during a swap)
-            calls = [i for i, k in enumerate(keys) if k == key]
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(keys)
+        # One pass per model version and frame length in the batch (two versions during a swap).
+        for key, rows in dict.fromkeys(zip(keys, (b.rows_per_request for b in batches), strict=True)):
+            calls = [i for i, k in enumerate(keys) if k == key and batches[i].rows_per_request == rows]
             batch = ComponentBatch.concat([batches[i] for i in calls])
-            results = residual_log_batch(
+            residual, scale = residual_log_batch(
                 self._models.get(key), batch.flat_frame(), np.concatenate([trends[i] for i in calls]).ravel(),
-                np.concatenate([seasons[i] for i in calls]).ravel(), batch.rows_per_request,
+                np.concatenate([seasons[i] for i in calls]).ravel(), rows,
             )
             offset = 0
             for i in calls:
-                out[i] = results[offset:offset + len(batches[i])]
-                offset += len(batches[i])
+                size = len(batches[i])
+                out[i] = (residual[offset:offset + size], scale[offset:offset + size])
+                offset += size
         return out
 
 
@@ -284,6 +293,7 @@ class Components:
     season: np.ndarray
     residual: np.ndarray | None
     reason: str | None = None
+    scale: float = 1.0  # of the quantile offsets
 
 
 # ----------------------------------------------------------------------------------------- ingress
@@ -302,6 +312,8 @@ class ForecastIngress:
         self._arm_of: weakref.WeakKeyDictionary[ForecastService, str] = weakref.WeakKeyDictionary()
         self._rng = random.Random(self._args.ab_seed)
         self._residual_timeout_s = self._args.residual_timeout_s
+        self._in_flight = 0
+        self._components.set_max_batch_size(self._args.component_batch_size)
         api_key = self._args.api_key or (os.environ.get(self._args.api_key_env) if self._args.api_key_env else None)
         self._settings = HttpSettings(api_key=api_key or None, max_body_bytes=self._args.max_body_bytes)
         self._swap_lock = asyncio.Lock()
@@ -489,10 +501,19 @@ class ForecastIngress:
         return challenger if draw < fraction else champion
 
     async def _compute(self, service: ForecastService, prepared: PreparedForecast) -> dict:
-        result = await self._components(service, prepared)
+        # Under load, a few milliseconds' wait fills batches (fewer component calls per request); a
+        # request alone does not wait for company that is not coming.
+        self._in_flight += 1
+        try:
+            self._components.set_batch_wait_timeout_s(self._args.component_batch_wait_s if self._in_flight > 1
+                                                      else 0.0)
+            result = await self._components(service, prepared)
+        finally:
+            self._in_flight -= 1
         if isinstance(result, RequestError):
             raise result
-        answer = service.assemble(prepared, result.trend, result.season, result.residual, result.reason)
+        answer = service.assemble(prepared, result.trend, result.season, result.residual, result.reason,
+                                  result.scale)
         answer["arm"] = self._arm_of.get(service, CHAMPION)
         return answer
 
@@ -500,15 +521,15 @@ class ForecastIngress:
     async def _components(
         self, services: list[ForecastService], prepared: list[PreparedForecast]
     ) -> list[Components | RequestError]:
-        """The requests that arrived while the previous batch was out, in one call per component (per
-        model: an A/B split or a swap can put two models in a batch). No wait to fill a batch: at one
-        client a request goes alone at once, under load the queue fills while the components work."""
-        groups: dict[ModelKey, list[int]] = {}
+        """The requests that arrived together, in one call per component per model and frame length (an
+        A/B split or a swap can put two models in a batch; clients may send different lengths of
+        history). See ``_compute`` for the wait that fills a batch."""
+        groups: dict[tuple[ModelKey, int], list[int]] = {}
         for i, service in enumerate(services):
-            groups.setdefault(service.key, []).append(i)
+            groups.setdefault((service.key, len(prepared[i].utc_ns)), []).append(i)
         out: list[Components | RequestError | None] = [None] * len(services)
         answers = await asyncio.gather(*(self._components_of(key, [prepared[i] for i in rows])
-                                         for key, rows in groups.items()))
+                                         for (key, _), rows in groups.items()))
         for rows, answer in zip(groups.values(), answers, strict=True):
             for i, row in enumerate(rows):
                 out[row] = answer if isinstance(answer, RequestError) else answer[i]
@@ -532,8 +553,10 @@ class ForecastIngress:
         except Exception as err:
             residual, reason = None, f"{type(err).__name__}"
             logger.warning("residual deployment failed, answering degraded: %r", err)
-        return [Components(trend[i], season[i], None if residual is None else residual[i], reason)
-                for i in range(len(batch))]
+        if residual is None:
+            return [Components(trend[i], season[i], None, reason) for i in range(len(batch))]
+        residual, scale = residual
+        return [Components(trend[i], season[i], residual[i], None, float(scale[i])) for i in range(len(batch))]
 
     def _observe(self, answer: dict | None, seconds: float) -> None:
         self._latency.observe(seconds * 1000)

@@ -313,17 +313,15 @@ def season_log_batch(seasonality: FourierSeasonality, batch: ComponentBatch) -> 
 
 
 def residual_log_batch(model: Any, frame: pd.DataFrame, trend: np.ndarray, season: np.ndarray,
-                       rows_per_request: int) -> np.ndarray:
-    """(B, horizon) residual (log) forecasts for B requests laid end to end in ``frame`` (``rows_per_request``
-    rows each, as ``ComponentBatch.flat_frame`` gives), as ``predict_components`` computes them. The LSTM's
-    inputs are row-wise (scaling, calendar), so one call builds them for every request, and one LSTM pass
-    reads each request's own window."""
-    residual = np.log(frame[LOAD].to_numpy(dtype=float)) - trend - season
-    # Load at and after the origin is unknown: the net never reads channel 0 there.
-    series = np.nan_to_num(model.residual_series(frame, residual, season), nan=0.0)
-    origins = np.arange(len(frame) // rows_per_request) * rows_per_request + model.lookback
-    # HybridModel keeps the residual scaling in this one method; reuse it rather than copy it.
-    return model._predict_residual_log(series, origins)
+                       rows_per_request: int) -> tuple[np.ndarray, np.ndarray]:
+    """Residual (log) forecasts ``(B, horizon)`` and interval scales ``(B,)`` for B requests laid end to
+    end in ``frame`` (``rows_per_request`` rows each, as ``ComponentBatch.flat_frame`` gives), computed as
+    ``predict_components`` does. The LSTM's inputs are row-wise (scaling, calendar), so one call builds
+    them for every request and one LSTM pass reads each request's own window. No window reads another
+    request's rows: each request ends in ``horizon`` rows of unknown (NaN) load, which the interval scale
+    skips and the residual models never read."""
+    origins = np.arange(len(frame) // rows_per_request) * rows_per_request + rows_per_request - model.horizon
+    return model.residual_components(frame, trend, season, origins)
 
 
 # ------------------------------------------------------------------------------------ request parsing
@@ -344,6 +342,11 @@ class PreparedForecast:
     @property
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, index=local_index(self.utc_ns, self.timezone), columns=list(self.columns))
+
+    @property
+    def origin_row(self) -> int:
+        """Row of the first forecast hour: the history rows before it (lookback and, where sent, more)."""
+        return int((self.origin.value - self.utc_ns[0]) // HOUR_NS)
 
 
 def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
@@ -387,16 +390,16 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def _interpolate_inside(values: np.ndarray) -> None:
-    """Linear interpolation of each column's NaN runs between their neighbours, in place (as pandas'
-    ``interpolate(method="linear", limit_area="inside")`` does on an evenly spaced grid)."""
+def _interpolate_run(values: np.ndarray, start: int, length: int) -> None:
+    """Fill the NaNs of rows ``start .. start+length-1`` (rows with a gap; the rows around them are
+    complete) by linear interpolation between each column's own neighbours, in place: pandas'
+    ``interpolate(method="linear", limit_area="inside")`` on an evenly spaced grid, as the data layer does."""
     for column in range(values.shape[1]):
         series = values[:, column]
-        for start, length in _runs(np.isnan(series)):
-            if start == 0 or start + length == len(series):
-                continue
-            left, right = series[start - 1], series[start + length]
-            series[start:start + length] = left + (right - left) * np.arange(1, length + 1) / (length + 1)
+        for offset, n in _runs(np.isnan(series[start:start + length])):
+            a = start + offset
+            left, right = series[a - 1], series[a + n]
+            series[a:a + n] = left + (right - left) * np.arange(1, n + 1) / (n + 1)
 
 
 class ForecastService:
@@ -458,8 +461,11 @@ class ForecastService:
                 422, f"covers {span_hours} hours; the model needs the last {lookback} hours before the forecast "
                 "origin", "history",
             )
-        # Only the last lookback hours are read; a few more rows anchor the interpolation of a short gap.
-        width = min(span_hours, lookback + self.max_gap_hours + 1)
+        # The model reads the last lookback hours, and up to interval_history_hours before them where the
+        # client sent them (its quantiles widen after days of large errors); a few more rows anchor the
+        # interpolation of a short gap at the start.
+        keep_hours = min(span_hours, lookback + int(getattr(model, "interval_history_hours", 0)))
+        width = min(span_hours, keep_hours + self.max_gap_hours + 1)
         positions = (stamps - stamps[-1]) // HOUR_NS + width - 1
         keep = positions >= 0
         fields = self._exog_fields
@@ -473,21 +479,24 @@ class ForecastService:
         recent = window[-lookback:]
         origin_ns = int(stamps[-1]) + HOUR_NS
         future = self._future(request, origin_ns, recent, notes)
-        index_ns = origin_ns + HOUR_NS * np.arange(-lookback, horizon, dtype=np.int64)
+        index_ns = origin_ns + HOUR_NS * np.arange(-keep_hours, horizon, dtype=np.int64)
         ahead = np.column_stack([np.full(horizon, np.nan), future]) if len(fields) else np.full((horizon, 1), np.nan)
-        values = np.concatenate([recent, ahead])
+        values = np.concatenate([window[-keep_hours:], ahead])
         return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, _stamp(origin_ns, tz), request.horizon,
                                 flags, notes)
 
     def _repair_gaps(self, window: np.ndarray, last_ns: int, notes: list[str]) -> int:
-        """Interpolate runs of up to ``max_gap_hours`` missing hours inside the lookback window."""
+        """Interpolate runs of up to ``max_gap_hours`` missing hours, as the data layer does for the CLI.
+        Inside the lookback window a longer gap is an error; before it, it stays missing (NaN)."""
         lookback, width = self.model.lookback, len(window)
         first = width - lookback
         tz = self.loaded.timezone
-        filled = 0
+        filled: list[tuple[int, int]] = []
         for start, length in _runs(np.isnan(window).any(axis=1)):
-            if start + length <= first:
-                continue  # entirely before the hours the model reads
+            if start + length <= first:  # before the hours the model's residual reads
+                if start > 0 and length <= self.max_gap_hours:
+                    filled.append((start, length))
+                continue
             gap_start = _stamp(last_ns - (width - 1 - max(start, first)) * HOUR_NS, tz)
             if start + length == width:
                 raise RequestError(422, "the last hour's load is null; the last row must be an observation",
@@ -498,11 +507,11 @@ class ForecastService:
                     f"within the last {lookback} hours; gaps of up to {self.max_gap_hours} h are interpolated, "
                     "longer ones must be filled by the client", "history",
                 )
-            filled += length
+            filled.append((start, length))
             notes.append(f"interpolated {length} missing hour(s) of history from {gap_start}")
-        if filled:
-            _interpolate_inside(window)
-        return filled
+        for start, length in filled:
+            _interpolate_run(window, start, length)
+        return sum(length for start, length in filled if start + length > first)
 
     def _future(self, request: BaseModel, origin_ns: int, recent: np.ndarray, notes: list[str]) -> np.ndarray:
         """Known exogenous values for the forecast hours; holes take the same hour one week earlier."""
@@ -545,18 +554,19 @@ class ForecastService:
         model, frame = self.model, prepared.frame
         trend = trend_log(model.trend, frame.index)
         season = season_log(model.seasonality, frame[list(model.exog)])
-        residual = residual_log_batch(model, frame, trend, season, len(frame))[0]
-        return self.assemble(prepared, trend, season, residual)
+        residual, scale = residual_log_batch(model, frame, trend, season, len(frame))
+        return self.assemble(prepared, trend, season, residual[0], scale=float(scale[0]))
 
     def assemble(
         self, prepared: PreparedForecast, trend: np.ndarray, season: np.ndarray, residual: np.ndarray | None,
-        degraded_reason: str | None = None,
+        degraded_reason: str | None = None, scale: float = 1.0,
     ) -> dict:
-        """The JSON answer from log components; ``residual=None`` answers trend + seasonality (degraded)."""
+        """The JSON answer from log components (``scale``: the interval scale of the quantile offsets);
+        ``residual=None`` answers trend + seasonality (degraded)."""
         from stef_ray.models.hybrid import ComponentForecast
 
         model = self.model
-        ahead = slice(model.lookback, model.lookback + model.horizon)
+        ahead = slice(prepared.origin_row, prepared.origin_row + model.horizon)
         flags, notes = list(prepared.flags), list(prepared.notes)
         degraded = residual is None
         if degraded:
@@ -564,7 +574,8 @@ class ForecastService:
             flags.append("degraded")
             notes.append(f"residual model unavailable ({degraded_reason or 'failed'}): trend + seasonality only, "
                          "no quantiles")
-        components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :])
+        components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :],
+                                       np.array([scale]))
         columns = model.to_megawatts(components)
         n = prepared.horizon
         # datetime.isoformat is ten times cheaper than Timestamp.isoformat, and the same text for whole hours

@@ -63,19 +63,21 @@ def test_forecast__equals_forecast_from_frames(service, bundles, history_frame, 
 
 def test_component_batch__answers_each_request_as_if_it_came_alone(service, history_frame, make_body):
     """The Serve components answer a batch of requests in one call; each answer must be its own."""
-    bodies = [make_body(), make_body(history_hours=300), make_body()]
+    bodies = [make_body(history_hours=400) for _ in range(3)]  # as the ingress groups: the same frame length
     bodies[2]["history"] = bodies[2]["history"][:-30]  # another origin, other hours and weather
     bodies[2]["future"] = []
     prepared = [service.parse(json.dumps(body)) for body in bodies]
     batch = ComponentBatch.stack(prepared)
     model = service.model
     trend, season = trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch)
-    residual = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(), batch.rows_per_request)
-    assert trend.shape == season.shape == (3, model.lookback + model.horizon)
+    residual, scale = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(),
+                                         batch.rows_per_request)
+    assert trend.shape == season.shape == (3, batch.rows_per_request)
     assert residual.shape == (3, model.horizon)
+    assert scale.shape == (3,)
     for i, one in enumerate(prepared):
         alone = service.forecast(one)
-        together = service.assemble(one, trend[i], season[i], residual[i])
+        together = service.assemble(one, trend[i], season[i], residual[i], scale=float(scale[i]))
         for column in ("forecast", "trend", "seasonality", "p10", "p90"):
             assert_close(together[column], alone[column])  # the float32 LSTM sums a batch in another order
         np.testing.assert_allclose(together["residual"], alone["residual"], atol=1e-6 * max(alone["forecast"]))
