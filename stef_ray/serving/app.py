@@ -57,12 +57,12 @@ from stef_ray.serving.service import (
     ModelKey,
     PreparedForecast,
     alias_version,
+    batch_residuals,
     load_full_model,
     load_model,
     load_seasonality,
     load_trend,
     registry_parts,
-    residual_log_batch,
     season_log_batch,
     trend_log_batch,
 )
@@ -262,7 +262,7 @@ class ResidualDeployment:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(
         self, keys: list[ModelKey], batches: list[ComponentBatch], trends: list[np.ndarray],
-        seasons: list[np.ndarray],
+        seasons: list[np.ndarray], longs: list[list[pd.DataFrame | None]],
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._fault == "raise":
             raise RuntimeError("injected fault (ResidualLSTM user_config fault=raise)")
@@ -273,9 +273,9 @@ class ResidualDeployment:
         for key, rows in dict.fromkeys(zip(keys, (b.rows_per_request for b in batches), strict=True)):
             calls = [i for i, k in enumerate(keys) if k == key and batches[i].rows_per_request == rows]
             batch = ComponentBatch.concat([batches[i] for i in calls])
-            residual, scale = residual_log_batch(
-                self._models.get(key), batch.flat_frame(), np.concatenate([trends[i] for i in calls]).ravel(),
-                np.concatenate([seasons[i] for i in calls]).ravel(), rows,
+            residual, scale = batch_residuals(
+                self._models.get(key), batch, np.concatenate([trends[i] for i in calls]),
+                np.concatenate([seasons[i] for i in calls]), [frame for i in calls for frame in longs[i]],
             )
             offset = 0
             for i in calls:
@@ -526,7 +526,7 @@ class ForecastIngress:
         history). See ``_compute`` for the wait that fills a batch."""
         groups: dict[tuple[ModelKey, int], list[int]] = {}
         for i, service in enumerate(services):
-            groups.setdefault((service.key, len(prepared[i].utc_ns)), []).append(i)
+            groups.setdefault((service.key, len(prepared[i].utc_ns)), []).append(i)  # one length per model
         out: list[Components | RequestError | None] = [None] * len(services)
         answers = await asyncio.gather(*(self._components_of(key, [prepared[i] for i in rows])
                                          for (key, _), rows in groups.items()))
@@ -544,7 +544,8 @@ class ForecastIngress:
         except Exception as err:
             logger.error("trend/seasonality failed: %r", err)
             return RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly")
-        response = self._residual.predict.remote(key, batch, trend, season)
+        longs = [p.long_frame for p in prepared]  # None for a request with no hours before the lookback
+        response = self._residual.predict.remote(key, batch, trend, season, longs)
         try:
             residual, reason = await asyncio.wait_for(_resolve(response), self._residual_timeout_s), None
         except TimeoutError:

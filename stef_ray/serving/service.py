@@ -324,13 +324,37 @@ def residual_log_batch(model: Any, frame: pd.DataFrame, trend: np.ndarray, seaso
     return model.residual_components(frame, trend, season, origins)
 
 
+def batch_residuals(
+    model: Any, batch: ComponentBatch, trend: np.ndarray, season: np.ndarray,
+    long_frames: Sequence[pd.DataFrame | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ResidualLSTM deployment's work for a batch: residual (log) forecasts ``(B, horizon)`` and the
+    quantile band's scale ``(B,)``, from the components' ``(B, n)`` trend and seasonality, and for
+    requests that sent older hours (``long_frames[i]`` not None) the scale from those."""
+    residual, scale = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(),
+                                         batch.rows_per_request)
+    older = [i for i, frame in enumerate(long_frames) if frame is not None]
+    if older:
+        scale = scale.copy()
+        scale[older] = interval_scales(model, [long_frames[i] for i in older])
+    return residual, scale
+
+
+def interval_scales(model: Any, long_frames: Sequence[pd.DataFrame]) -> np.ndarray:
+    """The quantile band's scale for requests that sent hours before the lookback window, as
+    ``forecast_from_frames`` computes it: from the whole longer frame, while the point forecast stays the
+    lookback frame's (smoothed temperature depends on a frame's first row). One model pass per request."""
+    return np.array([model.predict_components(frame, np.array([len(frame) - model.horizon])).interval_scale[0]
+                     for frame in long_frames])
+
+
 # ------------------------------------------------------------------------------------ request parsing
 @dataclass
 class PreparedForecast:
     """A validated request: the model's input rows (lookback + model horizon hours) as numpy arrays, and
     what was repaired or assumed. ``frame`` is the same rows as the DataFrame the CLI builds."""
 
-    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly
+    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly: lookback + horizon
     values: np.ndarray  # (n, 1 + k): load (NaN from the origin on), then the exog columns
     columns: tuple[str, ...]  # load and the exog names, in the order of ``values``
     timezone: str
@@ -338,15 +362,21 @@ class PreparedForecast:
     horizon: int
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The hours before the lookback window that the client sent, up to the model's interval_history_hours:
+    # (utc_ns, values) in the same layout, or None. They only scale the quantile band.
+    older: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, index=local_index(self.utc_ns, self.timezone), columns=list(self.columns))
 
     @property
-    def origin_row(self) -> int:
-        """Row of the first forecast hour: the history rows before it (lookback and, where sent, more)."""
-        return int((self.origin.value - self.utc_ns[0]) // HOUR_NS)
+    def long_frame(self) -> pd.DataFrame | None:
+        """The older hours followed by ``frame``'s rows, where there are older hours."""
+        if self.older is None:
+            return None
+        utc_ns, values = np.concatenate([self.older[0], self.utc_ns]), np.concatenate([self.older[1], self.values])
+        return pd.DataFrame(values, index=local_index(utc_ns, self.timezone), columns=list(self.columns))
 
 
 def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
@@ -479,11 +509,15 @@ class ForecastService:
         recent = window[-lookback:]
         origin_ns = int(stamps[-1]) + HOUR_NS
         future = self._future(request, origin_ns, recent, notes)
-        index_ns = origin_ns + HOUR_NS * np.arange(-keep_hours, horizon, dtype=np.int64)
+        index_ns = origin_ns + HOUR_NS * np.arange(-lookback, horizon, dtype=np.int64)
         ahead = np.column_stack([np.full(horizon, np.nan), future]) if len(fields) else np.full((horizon, 1), np.nan)
-        values = np.concatenate([window[-keep_hours:], ahead])
+        values = np.concatenate([recent, ahead])
+        older = None
+        if keep_hours > lookback:
+            older = (origin_ns + HOUR_NS * np.arange(-keep_hours, -lookback, dtype=np.int64),
+                     window[-keep_hours:-lookback].copy())
         return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, _stamp(origin_ns, tz), request.horizon,
-                                flags, notes)
+                                flags, notes, older)
 
     def _repair_gaps(self, window: np.ndarray, last_ns: int, notes: list[str]) -> int:
         """Interpolate runs of up to ``max_gap_hours`` missing hours, as the data layer does for the CLI.
@@ -555,6 +589,8 @@ class ForecastService:
         trend = trend_log(model.trend, frame.index)
         season = season_log(model.seasonality, frame[list(model.exog)])
         residual, scale = residual_log_batch(model, frame, trend, season, len(frame))
+        if prepared.older is not None:
+            scale = interval_scales(model, [prepared.long_frame])
         return self.assemble(prepared, trend, season, residual[0], scale=float(scale[0]))
 
     def assemble(
@@ -566,7 +602,7 @@ class ForecastService:
         from stef_ray.models.hybrid import ComponentForecast
 
         model = self.model
-        ahead = slice(prepared.origin_row, prepared.origin_row + model.horizon)
+        ahead = slice(model.lookback, model.lookback + model.horizon)
         flags, notes = list(prepared.flags), list(prepared.notes)
         degraded = residual is None
         if degraded:

@@ -14,8 +14,8 @@ from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import (
     ComponentBatch,
     ForecastService,
+    batch_residuals,
     bundle_fingerprint,
-    residual_log_batch,
     resolve_source,
     season_log_batch,
     trend_log_batch,
@@ -70,8 +70,7 @@ def test_component_batch__answers_each_request_as_if_it_came_alone(service, hist
     batch = ComponentBatch.stack(prepared)
     model = service.model
     trend, season = trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch)
-    residual, scale = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(),
-                                         batch.rows_per_request)
+    residual, scale = batch_residuals(model, batch, trend, season, [p.long_frame for p in prepared])
     assert trend.shape == season.shape == (3, batch.rows_per_request)
     assert residual.shape == (3, model.horizon)
     assert scale.shape == (3,)
