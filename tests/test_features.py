@@ -45,3 +45,15 @@ def test_hours_do_not_depend_on_the_index_unit(unit):
     expected = (index.tz_localize(None) - pd.Timestamp("1970-01-01")) / pd.Timedelta(hours=1)
     np.testing.assert_array_equal(absolute_hours(index), expected.to_numpy())
     np.testing.assert_array_equal(wall_clock_hours(index.tz_localize(None)), expected.to_numpy())
+
+
+def test_smoothing_of_segments_restarts_at_each_segment():
+    values = np.random.default_rng(1).normal(20, 5, size=3 * 50)
+    values[60] = np.nan  # one segment with a gap goes the NaN-tolerant way
+    together = exponential_smoothing(values, 24, segment_rows=50)
+    alone = np.concatenate([exponential_smoothing(values[i:i + 50], 24) for i in (0, 50, 100)])
+    np.testing.assert_allclose(together, alone, rtol=1e-13)
+    finite = np.where(np.isnan(values), 1.0, values)
+    np.testing.assert_allclose(exponential_smoothing(finite, 24, segment_rows=50),
+                               np.concatenate([exponential_smoothing(finite[i:i + 50], 24) for i in (0, 50, 100)]),
+                               rtol=1e-13)

@@ -47,7 +47,9 @@ class FourierSeasonality:
         self.notes: list[str] = []
 
     # ----------------------------------------------------------------- design
-    def _exog_block(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None) -> tuple[np.ndarray, list[str]]:
+    def _exog_block(
+        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None
+    ) -> tuple[np.ndarray, list[str]]:
         if not self.exog_spec:
             return np.empty((len(index), 0)), []
         wall = wall_clock_hours(index)
@@ -64,7 +66,7 @@ class FourierSeasonality:
                 blocks.append(hinge_basis(values, spec["knots"]))
                 names += [f"{name}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
                 for span in spec["spans"]:
-                    smooth = exponential_smoothing(values, span)
+                    smooth = exponential_smoothing(values, span, segment_rows)
                     blocks.append(hinge_basis(smooth, spec["knots"]))
                     names += [f"{name}_ewm{span}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
                 inter = _paired(daily, spec["interaction"])
@@ -72,9 +74,11 @@ class FourierSeasonality:
                 names += [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
         return np.hstack(blocks), names
 
-    def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None) -> np.ndarray:
+    def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None) -> np.ndarray:
+        """The regression's columns for each row. ``segment_rows``: the rows are several frames of that
+        length end to end (smoothed exogenous terms restart at each), e.g. a batch of forecast requests."""
         seasonal, seasonal_names = seasonal_terms(index, *self.orders)
-        exog_block, exog_names = self._exog_block(index, exog)
+        exog_block, exog_names = self._exog_block(index, exog, segment_rows)
         blocks, self.feature_names = [seasonal, exog_block], seasonal_names + exog_names
         if self.config.holiday_season:
             blocks.append(holiday_season_flag(index)[:, None])
@@ -151,8 +155,11 @@ class FourierSeasonality:
     def _apply(self, design: np.ndarray) -> np.ndarray:
         return self.intercept + ((design - self.column_mean) / self.column_scale) @ self.coef
 
-    def predict(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None = None) -> np.ndarray:
-        return self._apply(self.design(index, exog))
+    def predict(
+        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None = None, segment_rows: int | None = None
+    ) -> np.ndarray:
+        """Seasonal log component per row; ``segment_rows`` as in ``design``."""
+        return self._apply(self.design(index, exog, segment_rows))
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict:

@@ -291,16 +291,6 @@ class ComponentBatch:
     def __len__(self) -> int:
         return len(self.utc_ns)
 
-    def frames(self, exog_only: bool = False) -> list[pd.DataFrame]:
-        """One DataFrame per request, equal to ``PreparedForecast.frame`` (or its exog columns), built from
-        2-d blocks with one index conversion for all: selecting columns of a built frame costs more."""
-        n = self.utc_ns.shape[1]
-        index = local_index(self.utc_ns.ravel(), self.timezone)
-        first = 1 if exog_only else 0
-        columns = list(self.columns[first:])
-        return [pd.DataFrame(values[:, first:], index=index[i * n:(i + 1) * n], columns=columns)
-                for i, values in enumerate(self.values)]
-
 
 def trend_log_batch(trend: LogLinearTrend, batch: ComponentBatch) -> np.ndarray:
     """(B, n): the trend needs only the instants, all requests in one call."""
@@ -308,8 +298,12 @@ def trend_log_batch(trend: LogLinearTrend, batch: ComponentBatch) -> np.ndarray:
 
 
 def season_log_batch(seasonality: FourierSeasonality, batch: ComponentBatch) -> np.ndarray:
-    """(B, n): per request, since the smoothed exogenous terms run along each request's own hours."""
-    return np.stack([season_log(seasonality, exog) for exog in batch.frames(exog_only=True)])
+    """(B, n) in one design over the batch's rows end to end; the smoothed exogenous terms restart at
+    each request's first row, so each request gets what it would alone."""
+    frame = batch.flat_frame()
+    exog = frame.iloc[:, 1:] if len(batch.columns) > 1 else None
+    season = seasonality.predict(frame.index, exog, segment_rows=batch.rows_per_request)
+    return season.reshape(batch.utc_ns.shape)
 
 
 def residual_log_batch(model: Any, frame: pd.DataFrame, trend: np.ndarray, season: np.ndarray,
