@@ -169,7 +169,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         return (time.perf_counter() - t0) / n * 1000
 
     lines = [
-        ("parse + validate (pydantic, pandas)", timed(lambda: service.parse(body))),
+        ("parse + validate (pydantic, numpy)", timed(lambda: service.parse(body))),
         ("trend", timed(lambda: trend_log(model.trend, prepared.frame.index))),
         ("seasonality (Fourier + exog design)", timed(lambda: season_log(model.seasonality, exog))),
         ("residual: LSTM, 1 request", timed(lambda: residual_log_batch(model, frame, trend, season, n))),

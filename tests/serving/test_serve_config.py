@@ -67,3 +67,13 @@ def test_curl_example__names_the_models_columns():
     assert "X-API-Key" in text
     assert '"temperature": 0.0' in text
     assert "168 hourly rows" in text
+
+
+def test_throughput_mode__sets_serves_variables_but_keeps_an_opt_out():
+    from stef_ray.serving.app import THROUGHPUT_ENV, use_throughput_mode
+
+    environ = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    applied = use_throughput_mode(environ)
+    assert applied["RAY_SERVE_ENABLE_HA_PROXY"] == "0"  # the user's choice stands
+    assert applied["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert set(applied) == set(THROUGHPUT_ENV)
