@@ -335,6 +335,9 @@ class ForecastIngress:
         self._latency = metrics.Histogram(
             "stef_forecast_latency_ms", "POST /forecast latency in the ingress (ms)", LATENCY_BOUNDARIES_MS
         )
+        self._batch_size = metrics.Histogram(
+            "stef_component_batch_size", "requests per call to the component deployments", [1, 2, 4, 8, 16, 32]
+        )
         self._model_version = metrics.Gauge(
             "stef_model_version", "1 for a model version being served, 0 for one it replaced",
             tag_keys=("model_name", "version", "arm"),
@@ -541,6 +544,7 @@ class ForecastIngress:
 
     async def _components_of(self, key: ModelKey, prepared: list[PreparedForecast]) -> list[Components] | RequestError:
         batch = ComponentBatch.stack(prepared)
+        self._batch_size.observe(len(batch))
         try:
             trend, season = await asyncio.gather(
                 _resolve(self._trend.predict.remote(key, batch)), _resolve(self._seasonality.predict.remote(key, batch))

@@ -171,5 +171,5 @@ def test_metrics__reach_rays_prometheus_endpoint(served, make_body):
         if "stef_forecasts_served" in text and "stef_model_version" in text:
             break
         time.sleep(1)
-    for name in ("stef_forecasts_served", "stef_forecast_latency_ms", "stef_model_version"):
+    for name in ("stef_forecasts_served", "stef_forecast_latency_ms", "stef_model_version", "stef_component_batch_size"):
         assert name in text, name
