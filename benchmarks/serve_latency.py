@@ -236,6 +236,24 @@ def rss_table() -> list[str]:
     return lines
 
 
+def batch_totals() -> tuple[float, float]:
+    """(sum, count) of the ingress's stef_component_batch_size histogram on Ray's metrics endpoint,
+    after waiting out one export interval."""
+    import re
+
+    import ray
+    import requests
+
+    time.sleep(6)
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = requests.get(f"http://{HOST}:{port}/metrics", timeout=10).text
+    total = {"sum": 0.0, "count": 0.0}
+    for kind in total:
+        for match in re.finditer(rf"^\w*stef_component_batch_size_{kind}{{[^}}]*}} (\S+)$", text, re.MULTILINE):
+            total[kind] += float(match.group(1))
+    return total["sum"], total["count"]
+
+
 def running_replicas(deployment: str) -> int:
     from ray import serve
 
@@ -324,12 +342,17 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from stef_ray.serving.app import THROUGHPUT_ENV
+
     port = free_port()
     start_serve(bundle, port)
     url = f"http://{HOST}:{port}"
     try:
-        for concurrency in (1, 16):
-            phases.append(run_phase(url, body, "Ray Serve composed", concurrency, args.requests, args.seconds))
+        phases.append(run_phase(url, body, "Ray Serve composed", 1, args.requests, args.seconds))
+        before = batch_totals()
+        phases.append(run_phase(url, body, "Ray Serve composed", 16, args.requests, args.seconds))
+        after = batch_totals()
+        mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
         rss = rss_table()
         kills = [kill_test(url, body, "ForecastIngress", args.kill_seconds, 5.0),
                  kill_test(url, body, "ResidualLSTM", args.kill_seconds, 5.0)]
@@ -345,7 +368,9 @@ def main() -> int:
     sections += ["", "## Latency and throughput", "",
                  "| app | clients | requests | p50 ms | p99 ms | req/s | failed % |", "|---|---|---|---|---|---|---|"]
     sections += [p.row() for p in phases]
-    sections += ["", f"Composed p50 / plain p50 at 1 client: **{ratio:.1f}x**.", "",
+    mode = ", ".join(f"{k}={os.environ.get(k, '')}" for k in THROUGHPUT_ENV)
+    sections += ["", f"Composed p50 / plain p50 at 1 client: **{ratio:.1f}x**. Serve mode: {mode}. "
+                 f"Requests per component call at 16 clients (stef_component_batch_size): {mean_batch:.1f}.", "",
                  "## Memory", "", *rss, "", "## Killing one replica under load (16 clients)", "",
                  "| deployment (replicas) | requests | failed | failed % | degraded answers | recovered after (s) |"
                  " error window (s) |", "|---|---|---|---|---|---|---|"]
