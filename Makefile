@@ -36,7 +36,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/fit_speed.py
-	$(BIN)/python benchmarks/backtest_vic_elec.py
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/serve_hop_cost.py
 
 clean:
 	rm -rf $(OUT) models mlruns mlflow.db ray_results
