@@ -1,4 +1,5 @@
-"""The time axes (from integer nanoseconds) and the exponential smoothing (one call for a batch)."""
+"""The time axes (from integer nanoseconds) and the exponential smoothing (one scipy call for a batch):
+the fast paths must give pandas' numbers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import pandas as pd
 import pytest
 
 from stef_ray.features import absolute_hours, exponential_smoothing, wall_clock_hours
+
+
+@pytest.mark.parametrize("span", [3, 24, 168])
+def test_smoothing_of_one_segment_equals_pandas(span):
+    values = np.random.default_rng(span).normal(20, 5, size=5000)
+    expected = pd.Series(values).ewm(span=span, adjust=False, ignore_na=True).mean().to_numpy()
+    np.testing.assert_allclose(exponential_smoothing(values, span, segment_rows=len(values)), expected,
+                               rtol=1e-13, atol=0)
 
 
 def test_smoothing_skips_nans_as_pandas_does():

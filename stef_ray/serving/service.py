@@ -225,10 +225,14 @@ def load_trend(path: str) -> LogLinearTrend:
 
 def load_seasonality(path: str) -> FourierSeasonality:
     """The seasonality of an already validated bundle (no torch)."""
+    import scipy.signal  # noqa: F401  the batch smoothing's filter: 1.5 s to import, paid here, not per request
+
     return FourierSeasonality.from_state(_read_state(path, "seasonality.json"))
 
 
 def load_full_model(path: str) -> Any:
+    import scipy.signal  # noqa: F401  as in load_seasonality
+
     from stef_ray.bundle import load_bundle
 
     return load_bundle(path, device="cpu")[0]
