@@ -278,9 +278,8 @@ class ResidualDeployment:
         while self._fault == "hang":  # until reconfigured: a stuck model that recovers
             await asyncio.sleep(0.05)
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(keys)
-        # One pass per model version and frame length in the batch (two versions during a swap).
-        for key, rows in dict.fromkeys(zip(keys, (b.rows_per_request for b in batches), strict=True)):
-            calls = [i for i, k in enumerate(keys) if k == key and batches[i].rows_per_request == rows]
+        for key in dict.fromkeys(keys):  # one pass per model version in the batch (two during a swap)
+            calls = [i for i, k in enumerate(keys) if k == key]
             batch, model = ComponentBatch.concat([batches[i] for i in calls]), self._models.get(key)
             residual, scale = batch_residuals(
                 model, batch, trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch),
@@ -533,15 +532,15 @@ class ForecastIngress:
     async def _components(
         self, services: list[ForecastService], prepared: list[PreparedForecast]
     ) -> list[Components | RequestError]:
-        """The requests that arrived together, in one call per component per model and frame length (an
-        A/B split or a swap can put two models in a batch; clients may send different lengths of
-        history). See ``_compute`` for the wait that fills a batch."""
-        groups: dict[tuple[ModelKey, int], list[int]] = {}
+        """The requests that arrived together, in one call per component per model (an A/B split or a
+        swap can put two models in a batch; a model's frames all have its lookback + horizon rows). See
+        ``_compute`` for the wait that fills a batch."""
+        groups: dict[ModelKey, list[int]] = {}
         for i, service in enumerate(services):
-            groups.setdefault((service.key, len(prepared[i].utc_ns)), []).append(i)  # one length per model
+            groups.setdefault(service.key, []).append(i)
         out: list[Components | RequestError | None] = [None] * len(services)
         answers = await asyncio.gather(*(self._components_of(key, [prepared[i] for i in rows])
-                                         for (key, _), rows in groups.items()))
+                                         for key, rows in groups.items()))
         for rows, answer in zip(groups.values(), answers, strict=True):
             for i, row in enumerate(rows):
                 out[row] = answer if isinstance(answer, RequestError) else answer[i]
