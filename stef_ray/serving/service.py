@@ -586,9 +586,8 @@ class ForecastService:
         model, frame = self.model, prepared.frame
         trend = trend_log(model.trend, frame.index)
         season = season_log(model.seasonality, frame[list(model.exog)])
-        residual, scale = residual_log_batch(model, frame, trend, season, len(frame))
-        if prepared.older is not None:
-            scale = interval_scales(model, [prepared.long_frame])
+        residual, scale = batch_residuals(model, ComponentBatch.stack([prepared]), trend[None], season[None],
+                                          [prepared.long_frame])
         return self.assemble(prepared, trend, season, residual[0], scale=float(scale[0]))
 
     def assemble(
