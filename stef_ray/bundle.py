@@ -110,7 +110,11 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, dict]:
-    """Read a bundle folder; returns the model and its manifest."""
+    """Read a bundle folder; returns the model and its manifest.
+
+    ``device`` (auto, cpu, cuda) says where the LSTM runs; by default the one the bundle was trained
+    with, except that a bundle trained on ``cuda`` runs where it can (``auto``): a model trained on a
+    GPU node must still forecast on a CPU-only serving or laptop machine."""
     import torch
 
     from stef_ray.models.residual_lstm import ResidualLSTM
@@ -121,6 +125,8 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         config = ModelConfig.model_validate(manifest["model_config"])
         if device:
             config.residual.device = device
+        elif config.residual.device == "cuda":
+            config.residual.device = "auto"
         model = HybridModel(config, manifest["exog"])
         model.trend = LogLinearTrend.from_state(json.loads((path / "trend.json").read_text()))
         model.seasonality = FourierSeasonality.from_state(json.loads((path / "seasonality.json").read_text()))

@@ -29,6 +29,21 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
     assert manifest["training"]["hours"] == 24 * 60
 
 
+def test_bundle__trained_on_a_gpu_forecasts_on_a_cpu_only_machine(fitted_model, synthetic_hourly, tmp_path):
+    """A bundle whose config says cuda (trained on a GPU node) must not refuse to load where no GPU is."""
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model_config"]["residual"]["device"] = "cuda"
+    manifest_path.write_text(json.dumps(manifest))
+    loaded, _ = load_bundle(path)
+    assert loaded.config.residual.device == "auto"
+    history, future = synthetic_hourly.frame.iloc[-200:-24], synthetic_hourly.frame.iloc[-24:]
+    np.testing.assert_allclose(forecast_from_frames(loaded, history, future).frame["forecast"],
+                               forecast_from_frames(fitted_model, history, future).frame["forecast"], rtol=1e-6)
+    assert load_bundle(path, device="cpu")[0].config.residual.device == "cpu"  # an explicit choice wins
+
+
 def test_bundle__contains_no_pickle(fitted_model, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     names = sorted(p.name for p in path.iterdir())

@@ -118,7 +118,9 @@ def train_trial(
 
     torch.set_num_threads(torch_threads)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    series = np.array(series)  # the object store hands out read-only views; torch wants its own copy
+    # The object store hands out read-only views; torch wants arrays it may write (else a warning per trial).
+    series, train_origins, val_origins = np.array(series), np.array(train_origins), np.array(val_origins)
+    baseline = None if baseline is None else np.array(baseline)
     done_epochs, best_so_far, stale = 0, float("inf"), 0
     init_state = None
     checkpoint = tune.get_checkpoint()
