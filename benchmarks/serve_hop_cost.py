@@ -24,12 +24,13 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> int:
+    from stef_ray.serving.mode import use_throughput_mode
+
+    # Before ray.serve's import: a handle made in this process (bind) takes its transport, gRPC in this mode
+    # as in the app's replicas, from the variables as they are at that import.
+    mode = use_throughput_mode()
     import ray
     from ray import serve
-
-    from stef_ray.serving.app import use_throughput_mode
-
-    mode = use_throughput_mode()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     app = FastAPI()
 

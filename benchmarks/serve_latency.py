@@ -295,11 +295,12 @@ def kill_test(url: str, body: bytes, deployment: str, seconds: float, kill_after
 
 
 def start_serve(bundle: Path, port: int) -> None:
-    import ray
-
-    from stef_ray.serving.app import deploy_config, read_serve_config, use_throughput_mode
+    from stef_ray.serving.mode import use_throughput_mode
 
     use_throughput_mode()  # as `stef-ray serve` does; RAY_SERVE_ENABLE_HA_PROXY=0 etc. measures Ray's defaults
+    import ray
+
+    from stef_ray.serving.app import deploy_config, read_serve_config
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "STEF_RAY_API_KEY": ""}})
     config = read_serve_config(REPO / "serve_config.yaml", model_source=str(bundle), host=HOST, port=port)
@@ -342,7 +343,7 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from stef_ray.serving.app import THROUGHPUT_ENV
+    from stef_ray.serving.mode import THROUGHPUT_ENV
 
     port = free_port()
     start_serve(bundle, port)

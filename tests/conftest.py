@@ -38,10 +38,10 @@ def local_ray():
     address="local" never joins a cluster that some `ray start` left registered in /tmp/ray; one
     thread per worker keeps torch from oversubscribing 2 cores.
     """
-    ray = pytest.importorskip("ray")
-    from stef_ray.serving.app import use_throughput_mode
+    from stef_ray.serving.mode import use_throughput_mode
 
-    use_throughput_mode()  # the Serve tests run the app as `stef-ray serve` runs it
+    use_throughput_mode()  # the Serve tests run the app as `stef-ray serve` runs it (before ray.serve's import)
+    ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  logging_level="WARNING", runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})

@@ -50,15 +50,17 @@ def run(args: argparse.Namespace) -> int:
     import os
     import time
 
+    from stef_ray.serving.mode import use_throughput_mode
+
+    use_throughput_mode()  # before ray.serve is imported and Ray starts: both read the variables once
     import ray
 
     from stef_ray.exceptions import ConfigError
-    from stef_ray.serving.app import deploy_config, read_serve_config, use_throughput_mode
+    from stef_ray.serving.app import deploy_config, read_serve_config
 
     config = read_serve_config(args.config, model_source=args.model, host=args.host, port=args.port)
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
-    use_throughput_mode()  # before Ray starts: its processes read the variables once
     # "local": a new Ray on this machine, even where `ray start` left a cluster running.
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, namespace="serve")
     try:

@@ -86,19 +86,6 @@ LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000
 # Ray's 30 s minimum drain of a stopping ingress replica is for external load balancers; Serve's own
 # HAProxy takes a replica out after two failed health checks 5 s apart, so 10 s is enough (and Ctrl-C on
 # `stef-ray serve` returns in 10 s, not 30).
-THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                  "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10"}
-
-
-def use_throughput_mode(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Set ``THROUGHPUT_ENV`` in ``environ`` (default ``os.environ``) where not set already (``=0`` opts
-    out); returns the values in effect. Call before Ray starts."""
-    environ = os.environ if environ is None else environ
-    for name, value in THROUGHPUT_ENV.items():
-        environ.setdefault(name, value)
-    return {name: environ[name] for name in THROUGHPUT_ENV}
-
-
 class AppArgs(BaseModel):
     """``args`` of the application in serve_config.yaml (or ``build_app``'s dict)."""
 

@@ -70,10 +70,25 @@ def test_curl_example__names_the_models_columns():
 
 
 def test_throughput_mode__sets_serves_variables_but_keeps_an_opt_out():
-    from stef_ray.serving.app import THROUGHPUT_ENV, use_throughput_mode
+    from stef_ray.serving.mode import THROUGHPUT_ENV, use_throughput_mode
 
     environ = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     applied = use_throughput_mode(environ)
     assert applied["RAY_SERVE_ENABLE_HA_PROXY"] == "0"  # the user's choice stands
     assert applied["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert set(applied) == set(THROUGHPUT_ENV)
+
+
+def test_throughput_mode__docker_compose_and_cluster_yaml_set_the_same_variables():
+    """The containers and the cluster start Ray themselves; they must run the mode `stef-ray serve` runs."""
+    from stef_ray.serving.mode import THROUGHPUT_ENV
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    ray_services = [s for s in compose["services"].values() if "ray start" in str(s.get("command", ""))]
+    assert ray_services
+    for service in ray_services:
+        assert {k: str(v) for k, v in service["environment"].items() if k in THROUGHPUT_ENV} == THROUGHPUT_ENV
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    for command in cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]:
+        exported = dict(part.split("=", 1) for part in command.split("export ", 1)[1].split(";")[0].split())
+        assert exported == THROUGHPUT_ENV
