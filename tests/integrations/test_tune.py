@@ -70,7 +70,7 @@ def test_tune_config__shipped_configs_load_with_their_sizes():
         config = load_config(TuneConfig, REPO / "tune_configs" / f"{name}.yaml")
         sizes[name] = (config.search.num_samples, config.scheduler.max_epochs, config.resources.gpus_per_trial)
         assert config.data.exog == ["temperature", "workday"]
-    assert sizes == {"smoke": (4, 2, 0), "quick": (5, 10, 0), "prod": (50, 100, 0.25)}
+    assert sizes == {"smoke": (4, 2, 0), "quick": (5, 10, 0), "prod": (50, 100, 0.125)}
 
 
 def test_tune_cmd__bad_config_is_one_line_nonzero(tmp_path, capsys):
