@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/serve_latency.py
 	$(BIN)/python benchmarks/serve_hop_cost.py
+	RAY_SERVE_USE_GRPC_BY_DEFAULT=0 $(BIN)/python benchmarks/serve_hop_cost.py
 
 clean:
 	rm -rf $(OUT) models mlruns mlflow.db ray_results

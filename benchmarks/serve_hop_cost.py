@@ -2,8 +2,11 @@
 request body and calls an echo deployment 0, 1 or 2 times in a row, at one client (loopback only,
 bounded: 8 s or 5,000 requests per setting). The composed forecast app pays this per component stage.
 
-    python benchmarks/serve_hop_cost.py            # in the mode `stef-ray serve` uses
+    python benchmarks/serve_hop_cost.py            # in the mode `stef-ray serve` uses (gRPC between replicas)
+    RAY_SERVE_USE_GRPC_BY_DEFAULT=0 python benchmarks/serve_hop_cost.py     # the same with actor calls
     RAY_SERVE_THROUGHPUT_OPTIMIZED=0 RAY_SERVE_ENABLE_HA_PROXY=0 python benchmarks/serve_hop_cost.py
+
+Writes results/serve_hop_cost_<transport>.md (grpc or actor).
 """
 
 
@@ -31,6 +34,9 @@ def main() -> int:
     mode = use_throughput_mode()
     import ray
     from ray import serve
+    from ray.serve._private import constants
+
+    transport = "grpc" if constants.RAY_SERVE_USE_GRPC_BY_DEFAULT else "actor"
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     app = FastAPI()
 
@@ -76,7 +82,8 @@ def main() -> int:
     import requests
 
     lines = [f"# Serve handle round trip ({time.strftime('%Y-%m-%d %H:%M')})", "",
-             f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}; Serve mode: {mode}; one client.", "",
+             f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}; Serve mode: {mode}; "
+             f"handle calls by {transport}; one client.", "",
              "| handle calls per request | requests | p50 ms | p99 ms | req/s | server CPU ms per request |",
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
@@ -98,7 +105,7 @@ def main() -> int:
         serve.shutdown()
         ray.shutdown()
     lines += ["", f"(load average after: {os.getloadavg()[0]:.1f})"]
-    (RESULTS / "serve_hop_cost.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"serve_hop_cost_{transport}.md").write_text("\n".join(lines) + "\n")
     print(lines[-1])
     return 0
 

@@ -18,6 +18,7 @@ examples:
   stef-ray serve                                            # serve_config.yaml, models:/power-demand-hybrid@champion
   stef-ray serve --model models/production --port 8080      # a bundle folder instead of the registry
   STEF_RAY_API_KEY=secret stef-ray serve                    # require an X-API-Key header
+  stef-ray serve --no-dashboard --num-cpus 2                # leave the dashboard's CPU to requests
 """
 
 
@@ -32,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="listen address (default: the config's http_options.host)")
     parser.add_argument("--port", type=int, help="HTTP port (default: the config's http_options.port)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                        help="start the Ray dashboard (replicas, logs, the stef_* metrics; default: on). "
+                        "--no-dashboard leaves its few percent of CPU to requests on a small machine")
     parser.set_defaults(handler=run)
 
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     # "local": a new Ray on this machine, even where `ray start` left a cluster running.
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, namespace="serve")
+    context = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard, namespace="serve")
     try:
         print(f"deploying {args.config} ...", flush=True)
         deploy_config(config)
@@ -78,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"serving {model.get('name')} version {model.get('version')} on {url}")
         print(f"  OpenAPI: {url}/docs   health: {url}/healthz   model: {url}/model")
         print(curl_example(url, model.get("exog", []), model.get("lookback_hours", 168), api_key=bool(api_key)))
+        dashboard = getattr(context, "dashboard_url", None)
+        if dashboard:
+            print(f"  Ray dashboard: http://{dashboard}  (Serve tab: replicas, requests, logs)")
         print("Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)

@@ -58,6 +58,8 @@ def test_serve_command__parses_overrides():
     args = build_parser().parse_args(["serve", "--model", "models/production", "--port", "8080"])
     assert (args.model, args.port, args.config) == ("models/production", 8080, Path("serve_config.yaml"))
     assert args.handler.__module__ == "stef_ray.cli.serve_cmd"
+    assert args.dashboard is True  # as `ray start` and `serve run`: the dashboard is on unless asked off
+    assert build_parser().parse_args(["serve", "--no-dashboard"]).dashboard is False
 
 
 def test_curl_example__names_the_models_columns():
