@@ -268,6 +268,8 @@ class ComponentBatch:
     values: np.ndarray  # (B, n, 1 + k): load, exog
     columns: tuple[str, ...]
     timezone: str
+    # flat_frame() once per batch: ResidualLSTM reads it for the seasonality and for the residual inputs.
+    _flat: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def stack(cls, prepared: Sequence[PreparedForecast]) -> ComponentBatch:
@@ -288,9 +290,14 @@ class ComponentBatch:
         return self.utc_ns.shape[1]
 
     def flat_frame(self) -> pd.DataFrame:
-        """Every request's rows end to end in one DataFrame (for row-wise work)."""
-        return pd.DataFrame(self.values.reshape(-1, self.values.shape[2]),
-                            index=local_index(self.utc_ns.ravel(), self.timezone), columns=list(self.columns))
+        """Every request's rows end to end in one DataFrame (for row-wise work; callers must not modify it)."""
+        if self._flat is None:
+            self._flat = pd.DataFrame(self.values.reshape(-1, self.values.shape[2]),
+                                      index=local_index(self.utc_ns.ravel(), self.timezone), columns=list(self.columns))
+        return self._flat
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_flat": None}  # what crosses between deployments stays numpy
 
     def __len__(self) -> int:
         return len(self.utc_ns)

@@ -61,6 +61,18 @@ def test_forecast__equals_forecast_from_frames(service, bundles, history_frame, 
     assert answer["model_version"] == bundle_fingerprint(bundles.first)
 
 
+def test_component_batch__pickles_as_numpy_without_its_cached_frame(service, make_body):
+    """A batch reads its DataFrame once per replica, but what crosses between deployments stays arrays."""
+    import pickle
+
+    batch = ComponentBatch.stack([service.parse(json.dumps(make_body()))])
+    frame = batch.flat_frame()
+    assert batch.flat_frame() is frame
+    sent = pickle.loads(pickle.dumps(batch))
+    assert sent._flat is None
+    pd.testing.assert_frame_equal(sent.flat_frame(), frame)
+
+
 def test_component_batch__answers_each_request_as_if_it_came_alone(service, history_frame, make_body):
     """The Serve components answer a batch of requests in one call; each answer must be its own."""
     bodies = [make_body(history_hours=400) for _ in range(3)]  # as the ingress groups: the same frame length
