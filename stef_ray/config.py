@@ -75,11 +75,39 @@ class SeasonalityConfig(StrictModel):
         True, description="a 24 Dec - 1 Jan flag: the Christmas/New Year dip that holiday and working-day "
         "flags miss (a zero column, hence no effect, where training has no such days)"
     )
+    daily_yearly_interaction: int = Field(
+        4, ge=0, le=12, description="the first N daily harmonics times the first "
+        "`yearly_interaction_order` yearly harmonics: a daily load shape that changes through the year "
+        "(used only where the yearly terms are, i.e. on multi-year history); 0 = off"
+    )
+    yearly_interaction_order: int = Field(
+        2, ge=1, le=6, description="yearly harmonics in `daily_yearly_interaction`"
+    )
+    weekday_profiles: int = Field(
+        6, ge=0, le=12, description="the first N daily harmonics times a flag per day of the week: each "
+        "weekday gets its own daily shape (Saturday's late morning, Monday's start-up); 0 = off"
+    )
+    bridge_day_share: float = Field(
+        0.5, ge=0, le=1, description="on a bridge day (a working weekday between two days off, e.g. the "
+        "Friday after Thanksgiving) the binary exogenous columns move this share of the way to their day-off "
+        "value, so it gets that share of the learnt holiday effect (0.5: half a day off). Days off are "
+        "weekends and the days a binary column marks: a column that is mostly 1 on weekdays, like "
+        "'workday', marks them with 0, any other with 1. 0 = off"
+    )
+    min_weeks_for_profiles: float = Field(
+        26.0, gt=0, description="history (weeks) below which `weekday_profiles` and "
+        "`exog_hinge_daily_interaction` are dropped: on a few weeks their many columns over-fit"
+    )
     temperature_knots: int = Field(
         6, ge=0, le=12, description="hinge knots (at quantiles) for non-binary exogenous columns"
     )
     exog_daily_interaction: int = Field(
         4, ge=0, le=6, description="daily harmonics interacted with each non-binary exogenous column"
+    )
+    exog_hinge_daily_interaction: int = Field(
+        2, ge=0, le=6, description="the first N daily harmonics times each hinge term of a non-binary "
+        "exogenous column: heating and cooling act at different hours (air conditioning in the afternoon); "
+        "0 = off"
     )
     smoothing_hours: list[int] = Field(
         default_factory=lambda: [3, 12, 24, 72, 168],
@@ -97,6 +125,16 @@ class ResidualConfig(StrictModel):
         "the LSTM learns what it misses"
     )
     linear_alpha: float = Field(1.0, ge=0, description="ridge penalty of the linear residual model")
+    linear_robust_iterations: int = Field(
+        3, ge=0, le=20, description="reweighting passes of the linear residual model: each window weighted by "
+        "1 / its mean absolute error, an absolute loss (what MAPE measures) in place of the squared one; 0 = "
+        "plain ridge"
+    )
+    linear_hour_width: int = Field(
+        2, ge=-1, le=12, description="one linear residual ridge per local origin hour, fitted on the windows "
+        "whose origin lies within this many hours of it (the last week maps to the next day differently "
+        "from midnight than from noon); -1 = one ridge for every origin"
+    )
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
     hidden_size: int = Field(16, ge=4, le=1024, description="LSTM hidden units")

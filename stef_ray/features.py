@@ -24,9 +24,32 @@ def absolute_hours(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def wall_clock_hours(index: pd.DatetimeIndex) -> np.ndarray:
-    """Hours since 1970-01-01 00:00 on the local wall clock; the seasonal time axis."""
+    """Hours since 1970-01-01 00:00 on the local wall clock; the seasonal time axis (read-only array).
+
+    One design reads it several times (Fourier terms, weekday profiles, calendar flags) and the UTC to local
+    conversion is the costly part, so the last index's answer is kept: by identity, and an index is
+    immutable."""
+    cached = _last_wall
+    if cached is not None and cached[0] is index:
+        return cached[1]
     local = index.tz_localize(None) if index.tz is not None else index
-    return _naive_hours(local)
+    hours = _naive_hours(local)
+    hours.flags.writeable = False  # shared between callers
+    _remember_wall(index, hours)
+    return hours
+
+
+_last_wall: tuple[pd.DatetimeIndex, np.ndarray] | None = None
+
+
+def _remember_wall(index: pd.DatetimeIndex, hours: np.ndarray) -> None:
+    global _last_wall
+    _last_wall = (index, hours)  # one tuple assignment: threads see the old pair or the new one
+
+
+def wall_clock_days(index: pd.DatetimeIndex) -> np.ndarray:
+    """Whole local days since 1970-01-01 (int64), from the wall clock."""
+    return np.floor(wall_clock_hours(index) / HOURS_PER_DAY).astype(np.int64)
 
 
 def _naive_hours(index: pd.DatetimeIndex) -> np.ndarray:
@@ -60,10 +83,52 @@ def seasonal_terms(index: pd.DatetimeIndex, daily: int, weekly: int, yearly: int
     return np.hstack(blocks), names
 
 
+def interaction_terms(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Every column of ``left`` times every column of ``right``; shape (n, left cols * right cols),
+    ``left``'s column varying slowest."""
+    return (left[:, :, None] * right[:, None, :]).reshape(len(left), -1)
+
+
+def weekday_flags(index: pd.DatetimeIndex) -> np.ndarray:
+    """One 0/1 column per local day of the week, Monday first; shape (n, 7)."""
+    weekday = (wall_clock_days(index) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+    return (weekday[:, None] == np.arange(7)[None, :]).astype(float)
+
+
+def bridge_day_flag(index: pd.DatetimeIndex, off_flag: np.ndarray, segment_rows: int | None = None) -> np.ndarray:
+    """1.0 for hours of a working weekday between two days off (the Friday after a Thursday holiday, the
+    Monday before a Tuesday one), else 0.0. Days off are Saturdays, Sundays and the days where
+    ``off_flag`` (hourly 0/1) is 1 in any hour. A neighbour day outside the frame counts as off only if it
+    is a weekend day. ``segment_rows``: several frames end to end, each judged on its own.
+
+    Many people take such a day off, so the load looks half like a holiday; a holiday flag alone misses it.
+    """
+    day = wall_clock_days(index)
+    segment = np.arange(len(day)) // segment_rows if segment_rows else np.zeros(len(day), dtype=np.int64)
+    key = segment * 10_000_000 + day  # ~27,000 years of days per segment
+    keys, row_day = np.unique(key, return_inverse=True)
+    flagged = np.zeros(len(keys))
+    np.maximum.at(flagged, row_day, np.nan_to_num(np.asarray(off_flag, dtype=float)) > 0.5)
+    weekend = ((keys % 10_000_000 + 3) % 7) >= 5  # day 0 (1970-01-01) was a Thursday: (0 + 3) % 7 = 3
+    off = weekend | (flagged > 0)
+
+    def neighbour_off(step: int) -> np.ndarray:
+        wanted = keys + step
+        at = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+        present = keys[at] == wanted
+        weekend_there = ((wanted % 10_000_000 + 3) % 7) >= 5
+        return np.where(present, off[at], weekend_there)
+
+    bridge = ~off & neighbour_off(-1) & neighbour_off(1)
+    return bridge[row_day].astype(float)
+
+
 def holiday_season_flag(index: pd.DatetimeIndex) -> np.ndarray:
     """1.0 for hours whose local date lies in 24 Dec .. 1 Jan, else 0.0."""
-    local = index.tz_localize(None) if index.tz is not None else index
-    month, day = local.month.to_numpy(), local.day.to_numpy()
+    days = wall_clock_days(index).astype("datetime64[D]")
+    months = days.astype("datetime64[M]")
+    month = months.astype(np.int64) % 12 + 1
+    day = (days - months.astype("datetime64[D]")).astype(np.int64) + 1
     return (((month == 12) & (day >= 24)) | ((month == 1) & (day <= 1))).astype(float)
 
 

@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.features import absolute_hours, exponential_smoothing, wall_clock_hours
+from stef_ray.features import (
+    absolute_hours,
+    bridge_day_flag,
+    exponential_smoothing,
+    interaction_terms,
+    wall_clock_hours,
+    weekday_flags,
+)
 
 
 @pytest.mark.parametrize("span", [3, 24, 168])
@@ -59,3 +66,51 @@ def test_smoothing_of_segments_restarts_at_each_segment():
     np.testing.assert_allclose(exponential_smoothing(finite, 24, segment_rows=50),
                                np.concatenate([exponential_smoothing(finite[i:i + 50], 24) for i in (0, 50, 100)]),
                                rtol=1e-13)
+
+
+def _dates(index: pd.DatetimeIndex, flag: np.ndarray) -> list[str]:
+    return sorted({f"{day:%a %Y-%m-%d}" for day in index[flag > 0].tz_localize(None).normalize()})
+
+
+def test_bridge_day__friday_after_thursday_holiday_and_monday_before_tuesday_holiday():
+    index = pd.date_range("2017-06-26", "2017-07-09 23:00", freq="h", tz="US/Eastern")
+    holiday = (index.tz_localize(None).normalize() == "2017-07-04").astype(float)  # a Tuesday
+    assert _dates(index, bridge_day_flag(index, holiday)) == ["Mon 2017-07-03"]
+    index = pd.date_range("2017-11-20", "2017-11-30 23:00", freq="h", tz="US/Eastern")
+    holiday = (index.tz_localize(None).normalize() == "2017-11-23").astype(float)  # Thanksgiving
+    assert _dates(index, bridge_day_flag(index, holiday)) == ["Fri 2017-11-24"]
+
+
+def test_bridge_day__a_neighbour_outside_the_frame_counts_only_if_weekend():
+    # The frame ends on Friday 24 Nov: Saturday is off by the calendar, Thursday by the flag.
+    index = pd.date_range("2017-11-22", "2017-11-24 23:00", freq="h", tz="US/Eastern")
+    holiday = (index.tz_localize(None).normalize() == "2017-11-23").astype(float)
+    assert _dates(index, bridge_day_flag(index, holiday)) == ["Fri 2017-11-24"]
+    # A Monday at the frame's end whose Tuesday holiday is not in the frame: no bridge known.
+    index = pd.date_range("2017-07-01", "2017-07-03 23:00", freq="h", tz="US/Eastern")
+    assert bridge_day_flag(index, np.zeros(len(index))).sum() == 0
+
+
+def test_bridge_day__segments_are_judged_apart():
+    # Two requests for the same Thursday and Friday, one marking Thursday a holiday and one not: only the
+    # first one's Friday is a bridge day. Judged as one frame, the same dates would share the holiday.
+    days = pd.date_range("2017-11-23", periods=48, freq="h", tz="US/Eastern")
+    index = days.append(days)
+    holiday = np.r_[np.ones(24), np.zeros(72)]
+    flag = bridge_day_flag(index, holiday, segment_rows=48)
+    np.testing.assert_array_equal(flag, np.r_[np.zeros(24), np.ones(24), np.zeros(48)])
+    assert bridge_day_flag(index, holiday)[72:].sum() == 24
+
+
+def test_interaction_terms__every_pair_left_slowest():
+    left = np.array([[1.0, 2.0], [3.0, 4.0]])
+    right = np.array([[10.0, 20.0, 30.0], [1.0, 0.0, -1.0]])
+    np.testing.assert_array_equal(
+        interaction_terms(left, right), [[10, 20, 30, 20, 40, 60], [3, 0, -3, 4, 0, -4]]
+    )
+
+
+def test_weekday_flags__local_day_of_week_monday_first():
+    index = pd.DatetimeIndex(["2021-01-03 23:30", "2021-01-04 00:30"]).tz_localize("Europe/Amsterdam")
+    assert weekday_flags(index).argmax(axis=1).tolist() == [6, 0]  # Sunday, Monday on the local clock
+    assert weekday_flags(index.tz_convert("UTC")).argmax(axis=1).tolist() == [6, 6]  # both Sunday in UTC

@@ -168,7 +168,11 @@ class HybridModel:
         if c.linear:
             # Fitted on the training windows only for now, so the LSTM's early stopping and the conformal
             # calibration see honest out-of-sample errors on validation; `finalize` refits it on all.
-            self.linear = LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha).fit(series, train)
+            hour_channels = (self.channel_names.index("hour_sin"), self.channel_names.index("hour_cos"))
+            self.linear = LinearResidual(
+                c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
+                c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels,
+            ).fit(series, train)
             windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
             used = np.concatenate([train, val])
             windows.baseline[used] = self.linear.predict(series, used)

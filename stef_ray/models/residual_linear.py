@@ -1,60 +1,145 @@
 """Closed-form linear residual model: ridge regression of the next ``horizon`` scaled residuals on the
 last ``lookback`` residuals and the known future features. It carries the linear part of the residual
 dynamics (persistence, linear weather response) so the LSTM only has to learn what is left, which makes
-the LSTM converge in fewer epochs and never do worse than a linear autoregression on validation."""
+the LSTM converge in fewer epochs and never do worse than a linear autoregression on validation.
+
+How the last week's residuals map to the next day depends on the hour the forecast starts (lead 1 is the
+night after a 00:00 origin, the afternoon after a 12:00 one), so by default there is one ridge per local
+origin hour, each fitted on the windows whose origin lies within ``hour_width`` hours of it."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+logger = logging.getLogger(__name__)
+
+HOURS_PER_DAY = 24
+MIN_WINDOWS_PER_FEATURE = 2
 
 
 class LinearResidual:
-    """``predict(series, origins)`` -> (len(origins), horizon) scaled residuals."""
+    """``predict(series, origins)`` -> (len(origins), horizon) scaled residuals.
 
-    def __init__(self, lookback: int, horizon: int, alpha: float = 1.0) -> None:
+    Args:
+        hour_width: fit one ridge per local origin hour on the windows within this many hours of it
+            (circularly); None fits one ridge for all origins.
+        hour_channels: the columns of ``series`` holding sin and cos of the local hour of day, from which
+            each origin's hour is read; needed with ``hour_width``.
+        robust_iterations: reweighting passes (see ``fit``); 0 = plain ridge.
+    """
+
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        alpha: float = 1.0,
+        robust_iterations: int = 0,
+        hour_width: int | None = None,
+        hour_channels: tuple[int, int] | None = None,
+    ) -> None:
+        if hour_width is not None and hour_channels is None:
+            raise ValueError("hour_width needs hour_channels: the series columns of the hour's sin and cos")
         self.lookback = lookback
         self.horizon = horizon
         self.alpha = alpha
-        self.coef = np.empty((0, horizon))
-        self.intercept = np.zeros(horizon)
-        self.feature_mean = np.empty(0)
-        self.feature_scale = np.empty(0)
+        self.robust_iterations = robust_iterations
+        self.hour_width = hour_width
+        self.hour_channels = hour_channels
+        models = 1 if hour_width is None else HOURS_PER_DAY
+        self.coef = np.empty((models, 0, horizon))
+        self.intercept = np.zeros((models, horizon))
+        self.feature_mean = np.empty((models, 0))
+        self.feature_scale = np.empty((models, 0))
 
     def _features(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         back = series[origins[:, None] + np.arange(-self.lookback, 0), 0]
         ahead = series[origins[:, None] + np.arange(self.horizon), 1:].reshape(len(origins), -1)
         return np.hstack([back, ahead]).astype(np.float64)
 
+    def _model_of(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """Which ridge serves each origin: its local hour of day (0 when there is one ridge)."""
+        if self.hour_width is None:
+            return np.zeros(len(origins), dtype=int)
+        sin, cos = (series[origins, channel].astype(np.float64) for channel in self.hour_channels)
+        return np.rint(np.arctan2(sin, cos) * HOURS_PER_DAY / (2 * np.pi)).astype(int) % HOURS_PER_DAY
+
     def fit(self, series: np.ndarray, origins: np.ndarray) -> LinearResidual:
+        """Fit on the windows starting at ``origins``. Per-hour ridges need history: where the smallest
+        hour's share holds fewer than ``MIN_WINDOWS_PER_FEATURE`` windows per feature (some 4-5 months of
+        windows for a 168 h lookback, a few known inputs and ±2 h), one ridge for all origins is fitted
+        instead, for good."""
         x = self._features(series, origins)
         y = series[origins[:, None] + np.arange(self.horizon), 0].astype(np.float64)
-        self.feature_mean = x.mean(axis=0)
-        scale = x.std(axis=0)
-        self.feature_scale = np.where(scale > 1e-9, scale, 1.0)
-        z = (x - self.feature_mean) / self.feature_scale
-        self.intercept = y.mean(axis=0)
-        gram = z.T @ z + self.alpha * np.eye(z.shape[1])
-        self.coef = np.linalg.solve(gram, z.T @ (y - self.intercept))
+        groups = [np.ones(len(origins), dtype=bool)]
+        if self.hour_width is not None:
+            hours = self._model_of(series, origins)
+            distance = np.abs(hours[None, :] - np.arange(HOURS_PER_DAY)[:, None])
+            groups = list(np.minimum(distance, HOURS_PER_DAY - distance) <= self.hour_width)
+            if min(int(rows.sum()) for rows in groups) < MIN_WINDOWS_PER_FEATURE * x.shape[1]:
+                logger.info("too few windows for one linear residual ridge per origin hour: one for all")
+                self.hour_width = None
+                groups = [np.ones(len(origins), dtype=bool)]
+        fitted = [self._fit_one(x[rows], y[rows]) for rows in groups]
+        parts = (np.stack(part) for part in zip(*fitted, strict=True))
+        self.coef, self.intercept, self.feature_mean, self.feature_scale = parts
         return self
+
+    def _fit_one(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale = np.where(scale > 1e-9, scale, 1.0)
+        z = (x - mean) / scale
+        weight = np.ones(len(z))
+        for _ in range(self.robust_iterations + 1):
+            coef, intercept = self._solve(z, y, weight)
+            # Iteratively reweighted: each window by 1 / its mean absolute error, which turns the squared
+            # loss into (about) an absolute one, the loss that MAPE is, and lets spells of extreme days
+            # (heat waves, holidays) pull the coefficients less.
+            window_error = np.abs(z @ coef + intercept - y).mean(axis=1)
+            weight = 1.0 / np.maximum(window_error, np.median(window_error) * 0.1)
+        return coef, intercept, mean, scale
+
+    def _solve(self, z: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted ridge; the intercept is not penalised (features and targets centred by the weights)."""
+        weight = weight / weight.sum()
+        z_mean, y_mean = weight @ z, weight @ y
+        centred = z - z_mean
+        weighted = centred * (weight * len(z))[:, None]
+        gram = weighted.T @ centred + self.alpha * np.eye(z.shape[1])
+        coef = np.linalg.solve(gram, weighted.T @ (y - y_mean))
+        return coef, y_mean - z_mean @ coef
 
     def predict(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         if len(origins) == 0:
             return np.empty((0, self.horizon))
-        z = (self._features(series, origins) - self.feature_mean) / self.feature_scale
-        return z @ self.coef + self.intercept
+        model = self._model_of(series, origins)
+        x = self._features(series, origins)
+        out = np.empty((len(origins), self.horizon))
+        for m in np.unique(model):
+            rows = model == m
+            out[rows] = (x[rows] - self.feature_mean[m]) / self.feature_scale[m] @ self.coef[m] + self.intercept[m]
+        return out
 
     def to_state(self) -> dict:
         return {
             "lookback": self.lookback, "horizon": self.horizon, "alpha": self.alpha,
+            "robust_iterations": self.robust_iterations, "hour_width": self.hour_width,
+            "hour_channels": None if self.hour_channels is None else list(self.hour_channels),
             "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
             "feature_mean": self.feature_mean.tolist(), "feature_scale": self.feature_scale.tolist(),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> LinearResidual:
-        model = cls(int(state["lookback"]), int(state["horizon"]), float(state["alpha"]))
-        model.coef = np.asarray(state["coef"], dtype=float)
-        model.intercept = np.asarray(state["intercept"], dtype=float)
-        model.feature_mean = np.asarray(state["feature_mean"], dtype=float)
-        model.feature_scale = np.asarray(state["feature_scale"], dtype=float)
+        channels = state.get("hour_channels")
+        model = cls(int(state["lookback"]), int(state["horizon"]), float(state["alpha"]),
+                    int(state.get("robust_iterations", 0)), state.get("hour_width"),
+                    None if channels is None else (int(channels[0]), int(channels[1])))
+        # States written before the per-hour ridges hold one ridge's 2-D coefficients: add the model axis.
+        model.coef = np.asarray(state["coef"], dtype=float).reshape(-1, *np.shape(state["coef"])[-2:])
+        model.intercept = np.asarray(state["intercept"], dtype=float).reshape(len(model.coef), -1)
+        model.feature_mean = np.asarray(state["feature_mean"], dtype=float).reshape(len(model.coef), -1)
+        model.feature_scale = np.asarray(state["feature_scale"], dtype=float).reshape(len(model.coef), -1)
         return model

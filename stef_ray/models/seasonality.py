@@ -1,11 +1,18 @@
 """Fourier seasonality (daily, weekly, yearly harmonics) plus linear exogenous effects, fitted by ridge
 regression on the detrended log load, so seasonal swings scale with the level (multiplicative in MW).
 
+The daily shape is not one shape: the daily harmonics are also taken times a flag per day of the week
+(Saturday's late rise, Monday's start-up) and, on multi-year history, times the first yearly harmonics
+(winter evenings against summer afternoons).
+
 Exogenous columns enter as: binary flags (working day, holiday) on their own and times the daily
 harmonics, so a holiday gets a holiday-shaped day; numeric ones (temperature) through a hinge basis at
 training quantiles (heating and cooling bends), the same for their exponential smoothing (buildings lag
-the weather), and times the first daily harmonics (the afternoon reacts more to heat than the night). A 24 Dec - 1 Jan flag carries the
-Christmas/New Year dip, which a holiday calendar marks only on the days themselves.
+the weather), times the first daily harmonics (the afternoon reacts more to heat than the night), and
+each hinge times the first daily harmonics (cooling acts in the afternoon, heating morning and evening).
+A working weekday between two days off (a bridge day) counts as part of a day off in the binary columns.
+A 24 Dec - 1 Jan flag carries the Christmas/New Year dip, which a holiday calendar marks only on the
+days themselves.
 """
 
 from __future__ import annotations
@@ -19,17 +26,32 @@ import pandas as pd
 from stef_ray.config import SeasonalityConfig
 from stef_ray.features import (
     HOURS_PER_DAY,
+    HOURS_PER_WEEK,
     HOURS_PER_YEAR,
+    bridge_day_flag,
     exponential_smoothing,
+    fourier_names,
     fourier_terms,
     hinge_basis,
     holiday_season_flag,
+    interaction_terms,
     is_binary,
     seasonal_terms,
     wall_clock_hours,
+    weekday_flags,
 )
 
 logger = logging.getLogger(__name__)
+
+
+# The value that reproduces a state saved before each option existed.
+FITTED_WITHOUT = {
+    "holiday_season": False,
+    "daily_yearly_interaction": 0,
+    "weekday_profiles": 0,
+    "exog_hinge_daily_interaction": 0,
+    "bridge_day_share": 0.0,
+}
 
 
 class FourierSeasonality:
@@ -48,17 +70,24 @@ class FourierSeasonality:
 
     # ----------------------------------------------------------------- design
     def _exog_block(
-        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None
+        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None,
+        bridge: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         if not self.exog_spec:
             return np.empty((len(index), 0)), []
         wall = wall_clock_hours(index)
-        daily = fourier_terms(wall, HOURS_PER_DAY, max(self.orders[0], self.config.exog_daily_interaction, 1))
+        daily = fourier_terms(wall, HOURS_PER_DAY, max(
+            self.orders[0], self.config.exog_daily_interaction, self.config.exog_hinge_daily_interaction, 1))
         blocks, names = [], []
         for spec in self.exog_spec:
             name = spec["name"]
             values = exog[name].to_numpy(dtype=float)
             if spec["binary"]:
+                if self.config.bridge_day_share:
+                    # A bridge day counts as part of a day off: many take it off. A share of the learnt
+                    # effect, rather than a flag of its own, since most histories hold few bridge days
+                    # or none (measured: the share alone did as well as share + own flag on PJM).
+                    values = values + self.config.bridge_day_share * bridge * (spec["off_value"] - values)
                 inter = _paired(daily, spec["interaction"])
                 blocks += [values[:, None], values[:, None] * inter]
                 names += [name] + [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
@@ -72,15 +101,54 @@ class FourierSeasonality:
                 inter = _paired(daily, spec["interaction"])
                 blocks.append(values[:, None] * inter)
                 names += [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
+                if self.config.exog_hinge_daily_interaction:
+                    # Heating and cooling (each hinge's slope) act at different hours of the day.
+                    hinges = hinge_basis(values, spec["knots"])
+                    inter = _paired(daily, self.config.exog_hinge_daily_interaction)
+                    blocks.append(interaction_terms(hinges, inter))
+                    names += [f"{name}_hinge{i}_x_daily{j}" for i in range(hinges.shape[1])
+                              for j in range(inter.shape[1])]
         return np.hstack(blocks), names
+
+    def _profile_block(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
+        """Daily shapes that change with the season (daily x yearly harmonics; only with the yearly terms,
+        which need multi-year history) and with the day of the week (daily harmonics x weekday flags)."""
+        c = self.config
+        yearly_order = min(c.yearly_interaction_order, self.orders[2]) if c.daily_yearly_interaction else 0
+        blocks, names = [], []
+        if yearly_order or c.weekday_profiles:
+            wall = wall_clock_hours(index)
+        if yearly_order:
+            daily = fourier_terms(wall, HOURS_PER_DAY, c.daily_yearly_interaction)
+            blocks.append(interaction_terms(daily, fourier_terms(wall, HOURS_PER_YEAR, yearly_order)))
+            names += [f"{d}_x_{y}" for d in fourier_names("daily", c.daily_yearly_interaction)
+                      for y in fourier_names("yearly", yearly_order)]
+        if c.weekday_profiles:
+            daily = fourier_terms(wall, HOURS_PER_DAY, c.weekday_profiles)
+            blocks.append(interaction_terms(weekday_flags(index), daily))
+            names += [f"weekday{d}_x_{h}" for d in range(7) for h in fourier_names("daily", c.weekday_profiles)]
+        return (np.hstack(blocks), names) if blocks else (np.empty((len(index), 0)), [])
+
+    def _bridge_flag(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None) -> np.ndarray:
+        """1.0 on bridge days (see ``bridge_day_flag``); days off come from the binary exogenous columns."""
+        off = np.zeros(len(index))
+        for spec in self.exog_spec:
+            if spec["binary"]:
+                off = np.maximum(off, exog[spec["name"]].to_numpy(dtype=float) == spec["off_value"])
+        return bridge_day_flag(index, off, segment_rows)
 
     def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None) -> np.ndarray:
         """The regression's columns for each row. ``segment_rows``: the rows are several frames of that
         length end to end (smoothed exogenous terms restart at each), e.g. a batch of forecast requests."""
+        c = self.config
+        binary = any(spec["binary"] for spec in self.exog_spec)
+        bridge = self._bridge_flag(index, exog, segment_rows) if c.bridge_day_share and binary else None
         seasonal, seasonal_names = seasonal_terms(index, *self.orders)
-        exog_block, exog_names = self._exog_block(index, exog, segment_rows)
-        blocks, self.feature_names = [seasonal, exog_block], seasonal_names + exog_names
-        if self.config.holiday_season:
+        exog_block, exog_names = self._exog_block(index, exog, segment_rows, bridge)
+        profile_block, profile_names = self._profile_block(index)
+        blocks = [seasonal, profile_block, exog_block]
+        self.feature_names = seasonal_names + profile_names + exog_names
+        if c.holiday_season:
             blocks.append(holiday_season_flag(index)[:, None])
             self.feature_names.append("holiday_season")
         return np.hstack(blocks)
@@ -97,14 +165,19 @@ class FourierSeasonality:
         gram = standardized.T @ standardized + penalty * np.eye(design.shape[1])
         self.coef = np.linalg.solve(gram, standardized.T @ (target - self.intercept)) if design.shape[1] else np.empty(0)
 
-    def _prepare_exog(self, exog: pd.DataFrame | None, observed: np.ndarray) -> None:
+    def _prepare_exog(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, observed: np.ndarray) -> None:
         self.exog_spec = []
         if exog is None or not self.config.use_exog:
             return
         for name in exog.columns:
             values = exog[name].to_numpy(dtype=float)[observed]
             if is_binary(values):
-                self.exog_spec.append({"name": name, "binary": True, "interaction": self.orders[0]})
+                weekday = index[observed].dayofweek < 5
+                # A working-day column is mostly 1 on weekdays and marks a day off with 0; a holiday column
+                # marks it with 1.
+                off_value = 0.0 if np.nanmean(values[weekday]) > 0.5 else 1.0
+                self.exog_spec.append({"name": name, "binary": True, "interaction": self.orders[0],
+                                       "off_value": off_value})
             else:
                 quantiles = np.linspace(0, 1, self.config.temperature_knots + 2)[1:-1]
                 knots = [float(k) for k in np.nanquantile(values, quantiles)] if len(quantiles) else []
@@ -125,8 +198,16 @@ class FourierSeasonality:
             logger.info(self.notes[-1])
             yearly = 0
         self.orders = (self.config.daily_order, self.config.weekly_order, yearly)
+        weeks = (index[-1] - index[0]) / pd.Timedelta(hours=HOURS_PER_WEEK)
+        shaped = {"weekday_profiles": 0, "exog_hinge_daily_interaction": 0}
+        if weeks < self.config.min_weeks_for_profiles and any(getattr(self.config, key) for key in shaped):
+            # Kept in the saved config, so a loaded model builds the same columns.
+            self.config = self.config.model_copy(update=shaped)
+            self.notes.append(f"weekday profiles and temperature x daily shapes dropped: {weeks:.0f} weeks of "
+                              f"history < {self.config.min_weeks_for_profiles:g}")
+            logger.info(self.notes[-1])
         observed = np.isfinite(detrended_log)
-        self._prepare_exog(exog, observed)
+        self._prepare_exog(index, exog, observed)
         if self.config.grid_search:
             self.orders = self._grid_search(index, detrended_log, exog, allow_yearly=yearly > 0)
         design = self.design(index, exog)
@@ -177,8 +258,8 @@ class FourierSeasonality:
 
     @classmethod
     def from_state(cls, state: dict) -> FourierSeasonality:
-        # Bundles written before the holiday-season flag existed were fitted without it.
-        model = cls(SeasonalityConfig.model_validate({"holiday_season": False, **state["config"]}))
+        # Bundles written before an option existed were fitted without it: absent keys mean "off".
+        model = cls(SeasonalityConfig.model_validate({**FITTED_WITHOUT, **state["config"]}))
         model.orders = tuple(int(o) for o in state["orders"])
         model.exog_spec = state["exog_spec"]
         model.column_mean = np.asarray(state["column_mean"], dtype=float)

@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 
 from stef_ray.config import SeasonalityConfig
-from stef_ray.models.seasonality import FourierSeasonality
+from stef_ray.models.seasonality import FITTED_WITHOUT, FourierSeasonality
+
+# The options that add columns beyond plain Fourier and exogenous terms, all off: for the tests that read
+# single coefficients or compare a model with and without one option.
+PLAIN = {"weekday_profiles": 0, "daily_yearly_interaction": 0, "exog_hinge_daily_interaction": 0,
+         "bridge_day_share": 0.0}
 
 
 def _index(hours: int, tz: str = "UTC") -> pd.DatetimeIndex:
@@ -15,7 +20,7 @@ def test_seasonality__recovers_daily_and_weekly_amplitudes():
     index = _index(24 * 7 * 12)
     t = np.arange(len(index), dtype=float)
     target = 0.10 * np.sin(2 * np.pi * t / 24) + 0.04 * np.cos(2 * np.pi * t / 168)
-    model = FourierSeasonality(SeasonalityConfig(daily_order=2, weekly_order=2, ridge_alpha=0)).fit(index, target)
+    model = FourierSeasonality(SeasonalityConfig(daily_order=2, weekly_order=2, ridge_alpha=0, **PLAIN)).fit(index, target)
     np.testing.assert_allclose(model.predict(index), target, atol=1e-6)
     names = model.feature_names
     raw_coef = model.coef / model.column_scale
@@ -56,7 +61,7 @@ def test_seasonality__grid_search_picks_the_needed_order():
     index = _index(24 * 7 * 10)
     t = np.arange(len(index), dtype=float)
     target = 0.05 * np.sin(2 * np.pi * 4 * t / 24) + np.random.default_rng(0).normal(0, 0.005, len(t))
-    config = SeasonalityConfig(grid_search=True, daily_grid=[1, 2, 4], weekly_grid=[1], yearly_grid=[0])
+    config = SeasonalityConfig(grid_search=True, daily_grid=[1, 2, 4], weekly_grid=[1], yearly_grid=[0], **PLAIN)
     model = FourierSeasonality(config).fit(index, target)
     assert model.orders[0] == 4
 
@@ -95,3 +100,127 @@ def test_seasonality__state_without_holiday_season_key_loads_as_fitted_before_th
     again = FourierSeasonality.from_state(state)
     assert again.config.holiday_season is False
     np.testing.assert_allclose(again.predict(index), model.predict(index))
+
+
+def test_seasonality__daily_yearly_interaction_learns_a_daily_shape_that_changes_with_the_year():
+    index = pd.date_range("2018-01-01", periods=24 * 365 * 3, freq="h", tz="UTC")
+    wall = index.asi8 / 3.6e12
+    # The daily swing is three times larger in one season than in the other.
+    target = 0.1 * np.sin(2 * np.pi * wall / 24) * (1 + 0.5 * np.cos(2 * np.pi * wall / 8766))
+    config = SeasonalityConfig(daily_order=2, weekly_order=0, yearly_order=2, ridge_alpha=0, **PLAIN)
+    plain = FourierSeasonality(config).fit(index, target)
+    seasonal = FourierSeasonality(config.model_copy(update={"daily_yearly_interaction": 1})).fit(index, target)
+    assert "daily_sin1_x_yearly_cos1" in seasonal.feature_names
+    np.testing.assert_allclose(seasonal.predict(index), target, atol=1e-8)
+    assert np.abs(plain.predict(index) - target).max() > 0.04
+
+
+def test_seasonality__daily_yearly_interaction_needs_the_yearly_terms():
+    # One year of history drops the yearly terms, and with them their interactions.
+    index = _index(24 * 200)
+    config = SeasonalityConfig(daily_yearly_interaction=3)
+    model = FourierSeasonality(config).fit(index, np.zeros(len(index)))
+    assert not any("_x_yearly" in name for name in model.feature_names)
+
+
+def test_seasonality__weekday_profiles_give_the_weekend_its_own_daily_shape():
+    index = _index(24 * 7 * 20)
+    hour = index.hour.to_numpy()
+    weekend = index.dayofweek.to_numpy() >= 5
+    # Weekdays peak at 09:00, weekends at 13:00: a shape no weekly order up to 7 can hold.
+    target = 0.1 * np.cos(2 * np.pi * (hour - np.where(weekend, 13, 9)) / 24)
+    config = SeasonalityConfig(daily_order=1, weekly_order=7, ridge_alpha=0, min_weeks_for_profiles=4, **PLAIN)
+    plain = FourierSeasonality(config).fit(index, target)
+    profiles = FourierSeasonality(config.model_copy(update={"weekday_profiles": 1})).fit(index, target)
+    np.testing.assert_allclose(profiles.predict(index), target, atol=1e-8)
+    assert np.abs(plain.predict(index) - target).max() > 0.02
+
+
+def test_seasonality__bridge_day_moves_a_holiday_column_half_way_to_a_day_off():
+    # A holiday column (mostly 0 on weekdays) marks days off with 1: the Friday after a Thursday
+    # holiday reads 0.5 with a share of 0.5, every other day keeps its value.
+    index = pd.date_range("2017-11-06", periods=24 * 7 * 4, freq="h", tz="US/Eastern")
+    dates = index.tz_localize(None).normalize()
+    exog = pd.DataFrame({"holiday": (dates == "2017-11-23").astype(float)}, index=index)
+    model = FourierSeasonality(SeasonalityConfig(bridge_day_share=0.5)).fit(index, np.zeros(len(index)), exog)
+    assert model.exog_spec[0]["off_value"] == 1.0
+    column = model.design(index, exog)[:, model.feature_names.index("holiday")]
+    expected = exog["holiday"].to_numpy() + 0.5 * (dates == "2017-11-24")
+    np.testing.assert_array_equal(column, expected)
+
+
+def test_seasonality__bridge_day_reads_a_workday_column_as_off_where_zero():
+    index = pd.date_range("2015-01-05", periods=24 * 7 * 8, freq="h", tz="Australia/Melbourne")
+    dates = index.tz_localize(None).normalize()
+    workday = ((dates.dayofweek < 5) & (dates != "2015-01-22")).astype(float)  # a Thursday off
+    exog = pd.DataFrame({"workday": workday}, index=index)
+    model = FourierSeasonality(SeasonalityConfig(bridge_day_share=0.5)).fit(index, np.zeros(len(index)), exog)
+    assert model.exog_spec[0]["off_value"] == 0.0
+    column = model.design(index, exog)[:, model.feature_names.index("workday")]
+    assert sorted(set(dates[column == 0.5])) == [pd.Timestamp("2015-01-23")]
+
+
+def test_seasonality__cooling_that_acts_in_the_afternoon_needs_hinges_times_daily():
+    index = _index(24 * 120)
+    rng = np.random.default_rng(1)
+    temperature = rng.uniform(5, 35, len(index))
+    hour = index.hour.to_numpy()
+    # Cooling above 25 °C, strongest at 15:00 and absent at 03:00; heating does not depend on the hour.
+    target = 0.02 * np.maximum(temperature - 25, 0) * (1 + np.cos(2 * np.pi * (hour - 15) / 24))
+    exog = pd.DataFrame({"temperature": temperature}, index=index)
+    config = SeasonalityConfig(daily_order=1, weekly_order=0, temperature_knots=5, smoothing_hours=[],
+                               exog_daily_interaction=1, ridge_alpha=0, min_weeks_for_profiles=4, **PLAIN)
+    plain = FourierSeasonality(config).fit(index, target, exog)
+    shaped = FourierSeasonality(config.model_copy(update={"exog_hinge_daily_interaction": 1})).fit(index, target, exog)
+    assert "temperature_hinge5_x_daily1" in shaped.feature_names
+    error = {name: np.sqrt(np.mean((model.predict(index, exog) - target) ** 2))
+             for name, model in (("plain", plain), ("shaped", shaped))}
+    assert error["shaped"] < 0.3 * error["plain"]
+
+
+def test_seasonality__state_without_the_new_option_keys_loads_with_them_off():
+    index = _index(24 * 30)
+    exog = pd.DataFrame({"temperature": np.linspace(0, 30, len(index)),
+                         "workday": (index.dayofweek < 5).astype(float)}, index=index)
+    # Fitted as before the options existed (all off), then saved as such a bundle was: without their keys.
+    model = FourierSeasonality(SeasonalityConfig(**FITTED_WITHOUT)).fit(index, np.sin(np.arange(len(index))), exog)
+    state = model.to_state()
+    for key in FITTED_WITHOUT:
+        del state["config"][key]
+    for spec in state["exog_spec"]:
+        spec.pop("off_value", None)
+    again = FourierSeasonality.from_state(state)
+    assert again.config.weekday_profiles == 0 and again.config.bridge_day_share == 0
+    np.testing.assert_allclose(again.predict(index, exog), model.predict(index, exog))
+
+
+def test_seasonality__bridge_day_share_applies_part_of_the_holiday_effect_without_bridge_examples():
+    # Training holds holidays but no bridge day; a forecast for a Monday before a Tuesday holiday then
+    # gets half the holiday dip with a share of 0.5, and none without.
+    index = pd.date_range("2015-01-05", periods=24 * 7 * 30, freq="h", tz="Australia/Melbourne")
+    dates = index.tz_localize(None).normalize()
+    holidays = pd.DatetimeIndex(["2015-02-04", "2015-03-11", "2015-04-15", "2015-05-20", "2015-06-24"])  # Wed
+    workday = ((dates.dayofweek < 5) & ~dates.isin(holidays)).astype(float)
+    target = 0.10 * workday  # every day off, weekend or holiday, 10 % lower
+    exog = pd.DataFrame({"workday": workday}, index=index)
+    config = SeasonalityConfig(daily_order=1, weekly_order=7, ridge_alpha=0, holiday_season=False, **PLAIN)
+    future = pd.date_range("2015-08-03", periods=48, freq="h", tz="Australia/Melbourne")  # Mon, Tue
+    future_exog = pd.DataFrame({"workday": np.r_[np.ones(24), np.zeros(24)]}, index=future)
+    shared = FourierSeasonality(config.model_copy(update={"bridge_day_share": 0.5})).fit(index, target, exog)
+    plain = FourierSeasonality(config).fit(index, target, exog)
+    monday_dip = shared.predict(future, future_exog)[:24] - shared.predict(future, future_exog * 0 + 1)[:24]
+    np.testing.assert_allclose(monday_dip, -0.05, atol=1e-6)
+    np.testing.assert_allclose(plain.predict(future, future_exog)[:24], plain.predict(future, future_exog * 0 + 1)[:24])
+
+
+def test_seasonality__weekday_profiles_and_hinge_shapes_dropped_on_short_history_with_a_note():
+    index = _index(24 * 7 * 10)
+    exog = pd.DataFrame({"temperature": np.linspace(0, 30, len(index))}, index=index)
+    config = SeasonalityConfig(weekday_profiles=6, exog_hinge_daily_interaction=2, min_weeks_for_profiles=26)
+    model = FourierSeasonality(config).fit(index, np.zeros(len(index)), exog)
+    assert not any(name.startswith("weekday") or "_hinge0_x_daily" in name for name in model.feature_names)
+    assert any("weekday profiles and temperature x daily shapes dropped" in note for note in model.notes)
+    assert FourierSeasonality.from_state(model.to_state()).config.weekday_profiles == 0
+    longer = FourierSeasonality(config.model_copy(update={"min_weeks_for_profiles": 8})).fit(
+        index, np.zeros(len(index)), exog)
+    assert "weekday0_x_daily_sin1" in longer.feature_names
