@@ -114,3 +114,17 @@ def test_weekday_flags__local_day_of_week_monday_first():
     index = pd.DatetimeIndex(["2021-01-03 23:30", "2021-01-04 00:30"]).tz_localize("Europe/Amsterdam")
     assert weekday_flags(index).argmax(axis=1).tolist() == [6, 0]  # Sunday, Monday on the local clock
     assert weekday_flags(index.tz_convert("UTC")).argmax(axis=1).tolist() == [6, 6]  # both Sunday in UTC
+
+
+def test_wall_clock_hours__reused_for_the_same_index_and_never_for_another():
+    """One design reads the wall clock several times; the cached answer must be the index's own, and
+    read-only, since every caller shares it."""
+    from stef_ray.features import wall_clock_hours, weekday_flags
+
+    first = pd.date_range("2024-03-30", periods=72, freq="h", tz="Europe/Amsterdam")  # a DST change
+    hours = wall_clock_hours(first)
+    assert wall_clock_hours(first) is hours
+    assert not hours.flags.writeable
+    other = pd.date_range("2024-03-30", periods=72, freq="h", tz="UTC")
+    assert not np.array_equal(wall_clock_hours(other), hours)  # only Amsterdam's wall clock skips an hour
+    np.testing.assert_array_equal(weekday_flags(first).argmax(axis=1), first.dayofweek.to_numpy())
