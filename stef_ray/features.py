@@ -62,9 +62,18 @@ def fourier_terms(hours: np.ndarray, period: float, order: int) -> np.ndarray:
     """Columns sin(2πkt/P), cos(2πkt/P) for k = 1..order; shape (len(hours), 2 * order)."""
     if order == 0:
         return np.empty((len(hours), 0))
-    k = np.arange(1, order + 1)
-    angle = 2 * np.pi * np.outer(hours, k) / period
-    return np.hstack([np.sin(angle), np.cos(angle)])
+    # Harmonic k from k-1 by the angle-addition formulas: two sin/cos evaluations instead of 2 * order,
+    # which dominate a fit on 80,000 rows; the numbers agree with sin(k * angle) to ~1e-12.
+    angle = 2 * np.pi * np.asarray(hours, dtype=float) / period
+    out = np.empty((2 * order, len(angle)))
+    sin1, cos1 = np.sin(angle), np.cos(angle)
+    out[0], out[order] = sin1, cos1
+    for k in range(1, order):
+        np.multiply(out[k - 1], cos1, out=out[k])
+        out[k] += out[order + k - 1] * sin1
+        np.multiply(out[order + k - 1], cos1, out=out[order + k])
+        out[order + k] -= out[k - 1] * sin1
+    return np.ascontiguousarray(out.T)  # row-major, as callers stack and multiply by rows
 
 
 def fourier_names(prefix: str, order: int) -> list[str]:

@@ -130,8 +130,7 @@ class HybridModel:
         self.trend.fit(frame.index, load)
         trend_log = self.trend.predict(frame.index)
         detrended = np.log(load) - trend_log
-        self.seasonality.fit(frame.index, detrended, self._exog_frame(frame))
-        season_log = self.seasonality.predict(frame.index, self._exog_frame(frame))
+        season_log = self.seasonality.fit_predict(frame.index, detrended, self._exog_frame(frame))
         residual_log = detrended - season_log
         self.training = {
             "start": frame.index[0].isoformat(),

@@ -224,3 +224,18 @@ def test_seasonality__weekday_profiles_and_hinge_shapes_dropped_on_short_history
     longer = FourierSeasonality(config.model_copy(update={"min_weeks_for_profiles": 8})).fit(
         index, np.zeros(len(index)), exog)
     assert "weekday0_x_daily_sin1" in longer.feature_names
+
+
+def test_seasonality__fit_predict_equals_fit_then_predict():
+    """The hybrid fits and predicts the training rows in one go (the design built once); the numbers must
+    be predict's, weekday profiles, temperature and working-day columns included."""
+    index = _index(24 * 7 * 30, tz="Australia/Melbourne")
+    rng = np.random.default_rng(5)
+    exog = pd.DataFrame({"temperature": rng.uniform(5, 35, len(index)),
+                         "workday": (index.dayofweek < 5).astype(float)}, index=index)
+    target = 0.1 * np.sin(2 * np.pi * index.hour.to_numpy() / 24) + 0.01 * exog["temperature"].to_numpy()
+    target = target + rng.normal(0, 0.01, len(index))
+    once = FourierSeasonality().fit_predict(index, target, exog)
+    model = FourierSeasonality().fit(index, target, exog)
+    np.testing.assert_allclose(once, model.predict(index, exog), rtol=0, atol=1e-12)
+    assert np.std(target - once) < 0.02  # and it fits
