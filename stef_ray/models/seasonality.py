@@ -92,7 +92,8 @@ class FourierSeasonality:
                 blocks += [values[:, None], values[:, None] * inter]
                 names += [name] + [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
             else:
-                blocks.append(hinge_basis(values, spec["knots"]))
+                hinges = hinge_basis(values, spec["knots"])
+                blocks.append(hinges)
                 names += [f"{name}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
                 for span in spec["spans"]:
                     smooth = exponential_smoothing(values, span, segment_rows)
@@ -103,7 +104,6 @@ class FourierSeasonality:
                 names += [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
                 if self.config.exog_hinge_daily_interaction:
                     # Heating and cooling (each hinge's slope) act at different hours of the day.
-                    hinges = hinge_basis(values, spec["knots"])
                     inter = _paired(daily, self.config.exog_hinge_daily_interaction)
                     blocks.append(interaction_terms(hinges, inter))
                     names += [f"{name}_hinge{i}_x_daily{j}" for i in range(hinges.shape[1])
@@ -116,16 +116,17 @@ class FourierSeasonality:
         c = self.config
         yearly_order = min(c.yearly_interaction_order, self.orders[2]) if c.daily_yearly_interaction else 0
         blocks, names = [], []
-        if yearly_order or c.weekday_profiles:
+        daily_order = max(c.daily_yearly_interaction if yearly_order else 0, c.weekday_profiles)
+        if daily_order:
             wall = wall_clock_hours(index)
+            daily = fourier_terms(wall, HOURS_PER_DAY, daily_order)  # both blocks take their first harmonics
         if yearly_order:
-            daily = fourier_terms(wall, HOURS_PER_DAY, c.daily_yearly_interaction)
-            blocks.append(interaction_terms(daily, fourier_terms(wall, HOURS_PER_YEAR, yearly_order)))
+            blocks.append(interaction_terms(_paired(daily, c.daily_yearly_interaction),
+                                            fourier_terms(wall, HOURS_PER_YEAR, yearly_order)))
             names += [f"{d}_x_{y}" for d in fourier_names("daily", c.daily_yearly_interaction)
                       for y in fourier_names("yearly", yearly_order)]
         if c.weekday_profiles:
-            daily = fourier_terms(wall, HOURS_PER_DAY, c.weekday_profiles)
-            blocks.append(interaction_terms(weekday_flags(index), daily))
+            blocks.append(interaction_terms(weekday_flags(index), _paired(daily, c.weekday_profiles)))
             names += [f"weekday{d}_x_{h}" for d in range(7) for h in fourier_names("daily", c.weekday_profiles)]
         return (np.hstack(blocks), names) if blocks else (np.empty((len(index), 0)), [])
 
