@@ -43,6 +43,11 @@ from stef_ray.features import (
 
 logger = logging.getLogger(__name__)
 
+NS_PER_HOUR = 3_600_000_000_000
+SHORT_FRAME_ROWS = 4_096  # frames up to this long (forecast requests and batches of them) use the table
+CALENDAR_MARGIN_HOURS = 14 * 24
+CALENDAR_TABLE_HOURS = 3 * 8_766  # three years of floats: 210 kB
+
 
 # The value that reproduces a state saved before each option existed.
 FITTED_WITHOUT = {
@@ -67,10 +72,11 @@ class FourierSeasonality:
         self.intercept = 0.0
         self.feature_names: list[str] = []
         self.notes: list[str] = []
+        self._calendar_table: tuple[float, np.ndarray] | None = None  # see _calendar_values
 
     # ----------------------------------------------------------------- design
     def _exog_block(
-        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None,
+        self, index: pd.DatetimeIndex, columns: dict[str, np.ndarray], segment_rows: int | None = None,
         bridge: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[str]]:
         if not self.exog_spec:
@@ -81,7 +87,7 @@ class FourierSeasonality:
         blocks, names = [], []
         for spec in self.exog_spec:
             name = spec["name"]
-            values = exog[name].to_numpy(dtype=float)
+            values = columns[name]
             if spec["binary"]:
                 if self.config.bridge_day_share:
                     # A bridge day counts as part of a day off: many take it off. A share of the learnt
@@ -130,32 +136,44 @@ class FourierSeasonality:
             names += [f"weekday{d}_x_{h}" for d in range(7) for h in fourier_names("daily", c.weekday_profiles)]
         return (np.hstack(blocks), names) if blocks else (np.empty((len(index), 0)), [])
 
-    def _bridge_flag(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None) -> np.ndarray:
+    def _bridge_flag(self, index: pd.DatetimeIndex, columns: dict[str, np.ndarray], segment_rows: int | None) -> np.ndarray:
         """1.0 on bridge days (see ``bridge_day_flag``); days off come from the binary exogenous columns."""
         off = np.zeros(len(index))
         for spec in self.exog_spec:
             if spec["binary"]:
-                off = np.maximum(off, exog[spec["name"]].to_numpy(dtype=float) == spec["off_value"])
+                off = np.maximum(off, columns[spec["name"]] == spec["off_value"])
         return bridge_day_flag(index, off, segment_rows)
+
+    def _exog_design(
+        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None
+    ) -> tuple[np.ndarray, list[str]]:
+        """The exogenous columns of the design (bridge days folded into the binary ones)."""
+        columns = _float_columns(exog)
+        binary = any(spec["binary"] for spec in self.exog_spec)
+        bridge = self._bridge_flag(index, columns, segment_rows) if self.config.bridge_day_share and binary else None
+        return self._exog_block(index, columns, segment_rows, bridge)
+
+    def _calendar_design(self, index: pd.DatetimeIndex) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[str]]:
+        """The columns that depend on the wall clock alone: (blocks before the exog block, blocks after it,
+        their names) in the design's column order."""
+        seasonal, seasonal_names = seasonal_terms(index, *self.orders)
+        profile_block, profile_names = self._profile_block(index)
+        after, after_names = [], []
+        if self.config.holiday_season:
+            after, after_names = [holiday_season_flag(index)[:, None]], ["holiday_season"]
+        return [seasonal, profile_block], after, seasonal_names + profile_names, after_names
 
     def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None) -> np.ndarray:
         """The regression's columns for each row. ``segment_rows``: the rows are several frames of that
         length end to end (smoothed exogenous terms restart at each), e.g. a batch of forecast requests."""
-        c = self.config
-        binary = any(spec["binary"] for spec in self.exog_spec)
-        bridge = self._bridge_flag(index, exog, segment_rows) if c.bridge_day_share and binary else None
-        seasonal, seasonal_names = seasonal_terms(index, *self.orders)
-        exog_block, exog_names = self._exog_block(index, exog, segment_rows, bridge)
-        profile_block, profile_names = self._profile_block(index)
-        blocks = [seasonal, profile_block, exog_block]
-        self.feature_names = seasonal_names + profile_names + exog_names
-        if c.holiday_season:
-            blocks.append(holiday_season_flag(index)[:, None])
-            self.feature_names.append("holiday_season")
-        return np.hstack(blocks)
+        exog_block, exog_names = self._exog_design(index, exog, segment_rows)
+        before, after, before_names, after_names = self._calendar_design(index)
+        self.feature_names = before_names + exog_names + after_names
+        return np.hstack([*before, exog_block, *after])
 
     # ---------------------------------------------------------------- fitting
     def _solve(self, design: np.ndarray, target: np.ndarray) -> None:
+        self._calendar_table = None  # it holds the old coefficients' numbers
         self.column_mean = design.mean(axis=0)
         scale = design.std(axis=0)
         self.column_scale = np.where(scale > 1e-12, scale, 1.0)
@@ -253,8 +271,54 @@ class FourierSeasonality:
     def predict(
         self, index: pd.DatetimeIndex, exog: pd.DataFrame | None = None, segment_rows: int | None = None
     ) -> np.ndarray:
-        """Seasonal log component per row; ``segment_rows`` as in ``design``."""
+        """Seasonal log component per row; ``segment_rows`` as in ``design``.
+
+        Short frames (forecast requests) take the calendar columns' part of the sum from a table by wall-clock
+        hour (``_calendar_values``); the numbers equal the whole design's to rounding (~1e-15)."""
+        if len(index) <= SHORT_FRAME_ROWS and len(self.coef):
+            calendar = self._calendar_values(wall_clock_hours(index))
+            if calendar is not None:
+                exog_block, _ = self._exog_design(index, exog, segment_rows)
+                weights = self.coef / self.column_scale
+                n_after = 1 if self.config.holiday_season else 0
+                n_before = len(weights) - exog_block.shape[1] - n_after
+                constant = self.intercept - self.column_mean @ weights
+                return calendar + exog_block @ weights[n_before:n_before + exog_block.shape[1]] + constant
         return self._apply(self.design(index, exog, segment_rows))
+
+    def _calendar_values(self, wall: np.ndarray) -> np.ndarray | None:
+        """The calendar columns' part of the prediction (seasonal harmonics, daily shapes, holiday season)
+        for wall-clock hours ``wall``, from a table that covers the hours asked for so far plus two weeks
+        either side, up to CALENDAR_TABLE_HOURS. None where the table cannot serve them (too wide a span;
+        hours off the table's whole-hour grid, e.g. a half-hour time zone mixed with a whole-hour one).
+
+        Why: these columns are half of a request's design, they depend on the hour alone, and forecast
+        requests come back to the same hours (the origin moves an hour at a time; many clients ask for the
+        same one). A table lookup costs microseconds; the design's calendar part, a millisecond.
+        """
+        table = self._calendar_table
+        found = _look_up(table, wall)
+        if found is not None:
+            return found
+        lo, hi = float(wall.min()) - CALENDAR_MARGIN_HOURS, float(wall.max()) + CALENDAR_MARGIN_HOURS
+        if hi - lo + 1 > CALENDAR_TABLE_HOURS:
+            return None
+        if table is not None and (table[0] - lo) % 1 == 0:  # the same hour grid: keep what it covers, if it fits
+            wider = min(lo, table[0]), max(hi, table[0] + len(table[1]) - 1)
+            if wider[1] - wider[0] + 1 <= CALENDAR_TABLE_HOURS:
+                lo, hi = wider
+        hours = lo + np.arange(int(hi - lo) + 1, dtype=float)
+        # A naive index whose wall clock is ``hours``: the calendar columns read nothing else.
+        index = pd.DatetimeIndex(np.round(hours * NS_PER_HOUR).astype(np.int64).view("datetime64[ns]"))
+        before, after, _, _ = self._calendar_design(index)
+        weights = self.coef / self.column_scale
+        n_before = sum(block.shape[1] for block in before)
+        values = np.hstack(before) @ weights[:n_before]
+        if after:
+            values = values + np.hstack(after) @ weights[len(weights) - sum(block.shape[1] for block in after):]
+        values.flags.writeable = False
+        self._calendar_table = (lo, values)  # one assignment: a concurrent reader sees the old table or the new
+        return _look_up(self._calendar_table, wall)
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict:
@@ -283,6 +347,27 @@ class FourierSeasonality:
         model.feature_names = list(state["feature_names"])
         model.notes = list(state.get("notes", []))
         return model
+
+
+def _look_up(table: tuple[float, np.ndarray] | None, wall: np.ndarray) -> np.ndarray | None:
+    """``table``'s values at wall-clock hours ``wall``; None unless all of them are on it."""
+    if table is None:
+        return None
+    start, values = table
+    offsets = wall - start
+    positions = offsets.astype(np.int64)
+    if positions.min() < 0 or positions.max() >= len(values) or not np.array_equal(positions, offsets):
+        return None
+    return values[positions]
+
+
+def _float_columns(exog: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """The exogenous columns as float arrays, read once per design: on a forecast request's 200 rows one
+    DataFrame column access costs more than the arithmetic on it."""
+    if exog is None or not len(exog.columns):
+        return {}
+    values = exog.to_numpy(dtype=float)
+    return {name: values[:, i] for i, name in enumerate(exog.columns)}
 
 
 def _paired(daily: np.ndarray, order: int) -> np.ndarray:

@@ -1,11 +1,23 @@
 """The Ray Serve application: Trend, Seasonality and ResidualLSTM deployments composed by a FastAPI
-ingress through deployment handles.
+ingress through deployment handles, in one of two ways (``composition`` in the app's args):
+
+``residual_first`` (default)::
 
     POST /forecast -> ForecastIngress: validate (ForecastService.parse), batch concurrent requests
-                        ├─ Trend.predict         ┐
-                        ├─ Seasonality.predict   ├ concurrently, one call per batch of requests
-                        └─ ResidualLSTM.predict  ┘ (@serve.batch: one LSTM pass for both ingress replicas)
+                        └─ ResidualLSTM.predict  (@serve.batch: one pass for both ingress replicas) returns
+                             trend, seasonality and residual; it computes the history's trend and
+                             seasonality anyway, as its input
+                           on failure or timeout:
+                           ├─ Trend.predict         ┐ concurrently -> a degraded answer
+                           └─ Seasonality.predict   ┘
                       -> assemble the MW split and quantiles
+
+``fan_out``: all three are called concurrently for every batch; Trend and Seasonality's answers are used.
+
+Both give the same numbers. A handle call costs more CPU than the trend and seasonality themselves
+(~4.7 ms per call against ~2 ms of compute, benchmarks/serve_hop_cost.py), so on a small machine one call
+per request is what keeps the one-client p50 low; fan_out suits nodes with cores to spare, where the
+degraded answer is then ready the moment the residual times out.
 
 Hot swap: the ingress's ``user_config`` names the model source; ``reconfigure`` loads the new model
 and then swaps it in. Every component call carries the key of the model the request was validated
@@ -36,7 +48,7 @@ import random
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -90,6 +102,12 @@ class AppArgs(BaseModel):
     """``args`` of the application in serve_config.yaml (or ``build_app``'s dict)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    composition: Literal["residual_first", "fan_out"] = Field(
+        "residual_first", description="residual_first: one call to ResidualLSTM, which returns all three "
+        "components; Trend and Seasonality answer (concurrently) when it fails or times out. fan_out: all "
+        "three called concurrently for every request (more CPU per request; see the module docstring)"
+    )
 
     model_source: str = Field(
         DEFAULT_MODEL_SOURCE,
@@ -228,15 +246,24 @@ class SeasonalityDeployment:
         return season_log_batch(self._models.get(key), batch)  # async: as Trend.predict
 
 
+class ResidualAnswer(NamedTuple):
+    """ResidualLSTM's answer to one call of B requests (log space)."""
+
+    residual: np.ndarray  # (B, horizon)
+    scale: np.ndarray  # (B,): the quantile band's scale
+    trend: np.ndarray  # (B, n): every row of each request, as Trend returns it
+    season: np.ndarray  # (B, n): as Seasonality returns it
+
+
 @serve.deployment(name="ResidualLSTM", **COMPONENT_OPTIONS)
 class ResidualDeployment:
     """The LSTM residual forecast. Each call is one ingress replica's batch of requests; ``@serve.batch``
     also joins the calls that arrive together (from several ingress replicas) into one forward pass.
 
     Its input, the history's residual, needs the history's trend and seasonality: it computes them from
-    the same bundle (about a millisecond per batch, the numbers Trend and Seasonality return) rather than
-    wait for those deployments. So the ingress sends all three calls at once, and a request pays one
-    handle round trip, not two: a round trip costs ~8 ms on a 2-core machine, more than the LSTM.
+    the same bundle (~2 ms per request, the numbers Trend and Seasonality return) rather than wait for
+    those deployments, and returns them with the residual. A request thus pays one handle round trip, not
+    two (a round trip costs more CPU than the trend and seasonality themselves).
     """
 
     def __init__(self) -> None:
@@ -259,25 +286,24 @@ class ResidualDeployment:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(
         self, keys: list[ModelKey], batches: list[ComponentBatch], longs: list[list[pd.DataFrame | None]],
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    ) -> list[ResidualAnswer]:
         if self._fault == "raise":
             raise RuntimeError("injected fault (ResidualLSTM user_config fault=raise)")
         while self._fault == "hang":  # until reconfigured: a stuck model that recovers
             await asyncio.sleep(0.05)
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(keys)
+        out: list[ResidualAnswer | None] = [None] * len(keys)
         for key in dict.fromkeys(keys):  # one pass per model version in the batch (two during a swap)
             calls = [i for i, k in enumerate(keys) if k == key]
             batch, model = ComponentBatch.concat([batches[i] for i in calls]), self._models.get(key)
-            residual, scale = batch_residuals(
-                model, batch, trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch),
-                [frame for i in calls for frame in longs[i]],
-            )
+            trend, season = trend_log_batch(model.trend, batch), season_log_batch(model.seasonality, batch)
+            residual, scale = batch_residuals(model, batch, trend, season, [frame for i in calls for frame in longs[i]])
             offset = 0
             for i in calls:
-                size = len(batches[i])
-                out[i] = (residual[offset:offset + size], scale[offset:offset + size])
-                offset += size
+                rows = slice(offset, offset + len(batches[i]))
+                out[i] = ResidualAnswer(residual[rows], scale[rows], trend[rows], season[rows])
+                offset += len(batches[i])
         return out
+
 
 
 @dataclass
@@ -537,31 +563,48 @@ class ForecastIngress:
         batch = ComponentBatch.stack(prepared)
         self._batch_size.observe(len(batch))
         longs = [p.long_frame for p in prepared]  # None for a request with no hours before the lookback
-        # All three at once (see ResidualDeployment): one round trip; the residual may be late or fail.
         response = self._residual.predict.remote(key, batch, longs)
         started = asyncio.get_running_loop().time()
+        if self._args.composition == "fan_out":  # all three at once; the residual may be late or fail
+            try:
+                trend, season = await self._trend_and_season(key, batch)
+            except Exception:
+                response.cancel()
+                return RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly")
+        answer, reason = await self._residual_answer(response, started)
+        if answer is not None:
+            if self._args.composition == "residual_first":
+                trend, season = answer.trend, answer.season
+            return [Components(trend[i], season[i], answer.residual[i], None, float(answer.scale[i]))
+                    for i in range(len(batch))]
+        if self._args.composition == "residual_first":  # degraded: ask Trend and Seasonality now
+            try:
+                trend, season = await self._trend_and_season(key, batch)
+            except Exception:
+                return RequestError(503, "the residual, trend and seasonality deployments are unavailable; "
+                                    "retry shortly")
+        return [Components(trend[i], season[i], None, reason) for i in range(len(batch))]
+
+    async def _trend_and_season(self, key: ModelKey, batch: ComponentBatch) -> tuple[np.ndarray, np.ndarray]:
         try:
-            trend, season = await asyncio.gather(
-                _resolve(self._trend.predict.remote(key, batch)), _resolve(self._seasonality.predict.remote(key, batch))
-            )
+            return await asyncio.gather(_resolve(self._trend.predict.remote(key, batch)),
+                                        _resolve(self._seasonality.predict.remote(key, batch)))
         except Exception as err:
             logger.error("trend/seasonality failed: %r", err)
-            response.cancel()
-            return RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly")
+            raise
+
+    async def _residual_answer(self, response: Any, started: float) -> tuple[ResidualAnswer | None, str | None]:
+        """The residual deployment's answer, or None and why (it failed, or took longer than the timeout)."""
         # What is left of the residual's time; a moment at least, to collect an answer already there.
         left = max(self._residual_timeout_s - (asyncio.get_running_loop().time() - started), 0.01)
         try:
-            residual, reason = await asyncio.wait_for(_resolve(response), left), None
+            return await asyncio.wait_for(_resolve(response), left), None
         except TimeoutError:
             response.cancel()
-            residual, reason = None, f"no answer within {self._residual_timeout_s:g} s"
+            return None, f"no answer within {self._residual_timeout_s:g} s"
         except Exception as err:
-            residual, reason = None, f"{type(err).__name__}"
             logger.warning("residual deployment failed, answering degraded: %r", err)
-        if residual is None:
-            return [Components(trend[i], season[i], None, reason) for i in range(len(batch))]
-        residual, scale = residual
-        return [Components(trend[i], season[i], residual[i], None, float(scale[i])) for i in range(len(batch))]
+            return None, f"{type(err).__name__}"
 
     def _observe(self, answer: dict | None, seconds: float) -> None:
         self._latency.observe(seconds * 1000)

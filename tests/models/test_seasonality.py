@@ -239,3 +239,39 @@ def test_seasonality__fit_predict_equals_fit_then_predict():
     model = FourierSeasonality().fit(index, target, exog)
     np.testing.assert_allclose(once, model.predict(index, exog), rtol=0, atol=1e-12)
     assert np.std(target - once) < 0.02  # and it fits
+
+
+def _fitted_with_everything(tz: str) -> tuple[FourierSeasonality, pd.DataFrame]:
+    """Two years of hourly data in ``tz`` with every kind of column: yearly terms, daily shapes, hinges,
+    smoothing, a workday flag with bridge days, the holiday season."""
+    index = pd.date_range("2019-01-01", "2020-12-31 23:00", freq="h", tz=tz)
+    rng = np.random.default_rng(5)
+    temperature = 15 + 10 * np.sin(2 * np.pi * np.arange(len(index)) / 8766) + rng.normal(0, 2, len(index))
+    workday = (index.dayofweek < 5).astype(float)
+    exog = pd.DataFrame({"temperature": temperature, "workday": workday}, index=index)
+    target = 0.1 * np.sin(2 * np.pi * index.hour.to_numpy() / 24) + 0.01 * np.maximum(temperature - 20, 0) + 0.05 * workday
+    model = FourierSeasonality(SeasonalityConfig(yearly_order=3, min_years_for_yearly=1))
+    return model.fit(index, target + rng.normal(0, 0.01, len(index)), exog), exog
+
+
+def test_seasonality__short_frames_from_the_calendar_table_equal_the_whole_design():
+    # Forecast-sized frames take the calendar columns' part from a table by wall-clock hour: the same
+    # numbers as the design, across both DST changes, far from the table (rebuilt) and in a batch of frames.
+    model, exog = _fitted_with_everything("Europe/Amsterdam")
+    for start in ("2020-03-25", "2020-10-20", "2019-02-01", "2020-03-26 05:00"):
+        frame = exog.loc[start:].iloc[:192]
+        direct = model._apply(model.design(frame.index, frame))
+        np.testing.assert_allclose(model.predict(frame.index, frame), direct, rtol=0, atol=1e-12)
+        assert model._calendar_table is not None
+    batch = pd.concat([exog.iloc[1000:1192], exog.iloc[5000:5192], exog.iloc[9000:9192]])
+    np.testing.assert_allclose(model.predict(batch.index, batch, segment_rows=192),
+                               model._apply(model.design(batch.index, batch, segment_rows=192)), rtol=0, atol=1e-12)
+
+
+def test_seasonality__calendar_table_follows_a_refit():
+    model, exog = _fitted_with_everything("UTC")
+    frame = exog.iloc[-192:]
+    before = model.predict(frame.index, frame)
+    model.fit(exog.index, np.zeros(len(exog)), exog)  # everything is now 0
+    np.testing.assert_allclose(model.predict(frame.index, frame), 0.0, atol=1e-9)
+    assert np.abs(before).max() > 0.05

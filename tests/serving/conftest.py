@@ -113,6 +113,13 @@ class ServedApp:
             deployment.update(changes.get(deployment["name"], {}))
         deploy_config(self.config)
 
+    def deploy_args(self, **args) -> None:
+        """Re-deploy with changed application args (Serve replaces the replicas)."""
+        from stef_ray.serving.app import deploy_config
+
+        self.config["applications"][0]["args"].update(args)
+        deploy_config(self.config)
+
     def post(self, body, timeout: float = 30, **kwargs) -> requests.Response:
         headers = self.headers | kwargs.pop("headers", {})
         if isinstance(body, dict | list):

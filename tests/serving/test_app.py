@@ -173,3 +173,24 @@ def test_metrics__reach_rays_prometheus_endpoint(served, make_body):
         time.sleep(1)
     for name in ("stef_forecasts_served", "stef_forecast_latency_ms", "stef_model_version", "stef_component_batch_size"):
         assert name in text, name
+
+
+def test_fan_out__same_answer_and_degraded_mode_as_residual_first(served, make_body):
+    """The other composition (all three deployments called for every request) gives the same numbers,
+    and its degraded answer too."""
+    assert served.config["applications"][0]["args"].get("composition", "residual_first") == "residual_first"
+    first = served.post(make_body()).json()
+    served.deploy_args(composition="fan_out")
+    try:
+        answer = served.post(make_body()).json()
+        assert answer["quality"] == "ok"
+        for column in ("forecast", "trend", "seasonality", "residual", "p10", "p90"):
+            np.testing.assert_allclose(answer[column], first[column], rtol=1e-9)
+        served.deploy(ResidualLSTM={"user_config": {"fault": "raise"}})
+        degraded = served.post(make_body()).json()
+        assert degraded["quality"] == "degraded"
+        np.testing.assert_allclose(degraded["forecast"], np.add(first["trend"], first["seasonality"]), rtol=1e-9)
+    finally:
+        served.deploy(ResidualLSTM={"user_config": {"fault": None}})
+        served.deploy_args(composition="residual_first")
+    assert served.post(make_body()).json()["quality"] == "ok"
