@@ -143,9 +143,12 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
     from stef_ray.serving.service import (
         ComponentBatch,
         ForecastService,
+        batch_residuals,
         residual_log_batch,
         season_log,
+        season_log_batch,
         trend_log,
+        trend_log_batch,
     )
 
     torch.set_num_threads(1)
@@ -168,6 +171,12 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
             fn()
         return (time.perf_counter() - t0) / n * 1000
 
+    def replica_work() -> None:
+        # What the ResidualLSTM replica does for one request: a fresh batch each time, as from the wire.
+        batch = ComponentBatch.stack([service.parse(body)])
+        batch_residuals(model, batch, trend_log_batch(model.trend, batch),
+                        season_log_batch(model.seasonality, batch), [None])
+
     lines = [
         ("parse + validate (pydantic, numpy)", timed(lambda: service.parse(body))),
         ("trend", timed(lambda: trend_log(model.trend, prepared.frame.index))),
@@ -176,6 +185,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         ("residual: LSTM, batch of 16 (per batch)",
          timed(lambda: residual_log_batch(model, frame16, trend16, season16, n), n=50)),
         ("assemble answer", timed(lambda: service.assemble(prepared, trend, season, residual))),
+        ("ResidualLSTM replica, 1 request: parse + trend + seasonality + residual", timed(replica_work)),
         ("whole forecast in process", timed(lambda: service.forecast(service.parse(body)))),
     ]
     params = sum(p.numel() for p in model.residual.net.parameters())
@@ -294,16 +304,18 @@ def kill_test(url: str, body: bytes, deployment: str, seconds: float, kill_after
     return phase, report
 
 
-def start_serve(bundle: Path, port: int) -> None:
+def start_serve(bundle: Path, port: int, composition: str = "residual_first") -> None:
     from stef_ray.serving.mode import use_throughput_mode
 
     use_throughput_mode()  # as `stef-ray serve` does; RAY_SERVE_ENABLE_HA_PROXY=0 etc. measures Ray's defaults
     import ray
 
     from stef_ray.serving.app import deploy_config, read_serve_config
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "STEF_RAY_API_KEY": ""}})
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "STEF_RAY_API_KEY": ""}})
     config = read_serve_config(REPO / "serve_config.yaml", model_source=str(bundle), host=HOST, port=port)
+    config["applications"][0]["args"]["composition"] = composition
     deploy_config(config)
     wait_ready(f"http://{HOST}:{port}")
 
@@ -357,6 +369,13 @@ def main() -> int:
         rss = rss_table()
         kills = [kill_test(url, body, "ForecastIngress", args.kill_seconds, 5.0),
                  kill_test(url, body, "ResidualLSTM", args.kill_seconds, 5.0)]
+        # The other composition, on the same machine: all three deployments called for every request.
+        port = free_port()
+        serve.shutdown()
+        start_serve(bundle, port, composition="fan_out")
+        for concurrency in (1, 16):
+            phases.append(run_phase(f"http://{HOST}:{port}", body, "Ray Serve composed, fan_out", concurrency,
+                                    args.requests, args.seconds))
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -370,7 +389,9 @@ def main() -> int:
                  "| app | clients | requests | p50 ms | p99 ms | req/s | failed % |", "|---|---|---|---|---|---|---|"]
     sections += [p.row() for p in phases]
     mode = ", ".join(f"{k}={os.environ.get(k, '')}" for k in THROUGHPUT_ENV)
-    sections += ["", f"Composed p50 / plain p50 at 1 client: **{ratio:.1f}x**. Serve mode: {mode}. "
+    sections += ["", "Composed: `composition: residual_first` (the default: one handle call per request); "
+                 "fan_out calls Trend, Seasonality and ResidualLSTM for every request.",
+                 "", f"Composed p50 / plain p50 at 1 client: **{ratio:.1f}x**. Serve mode: {mode}. "
                  f"Requests per component call at 16 clients (stef_component_batch_size): {mean_batch:.1f}.", "",
                  "## Memory", "", *rss, "", "## Killing one replica under load (16 clients)", "",
                  "| deployment (replicas) | requests | failed | failed % | degraded answers | recovered after (s) |"
