@@ -4,7 +4,9 @@
     trend.json           log-linear trend parameters
     seasonality.json     Fourier/exogenous design spec and ridge coefficients
     residual_scaler.json scaling of the LSTM's input channels
-    residual_linear.json linear residual model (ridge coefficients), when used
+    residual_linear.json linear residual model settings, when used
+    residual_linear.npz  its ridge coefficients (numpy arrays, read with allow_pickle=False); format 1
+                         bundles kept them in residual_linear.json
     residual_lstm.pt     LSTM weights as a state_dict (read with weights_only=True)
     quantiles.json       conformal offsets per lead hour (log space)
 
@@ -17,8 +19,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from stef_ray import __version__
 from stef_ray.config import DataConfig, ModelConfig
@@ -28,10 +33,13 @@ from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 
-FORMAT_VERSION = 1
+# 2: the linear residual's arrays moved from residual_linear.json to residual_linear.npz (6.4 MB of JSON for
+# 24 ridges). Format 1 bundles still load; an older stef_ray refuses a format 2 bundle with a clear message.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
 LINEAR = "residual_linear.json"
+LINEAR_ARRAYS = "residual_linear.npz"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -72,7 +80,9 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
         _write_json(staging / "residual_scaler.json", model.scaler)
         _write_json(staging / "quantiles.json", model.quantile_offsets)
         if model.linear is not None:
-            _write_json(staging / LINEAR, model.linear.to_state())
+            meta, arrays = model.linear.to_parts()
+            _write_json(staging / LINEAR, meta)
+            np.savez(staging / LINEAR_ARRAYS, **arrays)
         if model.residual is not None:
             torch.save(model.residual.state_dict(), staging / WEIGHTS)
         if path.exists():
@@ -134,13 +144,18 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
         model.training = manifest.get("training", {})
         if manifest.get("has_linear"):
-            model.linear = LinearResidual.from_state(json.loads((path / LINEAR).read_text()))
+            meta = json.loads((path / LINEAR).read_text())
+            if manifest["format_version"] >= 2:
+                with np.load(path / LINEAR_ARRAYS, allow_pickle=False) as arrays:
+                    model.linear = LinearResidual.from_parts(meta, dict(arrays))
+            else:  # format 1: the arrays are in the JSON
+                model.linear = LinearResidual.from_state(meta)
         if manifest.get("has_residual"):
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
             residual = ResidualLSTM(config.residual, len(manifest["feature_names"]["residual_channels"]))
             model.residual = residual.load_state_dict(state)
     except FileNotFoundError as err:
         raise BundleError(f"bundle {path} is incomplete: {Path(err.filename).name} is missing; retrain it") from None
-    except (KeyError, ValueError, RuntimeError) as err:
+    except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as err:
         raise BundleError(f"bundle {path} cannot be read ({type(err).__name__}: {str(err)[:120]}); retrain it") from None
     return model, manifest

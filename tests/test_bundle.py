@@ -47,11 +47,34 @@ def test_bundle__trained_on_a_gpu_forecasts_on_a_cpu_only_machine(fitted_model, 
 def test_bundle__contains_no_pickle(fitted_model, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["manifest.json", "quantiles.json", "residual_linear.json", "residual_lstm.pt", "residual_scaler.json",
-                     "seasonality.json", "trend.json"]
+    assert names == ["manifest.json", "quantiles.json", "residual_linear.json", "residual_linear.npz", "residual_lstm.pt",
+                     "residual_scaler.json", "seasonality.json", "trend.json"]
     import torch
 
     torch.load(path / "residual_lstm.pt", weights_only=True)  # raises if anything but tensors were saved
+    np.load(path / "residual_linear.npz", allow_pickle=False)["coef"]  # raises if an object array was saved
+
+
+def test_bundle__format_1_linear_residual_in_json_still_loads(fitted_model, synthetic_hourly, tmp_path):
+    # Format 1 kept the linear residual's arrays in residual_linear.json; such bundles load and forecast alike.
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    (path / "residual_linear.json").write_text(json.dumps(fitted_model.linear.to_state()))
+    (path / "residual_linear.npz").unlink()
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))
+    history, future = synthetic_hourly.frame.iloc[-200:-24], synthetic_hourly.frame.iloc[-24:]
+    np.testing.assert_allclose(forecast_from_frames(load_bundle(path)[0], history, future).frame["forecast"],
+                               forecast_from_frames(fitted_model, history, future).frame["forecast"], rtol=1e-12)
+
+
+def test_bundle__damaged_linear_arrays_are_a_clear_error(fitted_model, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    (path / "residual_linear.npz").write_bytes(b"not a zip file")
+    with pytest.raises(BundleError, match="cannot be read .*retrain it"):
+        load_bundle(path)
+    (path / "residual_linear.npz").unlink()
+    with pytest.raises(BundleError, match="residual_linear.npz is missing"):
+        load_bundle(path)
 
 
 def test_bundle__newer_format_version_is_refused(fitted_model, tmp_path):
