@@ -275,7 +275,7 @@ class FourierSeasonality:
 
         Short frames (forecast requests) take the calendar columns' part of the sum from a table by wall-clock
         hour (``_calendar_values``); the numbers equal the whole design's to rounding (~1e-15)."""
-        if len(index) <= SHORT_FRAME_ROWS and len(self.coef):
+        if 0 < len(index) <= SHORT_FRAME_ROWS and len(self.coef):
             calendar = self._calendar_values(wall_clock_hours(index))
             if calendar is not None:
                 exog_block, _ = self._exog_design(index, exog, segment_rows)
