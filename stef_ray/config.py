@@ -135,6 +135,11 @@ class ResidualConfig(StrictModel):
         "whose origin lies within this many hours of it (the last week maps to the next day differently "
         "from midnight than from noon); -1 = one ridge for every origin"
     )
+    linear_train_days: int = Field(
+        0, ge=0, description="fit the linear residual model on windows of the most recent N days only (0 = "
+        "all): a ridge has no epochs, so it can use years more history than the LSTM's `train_days`, and its "
+        "24 per-hour ridges need it"
+    )
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
     hidden_size: int = Field(16, ge=4, le=1024, description="LSTM hidden units")

@@ -57,6 +57,7 @@ class ResidualWindows:
     val_origins: np.ndarray
     channel_names: list[str] = field(default_factory=list)
     baseline: np.ndarray | None = None  # (hours, horizon) linear residual prediction per origin row
+    linear_origins: np.ndarray | None = None  # the linear model's training origins (None: train_origins)
 
 
 class HybridModel:
@@ -152,11 +153,14 @@ class HybridModel:
         c = self.config.residual
         origins = valid_origins(valid, c.lookback_hours, c.horizon_hours)
         split = len(frame) - c.validation_days * 24 - c.horizon_hours
-        train = origins[origins + c.horizon_hours <= split]
-        if c.train_days:
-            train = train[train >= split - c.train_days * 24]
-        if c.window_stride_hours > 1:
-            train = train[(train - train[0]) % c.window_stride_hours == 0] if len(train) else train
+        before = origins[origins + c.horizon_hours <= split]
+        if c.window_stride_hours > 1 and len(before):
+            before = before[(before - before[0]) % c.window_stride_hours == 0]
+
+        def recent(days: int) -> np.ndarray:
+            return before[before >= split - days * 24] if days else before
+
+        train = recent(c.train_days)
         val = origins[origins >= split]
         if len(train) < 24 or len(val) < 24:
             raise InsufficientHistoryError(
@@ -171,9 +175,11 @@ class HybridModel:
             self.linear = LinearResidual(
                 c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
                 c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels,
-            ).fit(series, train)
+            )
+            windows.linear_origins = recent(c.linear_train_days)
+            self.linear.fit(series, windows.linear_origins)
             windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
-            used = np.concatenate([train, val])
+            used = np.union1d(train, val)
             windows.baseline[used] = self.linear.predict(series, used)
         return windows
 
@@ -229,7 +235,8 @@ class HybridModel:
         validation windows: the most recent weeks matter most and a ridge needs no early stopping."""
         self.calibrate(windows)
         if self.linear is not None:
-            self.linear.fit(windows.series, np.concatenate([windows.train_origins, windows.val_origins]))
+            fitted_on = windows.train_origins if windows.linear_origins is None else windows.linear_origins
+            self.linear.fit(windows.series, np.concatenate([fitted_on, windows.val_origins]))
 
     def calibrate(self, windows: ResidualWindows) -> None:
         """Conformal quantile offsets per lead hour from the validation windows' log errors."""

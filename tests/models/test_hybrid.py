@@ -75,6 +75,31 @@ def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
     assert model.linear is not None and model.residual is None
 
 
+def test_hybrid__linear_model_trains_on_its_own_window_of_days(synthetic_hourly, monkeypatch):
+    # The LSTM learns from the last `train_days`; the ridge, which has no epochs, from `linear_train_days`
+    # (0 = all), and the refit after calibration adds the validation windows to the ridge's own set.
+    from stef_ray.models.residual_linear import LinearResidual
+
+    fitted_on: list[np.ndarray] = []
+    real_fit = LinearResidual.fit
+    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins: fitted_on.append(origins) or real_fit(self, series, origins))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, train_days=14, linear_train_days=0))
+    model = HybridModel(config, synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
+    model.finalize(windows)
+    first_fit, refit = fitted_on
+    assert len(windows.train_origins) <= 14 * 24 and windows.train_origins[-1] == first_fit[-1]
+    assert first_fit[0] == 168 and len(first_fit) > 2 * len(windows.train_origins)  # every earlier window too
+    np.testing.assert_array_equal(refit, np.concatenate([first_fit, windows.val_origins]))
+    assert (windows.baseline[windows.train_origins] != 0).any()  # the LSTM's baseline on its own windows
+
+    fitted_on.clear()
+    config.residual.linear_train_days = 21
+    HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
+    assert 20 * 24 <= len(fitted_on[0]) <= 21 * 24
+
+
 def test_hybrid__training_summary_is_recorded(fitted_model):
     training = fitted_model.training
     assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
