@@ -431,6 +431,7 @@ def residual_from_checkpoint(result: Any, config: TuneConfig, windows: ResidualW
         progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
     residual = ResidualLSTM(residual_config, windows.series.shape[1]).load_state_dict(state)
     residual.best_val_loss = float(progress["best_val_loss"])
+    residual.keep_if_better(windows.series, windows.val_origins, windows.baseline)  # as `stef-ray train` does
     return residual
 
 

@@ -212,6 +212,9 @@ class HybridModel:
                          baseline=windows.baseline)
             ended = "early stop" if residual.stopped_early else "max epochs"
             say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
+            if not residual.kept:
+                say(f"  note: the LSTM beat the linear residual alone by less than {self.config.residual.min_gain:.0%} "
+                    "on validation, so it adds zero (residual.min_gain)")
             self.attach_residual(residual, windows)
         else:
             self.finalize(windows)
@@ -225,6 +228,7 @@ class HybridModel:
             "val_loss": residual.best_val_loss,
             "epochs_run": residual.epochs_run,
             "stopped_early": residual.stopped_early,
+            "lstm_kept": residual.kept,
             "parameters": residual.parameter_count,
         }
         self.finalize(windows)

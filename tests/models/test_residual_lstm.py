@@ -57,3 +57,29 @@ def test_valid_origins__skip_windows_touching_a_gap():
     origins = valid_origins(valid, lookback=10, horizon=5)
     assert all(not (o - 10 <= 50 < o + 5) for o in origins)
     assert 46 not in origins and 60 not in origins and 45 in origins and 61 in origins
+
+
+def test_residual_lstm__a_warm_start_that_hurts_is_dropped_for_zero_output():
+    # A rolling refit starts from weights that forecast the opposite of what happens (a trained net with its
+    # output layers negated); one tiny step cannot repair them, so adding nothing must win on validation.
+    series = _ar_series()
+    origins = valid_origins(np.ones(len(series), bool), 48, 12)
+    train, val = origins[:900], origins[-200:]
+    good = ResidualLSTM(_config(), 3).fit(series, train, val)
+    assert good.kept
+    wrong = {k: -v if k.startswith(("head.3.", "highway.")) else v for k, v in good.state_dict().items()}
+    refit = ResidualLSTM(_config(max_epochs=1, learning_rate=1e-7), 3).fit(series, train, val, init_state=wrong)
+    assert not refit.kept
+    np.testing.assert_array_equal(refit.predict(series, val), 0.0)
+    actual = series[val[:, None] + np.arange(12), 0]
+    np.testing.assert_allclose(refit.best_val_loss, np.mean(actual.astype(np.float64) ** 2), rtol=1e-5)
+
+
+def test_residual_lstm__min_gain_drops_a_net_that_helps_too_little():
+    series = _ar_series()
+    origins = valid_origins(np.ones(len(series), bool), 48, 12)
+    helped = ResidualLSTM(_config(max_epochs=3), 3).fit(series, origins[:900], origins[-200:])
+    assert helped.kept and np.abs(helped.predict(series, origins[-200:])).max() > 0
+    strict = ResidualLSTM(_config(max_epochs=3, min_gain=0.95), 3).fit(series, origins[:900], origins[-200:])
+    assert not strict.kept
+    np.testing.assert_array_equal(strict.predict(series, origins[-200:]), 0.0)
