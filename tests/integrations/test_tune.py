@@ -117,6 +117,7 @@ def test_run_search__tiny_search_builds_best_bundle(tiny_search, tiny_hourly):
         key=lambda c: json.loads((c / PROGRESS_FILE).read_text())["best_val_loss"],
     )
     weights = torch.load(best_checkpoint / WEIGHTS_FILE, weights_only=True)
+    assert model.training["lstm_kept"]  # it beat adding nothing on validation (min_gain 0 here)
     for key, value in model.residual.state_dict().items():
         assert torch.equal(value, weights[key]), key
 

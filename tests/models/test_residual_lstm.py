@@ -83,3 +83,13 @@ def test_residual_lstm__min_gain_drops_a_net_that_helps_too_little():
     strict = ResidualLSTM(_config(max_epochs=3, min_gain=0.95), 3).fit(series, origins[:900], origins[-200:])
     assert not strict.kept
     np.testing.assert_array_equal(strict.predict(series, origins[-200:]), 0.0)
+
+    # Weights trained elsewhere (a Ray Tune trial's checkpoint) get the same check.
+    loaded = ResidualLSTM(_config(min_gain=0.95), 3).load_state_dict(helped.state_dict())
+    loaded.best_val_loss = helped.best_val_loss
+    assert not loaded.keep_if_better(series, origins[-200:])
+    np.testing.assert_array_equal(loaded.predict(series, origins[-200:]), 0.0)
+    relaxed = ResidualLSTM(_config(min_gain=0.0), 3).load_state_dict(helped.state_dict())
+    relaxed.best_val_loss = helped.best_val_loss
+    assert relaxed.keep_if_better(series, origins[-200:])
+    np.testing.assert_array_equal(relaxed.predict(series, origins[-200:]), helped.predict(series, origins[-200:]))
