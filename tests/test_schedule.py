@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -164,13 +165,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """A Ray head with the job API, started with `ray start --block` so that only it is stopped after."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    if not ray_cli.exists():
-        pytest.skip("the `ray` command is not installed next to this Python")
-    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
+def _start_ray_head(ray_cli: Path, temp_dir: str) -> tuple[subprocess.Popen, str]:
+    """`ray start --head --block` on free ports; returns the process and the dashboard address once the job
+    API answers. Its stderr goes to a file in ``temp_dir``, so a failed start can be read afterwards."""
     port, dashboard_port = _free_port(), _free_port()
     # No drain on shutdown: the default waits 30 s for work that a test cluster does not have.
     # Token auth off explicitly: Ray turns it on by itself when ~/.ray/auth_token exists (any earlier
@@ -181,40 +178,63 @@ def ray_head():
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         "RAY_AUTH_MODE": "disabled",
     }
-    process = subprocess.Popen(
-        [
-            str(ray_cli), "start", "--head", "--block", "--num-cpus", "1", "--port", str(port),
-            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-            "--include-dashboard=true", "--temp-dir", temp_dir, "--disable-usage-stats",
-            # Ray's fixed default ports (agent 52365, client 10001, ...) clash with any other Ray on the machine.
-            "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-            "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-            "--ray-client-server-port", str(_free_port()),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
+    with open(Path(temp_dir) / "ray_start.err", "ab") as stderr:
+        process = subprocess.Popen(
+            [
+                str(ray_cli), "start", "--head", "--block", "--num-cpus", "1", "--port", str(port),
+                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+                "--include-dashboard=true", "--temp-dir", temp_dir, "--disable-usage-stats",
+                # Ray's fixed default ports (agent 52365, client 10001, ...) clash with any other Ray on the machine.
+                "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
+                "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                "--ray-client-server-port", str(_free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+        )
     address = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.monotonic() + 60
-    while True:
+    while process.poll() is None and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{address}/api/version", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return process, address
         except OSError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"Ray head did not start (exit {process.poll()}); logs in {temp_dir}")
         time.sleep(0.5)
-    yield address
+    return process, ""
+
+
+def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)  # `ray start --block` then stops the processes it started
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head with the job API, started with `ray start --block` so that only it is stopped after."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip("the `ray` command is not installed next to this Python")
+    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    # A second try on fresh ports: once in a full CI run `ray start` exited at once (a port picked free was
+    # taken before Ray bound it, most likely, as other Ray clusters of the suite come and go).
+    for _attempt in range(2):
+        process, address = _start_ray_head(ray_cli, temp_dir)
+        if address:
+            break
+        _stop(process)
+    else:
+        errors = (Path(temp_dir) / "ray_start.err").read_text(errors="replace").strip().splitlines()[-3:]
+        pytest.fail(f"Ray head did not start twice (exit {process.poll()}): {' | '.join(errors)}; logs in {temp_dir}")
+    yield address
+    _stop(process)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
