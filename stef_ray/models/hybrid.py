@@ -213,8 +213,8 @@ class HybridModel:
             ended = "early stop" if residual.stopped_early else "max epochs"
             say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
             if not residual.kept:
-                say(f"  note: the LSTM beat the linear residual alone by less than {self.config.residual.min_gain:.0%} "
-                    "on validation, so it adds zero (residual.min_gain)")
+                say(f"  note: the LSTM did not lower the linear residual's validation loss by {self.config.residual.min_gain:.0%}, "
+                    "so it adds zero (residual.min_gain)")
             self.attach_residual(residual, windows)
         else:
             self.finalize(windows)
