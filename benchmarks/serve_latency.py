@@ -41,7 +41,7 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------------------------------- inputs
 def train_bundle(path: Path) -> Path:
-    """A default-size model (48 hidden units, 168 h -> 24 h) on 60 synthetic days; one epoch: the
+    """A default-size model (the default 16 hidden units, 168 h -> 24 h) on 60 synthetic days; one epoch: the
     weights' quality does not matter for latency, their size does."""
     import torch
 

@@ -12,6 +12,7 @@ import pandas as pd
 HOURS_PER_DAY = 24.0
 HOURS_PER_WEEK = 168.0
 HOURS_PER_YEAR = 8766.0  # 365.25 days
+DAYS_PER_YEAR = HOURS_PER_YEAR / 24
 MONDAY_OFFSET_HOURS = 96.0  # 1970-01-01 was a Thursday; Monday 1970-01-05 00:00 starts the weekly phase
 
 
@@ -139,6 +140,15 @@ def holiday_season_flag(index: pd.DatetimeIndex) -> np.ndarray:
     month = months.astype(np.int64) % 12 + 1
     day = (days - months.astype("datetime64[D]")).astype(np.int64) + 1
     return (((month == 12) & (day >= 24)) | ((month == 1) & (day <= 1))).astype(float)
+
+
+def season_weights(index: pd.DatetimeIndex, reference: pd.Timestamp, days: float, floor: float = 0.0) -> np.ndarray:
+    """A weight per timestamp from how far its day of the year lies from ``reference``'s (either way round
+    the year): a Gaussian of ``days``, not below ``floor``."""
+    hours = wall_clock_hours(index) - wall_clock_hours(pd.DatetimeIndex([reference]))[0]
+    apart = np.abs(hours / 24 % DAYS_PER_YEAR)
+    apart = np.minimum(apart, DAYS_PER_YEAR - apart)
+    return floor + (1 - floor) * np.exp(-0.5 * (apart / days) ** 2)
 
 
 def is_binary(values: np.ndarray) -> bool:

@@ -128,3 +128,16 @@ def test_wall_clock_hours__reused_for_the_same_index_and_never_for_another():
     other = pd.date_range("2024-03-30", periods=72, freq="h", tz="UTC")
     assert not np.array_equal(wall_clock_hours(other), hours)  # only Amsterdam's wall clock skips an hour
     np.testing.assert_array_equal(weekday_flags(first).argmax(axis=1), first.dayofweek.to_numpy())
+
+
+def test_season_weights__gaussian_in_days_of_the_year_across_new_year():
+    from stef_ray.features import season_weights
+
+    reference = pd.Timestamp("2017-12-20 00:00", tz="US/Eastern")
+    index = pd.DatetimeIndex(["2016-12-20 00:00", "2017-01-09 00:00", "2017-06-20 12:00", "2017-11-30 00:00"],
+                             tz="US/Eastern")
+    weight = season_weights(index, reference, days=20)
+    # ±20 days, within the quarter day a 365.25-day year leaves
+    np.testing.assert_allclose(weight[[0, 1, 3]], [1.0, np.exp(-0.5), np.exp(-0.5)], atol=0.01)
+    assert weight[2] < 1e-15  # half a year away
+    assert season_weights(index, reference, days=20, floor=0.1)[2] == pytest.approx(0.1)

@@ -23,7 +23,7 @@ import pandas as pd
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
-from stef_ray.features import calendar_inputs
+from stef_ray.features import DAYS_PER_YEAR, calendar_inputs, season_weights
 from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
@@ -58,6 +58,7 @@ class ResidualWindows:
     channel_names: list[str] = field(default_factory=list)
     baseline: np.ndarray | None = None  # (hours, horizon) linear residual prediction per origin row
     linear_origins: np.ndarray | None = None  # the linear model's training origins (None: train_origins)
+    linear_weight: np.ndarray | None = None  # per window of linear_origins, then of val_origins; None: equal
 
 
 class HybridModel:
@@ -177,11 +178,31 @@ class HybridModel:
                 c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels,
             )
             windows.linear_origins = recent(c.linear_train_days)
-            self.linear.fit(series, windows.linear_origins)
+            # Weights for the linear windows, then the validation ones (`finalize` fits on both).
+            windows.linear_weight = self._season_weight(
+                frame.index, windows.linear_origins, np.concatenate([windows.linear_origins, val]))
+            weight = None if windows.linear_weight is None else windows.linear_weight[: len(windows.linear_origins)]
+            self.linear.fit(series, windows.linear_origins, weight)
             windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
             used = np.union1d(train, val)
             windows.baseline[used] = self.linear.predict(series, used)
         return windows
+
+    def _season_weight(self, index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray) -> np.ndarray | None:
+        """Weights of the linear residual's windows at ``origins`` by their day of the year (see
+        ``linear_season_days``), or None (equal weights) when off or when ``fitted_on`` spans too few years
+        for each season to hold enough windows."""
+        c = self.config.residual
+        if not c.linear_season_days or not len(fitted_on):
+            return None
+        years = (index[fitted_on[-1]] - index[fitted_on[0]]) / pd.Timedelta(days=DAYS_PER_YEAR)
+        if years < c.linear_season_min_years:
+            self.training["linear_season_weighting"] = (
+                f"off: {years:.1f} years of linear residual windows, fewer than linear_season_min_years "
+                f"({c.linear_season_min_years:g})")
+            return None
+        self.training["linear_season_weighting"] = f"on: {years:.1f} years, ±{c.linear_season_days:g} days"
+        return season_weights(index[origins], index[-1], c.linear_season_days, c.linear_season_floor)
 
     def fit(
         self,
@@ -204,6 +225,8 @@ class HybridModel:
         say(f"✓ Fourier orders  Kd (daily): {kd}  Kw (weekly): {kw}  Ky (yearly): {ky}  "
             f"exogenous: {', '.join(self.exog) or 'none'}")
         windows = self.residual_windows(data, season_log, residual_log)
+        if "linear_season_weighting" in self.training:
+            say(f"  note: linear residual windows weighted by day of the year: {self.training['linear_season_weighting']}")
         if self.config.residual.enabled:
             residual = ResidualLSTM(self.config.residual, windows.series.shape[1])
             say(f"TRAINING LSTM RESIDUAL MODEL on {residual.device}  parameters: {residual.parameter_count:,}  "
@@ -240,7 +263,7 @@ class HybridModel:
         self.calibrate(windows)
         if self.linear is not None:
             fitted_on = windows.train_origins if windows.linear_origins is None else windows.linear_origins
-            self.linear.fit(windows.series, np.concatenate([fitted_on, windows.val_origins]))
+            self.linear.fit(windows.series, np.concatenate([fitted_on, windows.val_origins]), windows.linear_weight)
 
     def calibrate(self, windows: ResidualWindows) -> None:
         """Conformal quantile offsets per lead hour from the validation windows' log errors."""

@@ -65,11 +65,11 @@ class LinearResidual:
         sin, cos = (series[origins, channel].astype(np.float64) for channel in self.hour_channels)
         return np.rint(np.arctan2(sin, cos) * HOURS_PER_DAY / (2 * np.pi)).astype(int) % HOURS_PER_DAY
 
-    def fit(self, series: np.ndarray, origins: np.ndarray) -> LinearResidual:
+    def fit(self, series: np.ndarray, origins: np.ndarray, weight: np.ndarray | None = None) -> LinearResidual:
         """Fit on the windows starting at ``origins``. Per-hour ridges need history: where the smallest
         hour's share holds fewer than ``MIN_WINDOWS_PER_FEATURE`` windows per feature (some 4-5 months of
         windows for a 168 h lookback, a few known inputs and ±2 h), one ridge for all origins is fitted
-        instead, for good."""
+        instead, for good. ``weight`` (one per origin, >= 0, default 1) is how much each window counts."""
         x = self._features(series, origins)
         y = series[origins[:, None] + np.arange(self.horizon), 0].astype(np.float64)
         groups = [np.ones(len(origins), dtype=bool)]
@@ -81,32 +81,41 @@ class LinearResidual:
                 logger.info("too few windows for one linear residual ridge per origin hour: one for all")
                 self.hour_width = None
                 groups = [np.ones(len(origins), dtype=bool)]
-        fitted = [self._fit_one(x[rows], y[rows]) for rows in groups]
+        weight = np.ones(len(origins)) if weight is None else np.asarray(weight, dtype=np.float64)
+        fitted = [self._fit_one(x[rows], y[rows], weight[rows]) for rows in groups]
         parts = (np.stack(part) for part in zip(*fitted, strict=True))
         self.coef, self.intercept, self.feature_mean, self.feature_scale = parts
         return self
 
-    def _fit_one(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        mean = x.mean(axis=0)
-        scale = x.std(axis=0)
+    def _fit_one(
+        self, x: np.ndarray, y: np.ndarray, prior: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # Standardised by the weighted moments, so a window of weight zero has no say at all.
+        mean = np.average(x, axis=0, weights=prior)
+        scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=prior))
         scale = np.where(scale > 1e-9, scale, 1.0)
         z = (x - mean) / scale
-        weight = np.ones(len(z))
+        weight = prior
+        counted = prior > 0
+        windows = prior.sum()  # the prior weights count windows (1 = a whole one) against the penalty
         for _ in range(self.robust_iterations + 1):
-            coef, intercept = self._solve(z, y, weight)
+            coef, intercept = self._solve(z, y, weight, windows)
             # Iteratively reweighted: each window by 1 / its mean absolute error, which turns the squared
             # loss into (about) an absolute one, the loss that MAPE is, and lets spells of extreme days
             # (heat waves, holidays) pull the coefficients less.
             window_error = np.abs(z @ coef + intercept - y).mean(axis=1)
-            weight = 1.0 / np.maximum(window_error, np.median(window_error) * 0.1)
+            weight = prior / np.maximum(window_error, np.median(window_error[counted]) * 0.1)
         return coef, intercept, mean, scale
 
-    def _solve(self, z: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted ridge; the intercept is not penalised (features and targets centred by the weights)."""
+    def _solve(
+        self, z: np.ndarray, y: np.ndarray, weight: np.ndarray, windows: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted ridge, the weights rescaled to sum to ``windows``; the intercept is not penalised
+        (features and targets centred by the weights)."""
         weight = weight / weight.sum()
         z_mean, y_mean = weight @ z, weight @ y
         centred = z - z_mean
-        weighted = centred * (weight * len(z))[:, None]
+        weighted = centred * (weight * windows)[:, None]
         gram = weighted.T @ centred + self.alpha * np.eye(z.shape[1])
         coef = np.linalg.solve(gram, weighted.T @ (y - y_mean))
         return coef, y_mean - z_mean @ coef

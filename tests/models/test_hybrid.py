@@ -82,7 +82,7 @@ def test_hybrid__linear_model_trains_on_its_own_window_of_days(synthetic_hourly,
 
     fitted_on: list[np.ndarray] = []
     real_fit = LinearResidual.fit
-    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins: fitted_on.append(origins) or real_fit(self, series, origins))
+    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None: fitted_on.append(origins) or real_fit(self, series, origins, weight))
     config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, train_days=14, linear_train_days=0))
     model = HybridModel(config, synthetic_hourly.exog)
     _, season_log, residual_log = model.fit_base(synthetic_hourly)
@@ -136,3 +136,32 @@ def test_hybrid__interval_scale_is_one_without_enough_history_or_when_off(fitted
 
 def test_hybrid__calibration_records_the_validation_error_scale(fitted_model):
     assert 0 < fitted_model.training["val_mean_abs_log_error"] < 0.1
+
+
+def test_hybrid__linear_model_weights_its_windows_by_season_given_the_years(synthetic_hourly, monkeypatch):
+    from stef_ray.features import season_weights
+    from stef_ray.models.residual_linear import LinearResidual
+
+    weights: list[np.ndarray | None] = []
+    real_fit = LinearResidual.fit
+    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None:
+                        weights.append(weight) or real_fit(self, series, origins, weight))
+    residual = ResidualConfig(enabled=False, validation_days=7, linear_season_days=10, linear_season_min_years=0)
+    model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
+    model.finalize(windows)
+    index = synthetic_hourly.frame.index
+    every = np.concatenate([windows.linear_origins, windows.val_origins])
+    expected = season_weights(index[every], index[-1], 10)
+    np.testing.assert_allclose(weights[0], expected[: len(windows.linear_origins)])
+    np.testing.assert_allclose(weights[1], expected)  # the refit on training and validation windows
+    assert weights[1][-1] > 0.99 and weights[0][0] < 0.01  # 60 days: the first weeks count little
+    assert model.training["linear_season_weighting"].startswith("on")
+
+    weights.clear()  # 60 days are fewer than the years asked for: equal weights
+    residual.linear_season_min_years = 2
+    said: list[str] = []
+    model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog).fit(synthetic_hourly, on_stage=said.append)
+    assert weights == [None, None] and model.training["linear_season_weighting"].startswith("off: 0.1 years")
+    assert any("day of the year: off: 0.1 years" in line for line in said)  # `stef-ray train` says so

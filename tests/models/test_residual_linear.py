@@ -104,3 +104,45 @@ def test_linear_residual__short_history_falls_back_to_one_ridge():
     model = LinearResidual(48, 3, hour_width=1, hour_channels=(1, 2)).fit(series, origins)
     assert model.hour_width is None and model.coef.shape == (1, 48 + 3 * 2, 3)
     assert LinearResidual.from_state(model.to_state()).hour_width is None
+
+
+def test_linear_residual__a_window_of_weight_zero_has_no_say():
+    # Season weighting rests on this: the weights scale each window's share, and zero means left out, in
+    # the standardisation, the robust passes and the penalty alike.
+    series = _hourly_persistence_series(24 * 80)
+    origins = np.arange(48, 24 * 75)
+    weight = np.where(origins < 24 * 40, 0.0, 1.0)
+    kept = origins[weight > 0]
+    for width in (None, 2):
+        weighted = LinearResidual(48, 3, robust_iterations=3, hour_width=width, hour_channels=(1, 2))
+        subset = LinearResidual(48, 3, robust_iterations=3, hour_width=width, hour_channels=(1, 2))
+        weighted.fit(series, origins, weight)
+        subset.fit(series, kept)
+        np.testing.assert_allclose(weighted.predict(series, origins), subset.predict(series, origins), rtol=1e-9, atol=1e-12)
+    halves = LinearResidual(48, 3).fit(series, origins, np.where(origins < 24 * 40, 0.5, 1.0))
+    assert not np.allclose(halves.predict(series, origins), subset.predict(series, origins))
+
+
+def _seasonal_persistence_series(days: int) -> np.ndarray:
+    """A residual that persists in the first half of each 'year' of 100 days and flips sign in the second."""
+    rng = np.random.default_rng(3)
+    hours = days * 24
+    first_half = (np.arange(hours) // 24) % 100 < 50
+    residual = np.zeros(hours)
+    for t in range(1, hours):
+        residual[t] = (0.9 if first_half[t] else -0.9) * residual[t - 1] + rng.normal(0, 0.1)
+    return residual[:, None]
+
+
+def test_linear_residual__weighting_by_season_learns_that_season_dynamics():
+    series = _seasonal_persistence_series(400)
+    origins = np.arange(48, 24 * 300)
+    test = np.arange(24 * 300 + 48, 24 * 345)  # a first half
+    in_season = ((origins // 24) % 100 < 50).astype(float)
+    actual = series[test, 0]
+    errors = {}
+    for name, weight in {"equal": None, "season": in_season}.items():
+        model = LinearResidual(1, 1, alpha=1e-3).fit(series, origins, weight)  # lag 1: its sign is the season's
+        errors[name] = np.std(model.predict(series, test)[:, 0] - actual)
+    assert errors["season"] < 0.12  # the noise alone: 0.1
+    assert errors["equal"] > 1.5 * errors["season"]
