@@ -146,7 +146,7 @@ def season_weights(index: pd.DatetimeIndex, reference: pd.Timestamp, days: float
     """A weight per timestamp from how far its day of the year lies from ``reference``'s (either way round
     the year): a Gaussian of ``days``, not below ``floor``."""
     hours = wall_clock_hours(index) - wall_clock_hours(pd.DatetimeIndex([reference]))[0]
-    apart = np.abs(hours / 24 % DAYS_PER_YEAR)
+    apart = hours / 24 % DAYS_PER_YEAR  # in [0, a year)
     apart = np.minimum(apart, DAYS_PER_YEAR - apart)
     return floor + (1 - floor) * np.exp(-0.5 * (apart / days) ** 2)
 
