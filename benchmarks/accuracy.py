@@ -2,10 +2,12 @@
 
     python benchmarks/accuracy.py                 # vic-elec (built in) and PJM East (if ../shared is there)
     python benchmarks/accuracy.py --only vic-elec
+    python benchmarks/accuracy.py --only pjm-east-2016   # the development year (not in the default run)
 
 Protocols (forecasts from 00:00 local, observed weather used as known future exogenous):
   vic-elec   last 90 days of 2014 (from 2014-10-03), refit every 7 days
   PJM East   2017 (365 days), refit every 28 days, US federal holidays as the calendar input
+  PJM East 2016, the same protocol a year earlier: where settings are chosen, so that 2017 stays a test
 Writes benchmarks/results/accuracy.md (and a CSV per dataset) with the date it was measured.
 """
 
@@ -32,7 +34,7 @@ PJME = ROOT.parent / "shared" / "data" / "pjme" / "PJME_hourly.csv"
 PEERS = ["ridge_residual", "lightgbm", "mstl", "seasonal_naive_week", "seasonal_naive_day"]
 
 
-def datasets() -> dict[str, dict]:
+def datasets(development: bool = False) -> dict[str, dict]:
     vic = Path(tempfile.gettempdir()) / "stef_ray_vic_elec.csv"
     if not vic.exists():
         write_dataset("vic-elec", vic)
@@ -41,6 +43,8 @@ def datasets() -> dict[str, dict]:
     if PJME.exists():
         out["pjm-east"] = {"path": PJME, "config": ROOT / "configs" / "pjme.yaml",
                            "start": "2017-01-01", "days": 365, "refit": 28}
+        if development:
+            out["pjm-east-2016"] = out["pjm-east"] | {"start": "2016-01-01"}
     else:
         print(f"PJM East skipped: {PJME} not found")
     return out
@@ -98,9 +102,9 @@ def markdown(frame: pd.DataFrame, columns: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="one dataset: vic-elec or pjm-east")
+    parser.add_argument("--only", help="one dataset: vic-elec, pjm-east or pjm-east-2016")
     args = parser.parse_args()
-    specs = datasets()
+    specs = datasets(development=args.only == "pjm-east-2016")
     if args.only:
         specs = {args.only: specs[args.only]}
     RESULTS.mkdir(exist_ok=True)

@@ -173,8 +173,10 @@ class ResidualConfig(StrictModel):
     max_epochs: int = Field(30, ge=1, le=1000, description="epochs at most")
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     min_gain: float = Field(
-        0.02, ge=0, lt=1, description="keep the trained LSTM only where it lowers the validation loss of the "
-        "model without it (zero output: the linear residual alone) by at least this fraction; else it adds zero"
+        0.05, ge=0, lt=1, description="keep the trained LSTM only where it lowers the validation loss of the "
+        "model without it (zero output: the linear residual alone) by at least this fraction; else it adds zero "
+        "(the best epoch's loss is picked on the same weeks, so small gains are selection noise: PJM 2016 "
+        "with 2 %: 3.259 % against 3.170 % for the ridge alone)"
     )
     validation_days: int = Field(28, ge=1, description="last days of origins held out for early stopping")
     window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")

@@ -259,9 +259,17 @@ class HybridModel:
 
     def finalize(self, windows: ResidualWindows) -> None:
         """Calibrate the quantiles on validation, then refit the linear residual model on training and
-        validation windows: the most recent weeks matter most and a ridge needs no early stopping."""
+        validation windows: the most recent weeks matter most and a ridge needs no early stopping.
+
+        Not where an LSTM is kept: it learnt the errors of the ridge fitted without the validation weeks,
+        and a refitted ridge errs differently (PJM 2016, LSTM kept by a 2 % gate in 6 of 14 refits: 3.259 %
+        with the refit against 3.186 % without it)."""
         self.calibrate(windows)
+        if self.residual is not None and self.residual.kept:
+            self.training["linear_refit_on_validation"] = False
+            return
         if self.linear is not None:
+            self.training["linear_refit_on_validation"] = True
             fitted_on = windows.train_origins if windows.linear_origins is None else windows.linear_origins
             self.linear.fit(windows.series, np.concatenate([fitted_on, windows.val_origins]), windows.linear_weight)
 

@@ -100,6 +100,30 @@ def test_hybrid__linear_model_trains_on_its_own_window_of_days(synthetic_hourly,
     assert 20 * 24 <= len(fitted_on[0]) <= 21 * 24
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_hybrid__ridge_refit_on_validation_only_without_a_kept_lstm(synthetic_hourly, monkeypatch, kept):
+    # A kept LSTM learnt the errors of the ridge fitted without the validation weeks: refitting the ridge
+    # under it would change what it corrects. A dropped (or no) LSTM leaves the ridge free to refit.
+    from stef_ray.models.residual_linear import LinearResidual
+    from stef_ray.models.residual_lstm import ResidualLSTM
+
+    fits: list[int] = []
+    real_fit = LinearResidual.fit
+    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None:
+                        fits.append(len(origins)) or real_fit(self, series, origins, weight))
+    config = ModelConfig(residual=ResidualConfig(validation_days=7, max_epochs=1))
+    model = HybridModel(config, synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
+    coef = model.linear.coef.copy()
+    model.residual = ResidualLSTM(config.residual, windows.series.shape[1])
+    model.residual.kept = kept
+    model.finalize(windows)
+    assert len(fits) == (1 if kept else 2)
+    assert model.training["linear_refit_on_validation"] is not kept
+    assert np.array_equal(model.linear.coef, coef) is kept
+
+
 def test_hybrid__training_summary_is_recorded(fitted_model):
     training = fitted_model.training
     assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
