@@ -262,8 +262,9 @@ class HybridModel:
         validation windows: the most recent weeks matter most and a ridge needs no early stopping.
 
         Not where an LSTM is kept: it learnt the errors of the ridge fitted without the validation weeks,
-        and a refitted ridge errs differently (PJM 2016, LSTM kept by a 2 % gate in 6 of 14 refits: 3.259 %
-        with the refit against 3.186 % without it)."""
+        and a refitted ridge errs differently, so the correction it adds no longer matches. (Measured with
+        the former 2 % gate, which kept the LSTM in 2 of 14 PJM 2016 refits: 3.188 % with the refit, 3.186 %
+        without; vic-elec 2.690 / 2.693 %. Kept for consistency rather than for a measured gain.)"""
         self.calibrate(windows)
         if self.residual is not None and self.residual.kept:
             self.training["linear_refit_on_validation"] = False
