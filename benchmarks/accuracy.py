@@ -106,6 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     specs = datasets(development=args.only == "pjm-east-2016")
     if args.only:
+        if args.only not in specs:
+            parser.error(f"--only {args.only}: not a dataset here; available: {', '.join(specs)} "
+                         f"(the PJM East ones need {PJME})")
         specs = {args.only: specs[args.only]}
     RESULTS.mkdir(exist_ok=True)
     header = (f"Measured with `python benchmarks/accuracy.py`, on {platform.machine()} "
