@@ -56,6 +56,9 @@ def ablations(config: TrainConfig) -> dict[str, object]:
     no_exog = model.model_copy(deep=True)
     no_exog.seasonality.use_exog = False
     base = model.model_copy(deep=True)
+    ridges_only = model.model_copy(deep=True)
+    ridges_only.residual.enabled = False
+    ridges_only.residual.boosted_weight = 0.0
     linear_only = model.model_copy(deep=True)
     linear_only.residual.enabled = False
     lstm_only = model.model_copy(deep=True)
@@ -63,9 +66,10 @@ def ablations(config: TrainConfig) -> dict[str, object]:
     return {
         "trend + Fourier": ("trend_fourier", no_exog),
         "+ exogenous (temperature, calendar)": ("trend_fourier", base),
-        "+ linear residual (ridge on 168 h)": ("hybrid", linear_only),
+        "+ linear residual (ridge on 168 h)": ("hybrid", ridges_only),
+        "+ gradient-boosted trees next to the ridges": ("hybrid", linear_only),
         "+ LSTM residual, no linear part": ("hybrid", lstm_only),
-        "final: + linear and LSTM residual": ("hybrid", model),
+        "final: + linear, trees and LSTM residual": ("hybrid", model),
     }
 
 

@@ -7,6 +7,8 @@
     residual_linear.json linear residual model settings, when used
     residual_linear.npz  its ridge coefficients (numpy arrays, read with allow_pickle=False); format 1
                          bundles kept them in residual_linear.json
+    residual_boosted.json  gradient-boosted residual trees' settings, when used
+    residual_boosted.npz   their node arrays (feature, threshold, children, leaf value)
     residual_lstm.pt     LSTM weights as a state_dict (read with weights_only=True)
     quantiles.json       conformal offsets per lead hour (log space)
 
@@ -29,6 +31,7 @@ from stef_ray import __version__
 from stef_ray.config import DataConfig, ModelConfig
 from stef_ray.exceptions import BundleError, ModelNotFoundError
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.models.residual_boosted import BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
@@ -40,6 +43,8 @@ MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
 LINEAR = "residual_linear.json"
 LINEAR_ARRAYS = "residual_linear.npz"
+BOOSTED = "residual_boosted.json"
+BOOSTED_ARRAYS = "residual_boosted.npz"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -72,6 +77,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             "training": model.training,
             "has_residual": model.residual is not None,
             "has_linear": model.linear is not None,
+            "has_boosted": model.boosted is not None,
             "extra": extra or {},
         }
         _write_json(staging / MANIFEST, manifest)
@@ -83,6 +89,10 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             meta, arrays = model.linear.to_parts()
             _write_json(staging / LINEAR, meta)
             np.savez(staging / LINEAR_ARRAYS, **arrays)
+        if model.boosted is not None:
+            meta, arrays = model.boosted.to_parts()
+            _write_json(staging / BOOSTED, meta)
+            np.savez(staging / BOOSTED_ARRAYS, **arrays)
         if model.residual is not None:
             torch.save(model.residual.state_dict(), staging / WEIGHTS)
         if path.exists():
@@ -150,6 +160,9 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
                     model.linear = LinearResidual.from_parts(meta, dict(arrays))
             else:  # format 1: the arrays are in the JSON
                 model.linear = LinearResidual.from_state(meta)
+        if manifest.get("has_boosted"):  # bundles from before the trees have none
+            with np.load(path / BOOSTED_ARRAYS, allow_pickle=False) as arrays:
+                model.boosted = BoostedResidual.from_parts(json.loads((path / BOOSTED).read_text()), dict(arrays))
         if manifest.get("has_residual"):
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
             residual = ResidualLSTM(config.residual, len(manifest["feature_names"]["residual_channels"]))

@@ -162,6 +162,17 @@ class ResidualConfig(StrictModel):
         "many years (on less, each season holds too few windows for 24 ridges: PJM on 2 years 3.587 % against "
         "3.583 % with equal weights; vic-elec, one year, 3.846 % against 2.686 %)"
     )
+    boosted_weight: float = Field(
+        0.2, ge=0, le=1, description="share of gradient-boosted trees (on the recent residual, load level and "
+        "smoothed exogenous values) in the residual forecast, the per-hour ridges keeping the rest: a "
+        "non-linear response to weather, averaged rather than stacked; used with `linear`, lookback_hours >= 168 "
+        "and a non-binary exogenous column such as temperature (vic-elec: 2.686 -> 2.620 %); 0 = off"
+    )
+    boosted_iterations: int = Field(300, ge=1, le=5000, description="boosting rounds of the trees")
+    boosted_max_rows: int = Field(
+        200_000, ge=1000, description="windows the trees learn from at most, one row each at a random lead "
+        "hour (a random sample of the ridges' windows beyond that): bounds their fit time"
+    )
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
     hidden_size: int = Field(16, ge=4, le=1024, description="LSTM hidden units")

@@ -25,6 +25,7 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
     got = forecast_from_frames(loaded, history, future).frame
     np.testing.assert_array_equal(got.drop(columns="timestamp").to_numpy(), expected.drop(columns="timestamp").to_numpy())
     assert manifest["format_version"] == FORMAT_VERSION
+    assert loaded.boosted is not None and manifest["has_boosted"]  # the trees made the trip too
     assert manifest["exog"] == ["temperature", "workday"]
     assert manifest["training"]["hours"] == 24 * 60
 
@@ -47,12 +48,16 @@ def test_bundle__trained_on_a_gpu_forecasts_on_a_cpu_only_machine(fitted_model, 
 def test_bundle__contains_no_pickle(fitted_model, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["manifest.json", "quantiles.json", "residual_linear.json", "residual_linear.npz", "residual_lstm.pt",
+    assert names == ["manifest.json", "quantiles.json", "residual_boosted.json", "residual_boosted.npz",
+                     "residual_linear.json", "residual_linear.npz", "residual_lstm.pt",
                      "residual_scaler.json", "seasonality.json", "trend.json"]
     import torch
 
     torch.load(path / "residual_lstm.pt", weights_only=True)  # raises if anything but tensors were saved
     np.load(path / "residual_linear.npz", allow_pickle=False)["coef"]  # raises if an object array was saved
+    with np.load(path / "residual_boosted.npz", allow_pickle=False) as trees:
+        assert {name: trees[name].dtype.kind for name in trees.files} == {
+            "feature": "i", "threshold": "f", "missing_left": "b", "left": "i", "right": "i", "value": "f", "roots": "i"}
 
 
 def test_bundle__format_1_linear_residual_in_json_still_loads(fitted_model, synthetic_hourly, tmp_path):

@@ -119,7 +119,8 @@ def bundle_fingerprint(path: Path) -> str:
     """A short content hash of a bundle: the same files give the same version, a retrained one another."""
     digest = hashlib.sha256()
     for name in ("manifest.json", "trend.json", "seasonality.json", "residual_scaler.json", "quantiles.json",
-                 "residual_linear.json", "residual_linear.npz", "residual_lstm.pt"):
+                 "residual_linear.json", "residual_linear.npz", "residual_boosted.json", "residual_boosted.npz",
+                 "residual_lstm.pt"):
         part = path / name
         if part.is_file():
             digest.update(name.encode())

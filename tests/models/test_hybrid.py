@@ -92,7 +92,7 @@ def test_hybrid__linear_model_trains_on_its_own_window_of_days(synthetic_hourly,
     assert len(windows.train_origins) <= 14 * 24 and windows.train_origins[-1] == first_fit[-1]
     assert first_fit[0] == 168 and len(first_fit) > 2 * len(windows.train_origins)  # every earlier window too
     np.testing.assert_array_equal(refit, np.concatenate([first_fit, windows.val_origins]))
-    assert (windows.baseline[windows.train_origins] != 0).any()  # the LSTM's baseline on its own windows
+    assert windows.baseline is None  # what an LSTM would learn on top of: none here
 
     fitted_on.clear()
     config.residual.linear_train_days = 21
@@ -119,9 +119,38 @@ def test_hybrid__ridge_refit_on_validation_only_without_a_kept_lstm(synthetic_ho
     model.residual = ResidualLSTM(config.residual, windows.series.shape[1])
     model.residual.kept = kept
     model.finalize(windows)
+    assert (windows.baseline[windows.train_origins] != 0).any()  # the LSTM's baseline on its own windows
     assert len(fits) == (1 if kept else 2)
     assert model.training["linear_refit_on_validation"] is not kept
     assert np.array_equal(model.linear.coef, coef) is kept
+
+
+def test_hybrid__trees_take_boosted_weight_of_the_ridges_residual_forecast(synthetic_hourly):
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_weight=0.3,
+                                                 boosted_iterations=30))
+    model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
+    frame = synthetic_hourly.frame
+    positions = np.array([len(frame) - 72, len(frame) - 24])
+    trend_log, season_log = model.base_components(frame)
+    series = np.nan_to_num(model.residual_series(frame, np.log(frame["load"].to_numpy()) - trend_log - season_log, season_log))
+    ridges, trees = model.linear.predict(series, positions), model.boosted.predict(series, positions)
+    assert np.abs(ridges - trees).mean() > 0.01  # two different opinions, so the blend below is a real check
+    expected = (0.7 * ridges + 0.3 * trees) * model.scaler["residual_std"] + model.scaler["residual_mean"]
+    np.testing.assert_allclose(model.predict_components(frame, positions).residual, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("weight", "lookback", "exog", "why"), [
+    (0.0, 168, ["temperature", "workday"], None),
+    (0.2, 48, ["temperature", "workday"], "lookback_hours 48 < 168"),
+    (0.2, 168, ["workday"], "no non-binary exogenous input"),
+])
+def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synthetic_frame, weight, lookback, exog, why):
+    data = frame_to_hourly(synthetic_frame, DataConfig(exog=exog))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_weight=weight,
+                                                 lookback_hours=lookback))
+    model = HybridModel(config, data.exog).fit(data)
+    assert model.boosted is None and model.linear is not None
+    assert model.training.get("boosted") is None if why is None else why in model.training["boosted"]
 
 
 def test_hybrid__training_summary_is_recorded(fitted_model):
