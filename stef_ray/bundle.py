@@ -37,8 +37,9 @@ from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 
 # 2: the linear residual's arrays moved from residual_linear.json to residual_linear.npz (6.4 MB of JSON for
-# 24 ridges). Format 1 bundles still load; an older stef_ray refuses a format 2 bundle with a clear message.
-FORMAT_VERSION = 2
+# 24 ridges). 3: gradient-boosted residual trees (residual_boosted.*), which a format 2 reader would not
+# know to add. Older formats still load; an older stef_ray refuses a newer bundle with a clear message.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
 LINEAR = "residual_linear.json"

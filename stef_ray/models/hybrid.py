@@ -211,18 +211,15 @@ class HybridModel:
             self.boosted.fit(series, origins, weight)
 
     def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """The ridges' and trees' blended residual forecast, scaled (zero where neither is used)."""
-        parts = []
-        if self.linear is not None:
-            parts.append((self.linear.predict(series, origins), 1.0))
-        if self.boosted is not None:
-            parts.append((self.boosted.predict(series, origins), self.config.residual.boosted_weight))
-        if not parts:
+        """The ridges' residual forecast, scaled, with the trees' averaged in at ``boosted_weight`` (trees
+        exist only next to ridges); zeros where there are neither."""
+        if self.linear is None:
             return np.zeros((len(origins), self.horizon))
-        if len(parts) == 1:
-            return parts[0][0]
-        (ridges, _), (trees, share) = parts
-        return (1 - share) * ridges + share * trees
+        ridges = self.linear.predict(series, origins)
+        if self.boosted is None:
+            return ridges
+        share = self.config.residual.boosted_weight
+        return (1 - share) * ridges + share * self.boosted.predict(series, origins)
 
     def _season_weight(self, index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray) -> np.ndarray | None:
         """Weights of the linear residual's windows at ``origins`` by their day of the year (see
@@ -264,8 +261,8 @@ class HybridModel:
         if "linear_season_weighting" in self.training:
             say(f"  note: linear residual windows weighted by day of the year: {self.training['linear_season_weighting']}")
         if self.boosted is not None:
-            say(f"✓ Gradient-boosted residual trees: {len(self.boosted.roots)} trees, "
-                f"{self.config.residual.boosted_weight:.0%} of the ridges' residual forecast")
+            say(f"✓ Gradient-boosted residual trees: {len(self.boosted.roots)} trees, depth ≤ {self.boosted.depth}, "
+                f"{self.config.residual.boosted_weight:.0%} of the residual forecast next to the ridges")
         elif "boosted" in self.training:
             say(f"  note: gradient-boosted residual trees {self.training['boosted']} (residual.boosted_weight)")
         if self.config.residual.enabled:
@@ -367,36 +364,48 @@ class HybridModel:
         series = self.residual_series(frame, residual_log, season_log)
         # Load at and after each origin is unknown to that forecast: the net never reads channel 0 there.
         series = np.nan_to_num(series, nan=0.0)
-        return self._predict_residual_log(series, positions), self._interval_scale(series, residual_log, positions)
+        past, usable = self._past_windows(residual_log, positions)
+        # One prediction call for the forecasts and the past ones the interval scale reads: each call of the
+        # residual trees costs its depth in numpy steps whatever the rows (two calls: +0.85 ms a request).
+        origins = np.concatenate([positions, past[usable]])
+        predicted = self._predict_residual_log(series, origins)
+        forecast, earlier = predicted[: len(positions)], predicted[len(positions) :]
+        return forecast, self._interval_scale(residual_log, positions, past, usable, earlier)
 
     @property
     def interval_history_hours(self) -> int:
         """Hours before ``lookback`` that the adaptive interval scale reads (the caller may pass fewer)."""
         return 24 * (self.config.interval_adapt_days + -(-self.horizon // 24) - 1)
 
-    def _interval_scale(self, series: np.ndarray, residual_log: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Per origin: mean |log error| of the forecasts made 1..N days earlier (whose targets all lie
-        before the origin) over the validation mean, clipped; 1 where no such forecast can be made."""
-        days = self.config.interval_adapt_days
-        reference = self.training.get("val_mean_abs_log_error")
-        scale = np.ones(len(positions))
-        if not days or not reference or not len(positions):
-            return scale
+    def _past_windows(self, residual_log: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The origins 1..``interval_adapt_days`` days before each position whose forecasts ended before it,
+        (positions, days), and which of them have the history and targets to be scored, same shape."""
+        days = self.config.interval_adapt_days if self.training.get("val_mean_abs_log_error") else 0
         first = -(-self.horizon // 24)  # whole days back so a past forecast ends before the origin
         past = positions[:, None] - 24 * np.arange(first, first + days)[None, :]
         bad = np.concatenate([[0], np.cumsum(~np.isfinite(residual_log))])
         usable = past >= self.lookback
         start, stop = np.clip(past - self.lookback, 0, None), np.clip(past + self.horizon, 0, len(residual_log))
         usable &= (bad[stop] - bad[start]) == 0
+        return past, usable
+
+    def _interval_scale(
+        self, residual_log: np.ndarray, positions: np.ndarray, past: np.ndarray, usable: np.ndarray,
+        predicted: np.ndarray,
+    ) -> np.ndarray:
+        """Per origin: mean |log error| of the forecasts made 1..N days earlier (``predicted``, for
+        ``past[usable]``; their targets all lie before the origin) over the validation mean, clipped; 1
+        where no such forecast can be made."""
+        scale = np.ones(len(positions))
         if not usable.any():
             return scale
         flat = past[usable]
-        errors = np.abs(residual_log[flat[:, None] + np.arange(self.horizon)] - self._predict_residual_log(series, flat))
+        errors = np.abs(residual_log[flat[:, None] + np.arange(self.horizon)] - predicted)
         per_window = np.full(past.shape, np.nan)
         per_window[usable] = errors.mean(axis=1)
         seen = usable.any(axis=1)
         low, high = self.config.interval_scale_range
-        scale[seen] = np.clip(np.nanmean(per_window[seen], axis=1) / reference, low, high)
+        scale[seen] = np.clip(np.nanmean(per_window[seen], axis=1) / self.training["val_mean_abs_log_error"], low, high)
         return scale
 
     def to_megawatts(self, components: ComponentForecast) -> dict[str, np.ndarray]:

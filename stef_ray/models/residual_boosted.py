@@ -36,7 +36,10 @@ class BoostedResidual:
             then "hour_sin", "hour_cos", "week_sin", "week_cos" (``HybridModel.channel_names``).
         level_scales: (residual std, seasonal-level std) of the scaling, so that trees can also split on
             the log load level (residual + seasonality) rather than on each part alone.
-        iterations, learning_rate, max_leaf_nodes, min_samples_leaf: the trees' settings.
+        iterations, learning_rate, max_leaf_nodes, max_depth, min_samples_leaf: the trees' settings. The
+            depth bounds the steps of a prediction, each a handful of numpy calls over trees × rows: at 6
+            a 24-hour forecast walks its 300 trees in 0.85 ms (2.7 ms at the 17 levels 31 leaves reached
+            unbounded; vic-elec 2.624 against 2.620 %).
         max_rows: windows fitted on at most (a seeded random sample beyond that), one row each.
     """
 
@@ -50,6 +53,7 @@ class BoostedResidual:
         iterations: int = 300,
         learning_rate: float = 0.05,
         max_leaf_nodes: int = 31,
+        max_depth: int = 6,
         min_samples_leaf: int = 40,
         max_rows: int = 200_000,
         seed: int = 0,
@@ -60,11 +64,13 @@ class BoostedResidual:
         self.iterations = iterations
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
+        self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
         self.max_rows = max_rows
         self.seed = seed
         self.continuous: list[int] = []  # exogenous channels with more than two values: get smoothed means
         self.baseline = 0.0
+        self.depth = 0  # the deepest leaf: how many steps a prediction walks
         self.feature = np.empty(0, dtype=np.int64)
         self.threshold = np.empty(0)
         self.missing_left = np.empty(0, dtype=bool)
@@ -113,7 +119,7 @@ class BoostedResidual:
             angle = np.arctan2(series[rows, hour_sin], series[rows, hour_cos])
             return np.rint(angle * HOURS_PER_DAY / (2 * np.pi)) % HOURS_PER_DAY
 
-        # Lead ≤ 24 keeps t - 24 before the origin; longer horizons read two days back instead.
+        # Leads (0-based) below 24 keep t - 24 before the origin; longer horizons read two days back instead.
         day_before = np.where(leads < HOURS_PER_DAY, t - HOURS_PER_DAY, t - 2 * HOURS_PER_DAY)
         week_before = np.where(leads < HOURS_PER_DAY, t - HOURS_PER_WEEK, t - HOURS_PER_WEEK - HOURS_PER_DAY)
         columns = [
@@ -167,7 +173,8 @@ class BoostedResidual:
         # An absolute loss, as for the ridges: what MAPE measures in log space.
         regressor = HistGradientBoostingRegressor(
             loss="absolute_error", max_iter=self.iterations, learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf, l2_regularization=1.0,
+            max_leaf_nodes=self.max_leaf_nodes, max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=1.0,
             early_stopping=False, random_state=self.seed,
         ).fit(x, y, sample_weight=sample_weight)
         self._take_trees(regressor)
@@ -188,26 +195,22 @@ class BoostedResidual:
         self.right = np.where(leaf, index, nodes["right"].astype(np.int64) + shift)
         self.value = np.where(leaf, nodes["value"], 0.0)
         self.roots = offsets
+        self.depth = int(nodes["depth"].max())
         self.baseline = float(np.ravel(regressor._baseline_prediction)[0])
 
     # ----------------------------------------------------------- predicting
     def predict_rows(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """The trees' sum for feature rows ``x`` (rows, features), ``chunk`` rows at a time (each holds
-        a trees × rows array of node numbers); each step moves only the entries not yet at a leaf."""
+        """The trees' sum for feature rows ``x`` (rows, features), ``chunk`` rows at a time: every tree
+        walks all rows ``depth`` steps at once (a leaf points at itself, so finished rows stay put)."""
         if len(x) > chunk:
             return np.concatenate([self.predict_rows(x[i : i + chunk], chunk) for i in range(0, len(x), chunk)])
-        trees, rows = len(self.roots), len(x)
-        node = np.repeat(self.roots, rows)  # tree-major: entry k * rows + r is tree k's node for row r
-        row = np.tile(np.arange(rows), trees)
-        active = np.flatnonzero(self.left[node] != node)  # entries still at a split
-        while active.size:
-            at = node[active]
-            value = x[row[active], self.feature[at]]
-            go_left = np.where(np.isnan(value), self.missing_left[at], value <= self.threshold[at])
-            after = np.where(go_left, self.left[at], self.right[at])
-            node[active] = after
-            active = active[self.left[after] != after]
-        return self.baseline + self.value[node].reshape(trees, rows).sum(axis=0)
+        node = np.repeat(self.roots, len(x))  # tree-major: entry k * rows + r is tree k's node for row r
+        row = np.tile(np.arange(len(x)), len(self.roots))
+        for _ in range(self.depth):
+            value = x[row, self.feature[node]]
+            go_left = np.where(np.isnan(value), self.missing_left[node], value <= self.threshold[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+        return self.baseline + self.value[node].reshape(len(self.roots), len(x)).sum(axis=0)
 
     def predict(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         origins = np.asarray(origins, dtype=np.int64)
@@ -225,8 +228,9 @@ class BoostedResidual:
         meta = {
             "horizon": self.horizon, "channel_names": self.channel_names, "level_scales": list(self.level_scales),
             "iterations": self.iterations, "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf,
-            "max_rows": self.max_rows, "seed": self.seed, "continuous": self.continuous, "baseline": self.baseline,
+            "max_leaf_nodes": self.max_leaf_nodes, "max_depth": self.max_depth,
+            "min_samples_leaf": self.min_samples_leaf, "max_rows": self.max_rows, "seed": self.seed,
+            "continuous": self.continuous, "baseline": self.baseline, "depth": self.depth,
         }
         return meta, {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}
 
@@ -234,7 +238,8 @@ class BoostedResidual:
     def from_parts(cls, meta: dict, arrays: dict) -> BoostedResidual:
         model = cls(int(meta["horizon"]), list(meta["channel_names"]), tuple(meta["level_scales"]),
                     int(meta["iterations"]), float(meta["learning_rate"]), int(meta["max_leaf_nodes"]),
-                    int(meta["min_samples_leaf"]), int(meta["max_rows"]), int(meta["seed"]))
+                    int(meta["max_depth"]), int(meta["min_samples_leaf"]), int(meta["max_rows"]), int(meta["seed"]))
+        model.depth = int(meta["depth"])
         model.continuous = [int(i) for i in meta["continuous"]]
         model.baseline = float(meta["baseline"])
         for name, dtype in (("feature", np.int64), ("threshold", np.float64), ("missing_left", bool),

@@ -73,6 +73,8 @@ def test_boosted_residual__parts_round_trip_and_seeded_fits_repeat():
     repeat = BoostedResidual(24, CHANNELS, iterations=30, max_rows=500).fit(series, origins)
     np.testing.assert_array_equal(repeat.predict(series, test), model.predict(series, test))
     assert model.continuous == [CHANNELS.index("temperature")]  # the working-day flag gets no smoothed means
+    rows = model._rows(series, test, np.zeros(len(test), dtype=int))
+    assert rows.shape[1] == len(model.feature_names()) > model.feature.max()  # the names match the columns
 
 
 def test_boosted_residual__too_little_history_before_an_origin_is_refused():
