@@ -146,14 +146,6 @@ class ResidualConfig(StrictModel):
         "persist differently in heat spells than in cold ones (PJM 2017, 8 years of windows, linear-only: "
         "20 days 3.459 %, 30 days 3.429 %, 40 days 3.427 %, equal weights 3.509 %)"
     )
-    @field_validator("linear_season_days")
-    @classmethod
-    def _season_wide_enough(cls, days: float) -> float:
-        # Narrower Gaussians leave windows weeks away with weights that underflow to zero: no ridge to fit.
-        if 0 < days < 7:
-            raise ValueError("must be 0 (off) or at least 7 days")
-        return days
-
     linear_season_floor: float = Field(
         0.0, ge=0, le=1, description="the least weight a window of the opposite season keeps (see `linear_season_days`)"
     )
@@ -199,6 +191,14 @@ class ResidualConfig(StrictModel):
     loss: Literal["l1", "mse", "huber"] = Field("l1", description="training loss on scaled residuals")
     seed: int = Field(0, description="torch/numpy seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train and predict")
+
+    @field_validator("linear_season_days")
+    @classmethod
+    def _season_wide_enough(cls, days: float) -> float:
+        # Narrower Gaussians leave windows weeks away with weights that underflow to zero: no ridge to fit.
+        if 0 < days < 7:
+            raise ValueError("must be 0 (off) or at least 7 days")
+        return days
 
 
 class ModelConfig(StrictModel):

@@ -153,6 +153,35 @@ def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synth
     assert model.training.get("boosted") is None if why is None else why in model.training["boosted"]
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_hybrid__a_dropped_lstm_is_not_run_and_changes_nothing(synthetic_hourly, monkeypatch, kept):
+    from stef_ray.models.residual_lstm import ResidualLSTM
+
+    config = ModelConfig(residual=ResidualConfig(validation_days=7, max_epochs=1, boosted_weight=0.0))
+    model = HybridModel(config, synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
+    lstm = ResidualLSTM(config.residual, windows.series.shape[1])
+    lstm.kept = kept
+    if kept:  # non-zero last layers, as trained weights have
+        torch = pytest.importorskip("torch")
+        with torch.no_grad():
+            lstm.net.highway.bias.fill_(0.1)
+    model.attach_residual(lstm, windows)
+    frame, positions = synthetic_hourly.frame, np.array([len(synthetic_hourly.frame) - 24])
+    with_lstm = model.predict_components(frame, positions).residual
+    calls = []
+    real_predict = ResidualLSTM.predict
+    monkeypatch.setattr(ResidualLSTM, "predict", lambda self, *a: calls.append(1) or real_predict(self, *a))
+    model.residual = None
+    without = model.predict_components(frame, positions).residual
+    model.residual = lstm
+    again = model.predict_components(frame, positions).residual
+    np.testing.assert_array_equal(again, with_lstm)
+    assert bool(calls) is kept
+    assert np.array_equal(again, without) is not kept
+
+
 def test_hybrid__training_summary_is_recorded(fitted_model):
     training = fitted_model.training
     assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
