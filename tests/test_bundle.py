@@ -72,13 +72,14 @@ def test_bundle__format_1_linear_residual_in_json_still_loads(fitted_model, synt
                                forecast_from_frames(fitted_model, history, future).frame["forecast"], rtol=1e-12)
 
 
-def test_bundle__damaged_linear_arrays_are_a_clear_error(fitted_model, tmp_path):
+@pytest.mark.parametrize("arrays", ["residual_linear.npz", "residual_boosted.npz"])
+def test_bundle__damaged_residual_arrays_are_a_clear_error(fitted_model, tmp_path, arrays):
     path = save_bundle(fitted_model, tmp_path / "bundle")
-    (path / "residual_linear.npz").write_bytes(b"not a zip file")
+    (path / arrays).write_bytes(b"not a zip file")
     with pytest.raises(BundleError, match="cannot be read .*retrain it"):
         load_bundle(path)
-    (path / "residual_linear.npz").unlink()
-    with pytest.raises(BundleError, match="residual_linear.npz is missing"):
+    (path / arrays).unlink()
+    with pytest.raises(BundleError, match=f"{arrays} is missing"):
         load_bundle(path)
 
 
