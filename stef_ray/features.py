@@ -184,6 +184,10 @@ def hinge_basis(values: np.ndarray, knots: list[float]) -> np.ndarray:
     return np.column_stack([values] + [np.maximum(values - knot, 0.0) for knot in knots])
 
 
+# The names of ``calendar_inputs``' columns, as they stand among the residual models' channels.
+CALENDAR_CHANNELS = ["hour_sin", "hour_cos", "week_sin", "week_cos"]
+
+
 def calendar_inputs(index: pd.DatetimeIndex) -> np.ndarray:
     """The LSTM's calendar channels: hour-of-day and day-of-week on the unit circle; shape (n, 4)."""
     wall = wall_clock_hours(index)

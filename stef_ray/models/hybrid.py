@@ -23,7 +23,7 @@ import pandas as pd
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
-from stef_ray.features import DAYS_PER_YEAR, calendar_inputs, is_binary, season_weights
+from stef_ray.features import CALENDAR_CHANNELS, DAYS_PER_YEAR, calendar_inputs, is_binary, season_weights
 from stef_ray.models.residual_boosted import HISTORY_HOURS, BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
 from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
@@ -31,8 +31,6 @@ from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 
 logger = logging.getLogger(__name__)
-
-CALENDAR_CHANNELS = ["hour_sin", "hour_cos", "week_sin", "week_cos"]
 
 
 @dataclass
@@ -334,7 +332,7 @@ class HybridModel:
         # run (about 1 ms of a served request). Bundles from before the gate record no `lstm_kept`.
         if self.residual is not None and self.training.get("lstm_kept", True):
             scaled += self.residual.predict(series, origins)
-        if self.linear is None and self.boosted is None and self.residual is None:
+        if self.linear is None and self.residual is None:  # (trees come only with the ridges)
             return scaled
         return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
 
@@ -352,7 +350,7 @@ class HybridModel:
             )
         trend_log, season_log = self.base_components(frame)
         ahead = positions[:, None] + np.arange(self.horizon)
-        if self.residual is None and self.linear is None and self.boosted is None:
+        if self.residual is None and self.linear is None:
             return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape))
         residual, scale = self.residual_components(frame, trend_log, season_log, positions)
         return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale)

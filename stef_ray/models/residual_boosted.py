@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stef_ray.features import CALENDAR_CHANNELS
+
 HOURS_PER_DAY = 24
 HOURS_PER_WEEK = 168
 # Causal means of each continuous exogenous channel ending at the target hour (thermal inertia).
@@ -33,7 +35,7 @@ class BoostedResidual:
     Args:
         horizon: hours forecast from each origin.
         channel_names: the names of ``series``' columns: "residual", "seasonal_level", exogenous columns,
-            then "hour_sin", "hour_cos", "week_sin", "week_cos" (``HybridModel.channel_names``).
+            then ``CALENDAR_CHANNELS`` (``HybridModel.channel_names``).
         level_scales: (residual std, seasonal-level std) of the scaling, so that trees can also split on
             the log load level (residual + seasonality) rather than on each part alone.
         iterations, learning_rate, max_leaf_nodes, max_depth, min_samples_leaf: the trees' settings. The
@@ -83,7 +85,7 @@ class BoostedResidual:
     @property
     def _exog_channels(self) -> list[int]:
         return [i for i, name in enumerate(self.channel_names)
-                if i >= 2 and name not in ("hour_sin", "hour_cos", "week_sin", "week_cos")]
+                if i >= 2 and name not in CALENDAR_CHANNELS]
 
     def feature_names(self) -> list[str]:
         names = ["lead", "origin_hour", "hour", "week_position",
