@@ -38,8 +38,11 @@ from stef_ray.models.trend import LogLinearTrend
 
 # 2: the linear residual's arrays moved from residual_linear.json to residual_linear.npz (6.4 MB of JSON for
 # 24 ridges). 3: gradient-boosted residual trees (residual_boosted.*), which a format 2 reader would not
-# know to add. Older formats still load; an older stef_ray refuses a newer bundle with a clear message.
-FORMAT_VERSION = 3
+# know to add. 4: the point forecast moved from the median to the MAPE optimum (the manifest's
+# training.point_log_adjust), which a format 3 reader would ignore, forecasting the median without a word.
+# Older formats still load (with the median point); an older stef_ray refuses a newer bundle with a clear
+# message.
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
 LINEAR = "residual_linear.json"

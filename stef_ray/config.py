@@ -209,6 +209,12 @@ class ModelConfig(StrictModel):
         default_factory=lambda: [0.1, 0.5, 0.9],
         description="quantiles from conformal calibration on validation errors, per lead hour",
     )
+    point_forecast: Literal["mape", "median"] = Field(
+        "mape", description="what the `forecast` column is. mape: the value with the least expected absolute "
+        "percentage error, which lies below the median by the square of the log errors' spread (per lead "
+        "hour, from the validation errors' P10-P90 width and the interval scale; about 0.2 % at PJM's "
+        "afternoon spread). median: the model's own forecast, fitted toward the median"
+    )
     interval_adapt_days: int = Field(
         7, ge=0, le=28, description="scale the quantile offsets by the mean error of the last N daily "
         "forecasts (from load before the origin) over the validation mean error; 0 = fixed offsets"

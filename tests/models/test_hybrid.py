@@ -50,12 +50,38 @@ def test_hybrid__too_little_history_is_a_clear_error(synthetic_frame, tiny_model
 
 
 def test_hybrid__residual_disabled_still_calibrates_quantiles(synthetic_hourly):
-    config = ModelConfig(residual=ResidualConfig(enabled=False, linear=False, validation_days=7))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, linear=False, validation_days=7), point_forecast="median")
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
     assert model.residual is None and set(model.quantile_offsets) == {"0.1", "0.5", "0.9"}
+    assert "point_log_adjust" not in model.training  # point_forecast: median
     frame = synthetic_hourly.frame
     mw = model.to_megawatts(model.predict_components(frame, np.array([len(frame) - 24])))
     np.testing.assert_allclose(mw["residual"], 0.0, atol=1e-9)
+
+
+def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spread(fitted_model, synthetic_hourly):
+    frame = synthetic_hourly.frame
+    components = fitted_model.predict_components(frame, np.array([len(frame) - 48, len(frame) - 24]))
+    components.interval_scale = np.array([1.0, 1.5])  # a spell of large errors widens, and moves, the second
+    mw = fitted_model.to_megawatts(components)
+    # -s² per lead hour, s from the validation errors' P10-P90 width read as a normal's (2.5631 sigmas).
+    offsets = {key: np.asarray(value) for key, value in fitted_model.quantile_offsets.items()}
+    adjust = -(((offsets["0.9"] - offsets["0.1"]) / 2.5631) ** 2)
+    np.testing.assert_allclose(fitted_model.training["point_log_adjust"], adjust, rtol=1e-9)
+    median = np.exp(components.final)
+    np.testing.assert_allclose(mw["forecast"], median * np.exp(np.array([[1.0], [2.25]]) * adjust), rtol=1e-12)
+    assert (mw["forecast"] < median).all()
+    # The move is the residual's share; the quantiles stay where they were.
+    np.testing.assert_allclose(mw["trend"] + mw["seasonality"] + mw["residual"], mw["forecast"], rtol=1e-12)
+    # A bundle from before (or `point_forecast: median`) records no move: the forecast is the median.
+    adjust_kept = fitted_model.training.pop("point_log_adjust")
+    try:
+        before = fitted_model.to_megawatts(components)
+    finally:
+        fitted_model.training["point_log_adjust"] = adjust_kept
+    np.testing.assert_allclose(before["forecast"], median, rtol=1e-12)
+    for column in ("p10", "p50", "p90", "trend", "seasonality"):
+        np.testing.assert_array_equal(before[column], mw[column])
 
 
 def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
