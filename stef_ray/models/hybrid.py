@@ -424,8 +424,10 @@ class HybridModel:
         scale[seen] = np.clip(np.nanmean(per_window[seen], axis=1) / self.training["val_mean_abs_log_error"], low, high)
         return scale
 
-    def to_megawatts(self, components: ComponentForecast) -> dict[str, np.ndarray]:
-        """The MW split (see module docstring) and the quantiles; arrays of shape (origins, horizon)."""
+    def to_megawatts(self, components: ComponentForecast, point_move: bool = True) -> dict[str, np.ndarray]:
+        """The MW split (see module docstring) and the quantiles; arrays of shape (origins, horizon).
+        ``point_move=False`` leaves the forecast at the median (a degraded answer without the residual:
+        the validation spread that sets the move is the whole model's)."""
         trend = np.exp(components.trend)
         base = np.exp(components.trend + components.seasonality)
         final = np.exp(components.final)
@@ -434,7 +436,7 @@ class HybridModel:
         for key, offsets in self.quantile_offsets.items():
             out[quantile_column(float(key))] = np.exp(components.final + scale[:, None] * np.asarray(offsets)[None, :])
         adjust = self.training.get("point_log_adjust")  # None: bundles from before, or point_forecast: median
-        if adjust is not None:
+        if adjust is not None and point_move:
             out["forecast"] = final * np.exp(scale[:, None] ** 2 * np.asarray(adjust)[None, :])
             out["residual"] = out["forecast"] - base
         return out

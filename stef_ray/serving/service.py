@@ -617,7 +617,7 @@ class ForecastService:
                          "no quantiles")
         components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :],
                                        np.array([scale]))
-        columns = model.to_megawatts(components)
+        columns = model.to_megawatts(components, point_move=not degraded)
         n = prepared.horizon
         # datetime.isoformat is ten times cheaper than Timestamp.isoformat, and the same text for whole hours
         timestamps = [ts.isoformat() for ts in local_index(prepared.utc_ns[ahead][:n], prepared.timezone).to_pydatetime()]

@@ -80,7 +80,9 @@ def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hou
     # The registered pyfunc forecasts exactly what the bundle does, with the components.
     example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
     predicted = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(example)
-    history = tiny_hourly.frame.loc[tiny_hourly.frame.index < outcome.holdout_start]
+    # The same 48 h of history: the interval scale, and with it the MAPE point's move, reads the days
+    # before the lookback where a caller sends them.
+    history = tiny_hourly.frame.loc[tiny_hourly.frame.index < outcome.holdout_start].iloc[-48:]
     future = tiny_hourly.frame.loc[tiny_hourly.frame.index >= outcome.holdout_start, ["temperature", "workday"]]
     expected = forecast_from_frames(outcome.model, history, future).frame
     assert list(predicted.columns) == ["timestamp", "forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"]

@@ -80,6 +80,8 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     finally:
         fitted_model.training["point_log_adjust"] = adjust_kept
     np.testing.assert_allclose(before["forecast"], median, rtol=1e-12)
+    # A degraded Serve answer (no residual) asks for the median too.
+    np.testing.assert_allclose(fitted_model.to_megawatts(components, point_move=False)["forecast"], median, rtol=1e-12)
     for column in ("p10", "p50", "p90", "trend", "seasonality"):
         np.testing.assert_array_equal(before[column], mw[column])
 
