@@ -287,6 +287,10 @@ class HybridModel:
             self.attach_residual(residual, windows)
         else:
             self.finalize(windows)
+        if "point_log_adjust" in self.training:
+            below = -np.expm1(np.asarray(self.training["point_log_adjust"])) * 100
+            say(f"  note: the forecast is the MAPE point, {below.min():.2f}-{below.max():.2f} % below the median "
+                "across lead hours (point_forecast)")
         return self
 
     def attach_residual(self, residual: ResidualLSTM, windows: ResidualWindows) -> HybridModel:

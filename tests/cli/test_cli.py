@@ -49,6 +49,7 @@ def test_cli__train_prints_stages_and_epoch_table_and_writes_a_bundle(trained, w
     assert "Epoch  Train Loss    Val Loss    Best Val" in out
     epochs = [line.split()[0] for line in out.splitlines() if line[:5].strip().isdigit()]
     assert epochs[:2] == ["1", "2"]  # one table row per epoch
+    assert "note: the forecast is the MAPE point" in out
     assert (workdir / "bundle" / "manifest.json").is_file()
 
 

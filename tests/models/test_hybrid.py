@@ -71,7 +71,7 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     median = np.exp(components.final)
     np.testing.assert_allclose(mw["forecast"], median * np.exp(np.array([[1.0], [2.25]]) * adjust), rtol=1e-12)
     assert (mw["forecast"] < median).all()
-    # The move is the residual's share; the quantiles stay where they were.
+    # The move is the residual's share.
     np.testing.assert_allclose(mw["trend"] + mw["seasonality"] + mw["residual"], mw["forecast"], rtol=1e-12)
     # A bundle from before (or `point_forecast: median`) records no move: the forecast is the median.
     adjust_kept = fitted_model.training.pop("point_log_adjust")
@@ -82,7 +82,7 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     np.testing.assert_allclose(before["forecast"], median, rtol=1e-12)
     # A degraded Serve answer (no residual) asks for the median too.
     np.testing.assert_allclose(fitted_model.to_megawatts(components, point_move=False)["forecast"], median, rtol=1e-12)
-    for column in ("p10", "p50", "p90", "trend", "seasonality"):
+    for column in ("p10", "p50", "p90", "trend", "seasonality"):  # the quantiles stay where they were
         np.testing.assert_array_equal(before[column], mw[column])
 
 
