@@ -43,12 +43,21 @@ class DataConfig(StrictModel):
         "default: the start (hour-beginning)",
     )
     sort: bool = Field(False, description="sort unsorted input instead of refusing it")
-    holidays: Literal["US"] | None = Field(
-        None, description="add a 'holiday' 0/1 column from a public-holiday calendar (US federal)"
+    holidays: str | None = Field(
+        None, description="add a 'holiday' 0/1 column from a public-holiday calendar: US (federal, from "
+        "pandas) or any ISO 3166 country code of the `holidays` package, with an optional region: FR, DE, "
+        "GB-ENG, AU-VIC"
     )
     max_interpolate_hours: int = Field(
         3, ge=0, le=24, description="gaps up to this many hours are interpolated; longer ones are kept out"
     )
+
+    @field_validator("holidays")
+    @classmethod
+    def _known_calendar(cls, name: str | None) -> str | None:
+        from stef_ray.data.holidays import check_calendar
+
+        return None if name is None else check_calendar(name)
 
 
 class TrendConfig(StrictModel):
@@ -245,10 +254,11 @@ class TrainConfig(StrictModel):
         return self
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line naming the first offending key, e.g. ``model.residual.hidden_sise: unknown key``."""
+def format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
+    """One line naming the first offending key, e.g. ``model.residual.hidden_sise: unknown key``
+    (``prefix``: the section of a model validated on its own, e.g. ``data``)."""
     first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in ([prefix] if prefix else []) + list(first["loc"])) or "(top level)"
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {key}: {message}{more}"

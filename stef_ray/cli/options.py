@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from stef_ray.config import DataConfig, TrainConfig, load_config
+from pydantic import ValidationError
+
+from stef_ray.config import DataConfig, TrainConfig, format_validation_error, load_config
+from stef_ray.exceptions import ConfigError
 
 DATA_HELP = """\
 data options (override the config's data section):
@@ -27,7 +30,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = Fa
     group.add_argument("--hour-ending", action="store_true", default=None,
                        help="timestamps mark the end of each interval (PJM style)")
     group.add_argument("--sort", action="store_true", default=None, help="sort unsorted input instead of refusing it")
-    group.add_argument("--holidays", choices=["US"], help="add a 0/1 'holiday' input from a public-holiday calendar")
+    group.add_argument("--holidays", metavar="CALENDAR",
+                       help="add a 0/1 'holiday' input from a public-holiday calendar: US (federal) or a "
+                       "country code, optionally with a region, e.g. FR, GB-ENG, AU-VIC")
 
 
 def data_overrides(args: argparse.Namespace) -> dict:
@@ -49,9 +54,12 @@ def data_overrides(args: argparse.Namespace) -> dict:
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The YAML config (if any) with the command-line data options laid over it."""
     config = load_config(TrainConfig, getattr(args, "config", None))
-    data = config.data.model_dump() | data_overrides(args)
-    return config.model_copy(update={"data": DataConfig.model_validate(data)})
+    return config.model_copy(update={"data": data_config_with_overrides(config.data, args)})
 
 
 def data_config_with_overrides(base: DataConfig, args: argparse.Namespace) -> DataConfig:
-    return DataConfig.model_validate(base.model_dump() | data_overrides(args))
+    """``base`` with the command-line data options laid over it; a bad value is a one-line ConfigError."""
+    try:
+        return DataConfig.model_validate(base.model_dump() | data_overrides(args))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "command line", prefix="data")) from None

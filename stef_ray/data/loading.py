@@ -202,6 +202,9 @@ def frame_to_hourly(table: pd.DataFrame, config: DataConfig, source: str = "inpu
     frame.index.name = "timestamp"
     _repair_gaps(frame, config.max_interpolate_hours, report)
     if config.holidays:
+        if "holiday" in frame.columns:
+            raise DataError(f"{source}: the data already has a 'holiday' column and `holidays: {config.holidays}` "
+                            "would add another; drop one of them (or rename the column)")
         frame["holiday"] = holiday_flags(frame.index, config.holidays)
     report.rows_out = len(frame)
     exog = list(config.exog) + (["holiday"] if config.holidays else [])

@@ -92,6 +92,7 @@ def test_cli__backtest_writes_the_metric_tables(trained, workdir, synthetic_csv)
         (["train", "--data", "missing.csv"], "data file missing.csv not found"),
         (["train", "--data", "{csv}", "--target-col", "demand"], "column 'demand' not found"),
         (["train", "--data", "{csv}", "--config", "{bad_yaml}"], "model.residual.hidden_sise: unknown key"),
+        (["train", "--data", "{csv}", "--holidays", "XX"], "data.holidays: Value error, unknown holiday calendar 'XX'"),
         (["backtest", "--data", "{csv}", "--start", "not-a-date"], "--start 'not-a-date' is not a date"),
         (["forecast", "--model", "{bundle}", "--data", "{csv}", "--origin", "2020-01-02"], "needs the last 168 hours"),
     ],
