@@ -7,7 +7,9 @@ left over. Forecasts are combined in log space and reported in MW as an additive
     forecast_mw    = exp(trend + seasonality + residual) * the point move below
                    = trend_mw + seasonality_mw + residual_mw
 
-Quantiles come from conformal calibration: per lead hour, quantiles of the validation errors in log space.
+Quantiles come from conformal calibration: quantiles of the validation errors in log space per lead hour
+and local origin hour (the spread per origin hour, around a centre pooled over all of them): a lead hour's
+errors are as wide as the time of day it falls on makes them, the afternoon's wider than the night's.
 Errors come in spells (heat waves, holidays), so where the frame holds the days before an origin the
 offsets are scaled by how large the last daily forecasts' errors were against the validation errors.
 
@@ -31,9 +33,16 @@ import pandas as pd
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
-from stef_ray.features import CALENDAR_CHANNELS, DAYS_PER_YEAR, calendar_inputs, is_binary, season_weights
+from stef_ray.features import (
+    CALENDAR_CHANNELS,
+    DAYS_PER_YEAR,
+    calendar_inputs,
+    is_binary,
+    season_weights,
+    wall_clock_hours,
+)
 from stef_ray.models.residual_boosted import HISTORY_HOURS, BoostedResidual
-from stef_ray.models.residual_linear import LinearResidual
+from stef_ray.models.residual_linear import LinearResidual, origin_hours
 from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
@@ -41,6 +50,8 @@ from stef_ray.models.trend import LogLinearTrend
 logger = logging.getLogger(__name__)
 
 P10_P90_WIDTH_IN_SIGMAS = 2.5631  # a normal's P90 - P10, in standard deviations
+HOURS_PER_DAY = 24
+MIN_CALIBRATION_WINDOWS = 24  # per origin hour's share of the validation windows, else the pooled values
 
 
 @dataclass
@@ -51,6 +62,7 @@ class ComponentForecast:
     seasonality: np.ndarray
     residual: np.ndarray
     interval_scale: np.ndarray | None = None  # (origins,) factor on the quantile offsets; None = 1
+    origin_hour: np.ndarray | None = None  # (origins,) local hour 0-23: picks the per-hour calibration
 
     @property
     def final(self) -> np.ndarray:
@@ -180,10 +192,9 @@ class HybridModel:
             )
         windows = ResidualWindows(series, train, val, self.channel_names)
         if c.linear:
-            hour_channels = (self.channel_names.index("hour_sin"), self.channel_names.index("hour_cos"))
             self.linear = LinearResidual(
                 c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
-                c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels,
+                c.linear_hour_width if c.linear_hour_width >= 0 else None, self._hour_channels,
             )
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
             weather = [name for name in self.exog if not is_binary(frame[name].to_numpy(dtype=float))]
@@ -333,17 +344,47 @@ class HybridModel:
         actual = series[ahead, 0] * self.scaler["residual_std"] + self.scaler["residual_mean"]
         predicted = self._predict_residual_log(series, origins)
         errors = actual - predicted
+        hours = origin_hours(series, origins, self._hour_channels)
+        # The spread per origin hour, the centre pooled: a 00:00 origin's lead 15 (the afternoon) errs more
+        # widely than a 12:00 origin's (the night), but a fifth of the windows is too few to move the
+        # median by: shifting it by the validation weeks' median error already costs accuracy pooled
+        # (PJM 2016: 3.181 against 3.174 %), and per hour it moves with that month's weather even more.
+        centre = np.median(errors, axis=0)
         self.quantile_offsets = {
-            f"{q:g}": np.quantile(errors, q, axis=0).tolist() for q in self.config.quantiles
+            f"{q:g}": (self._by_origin_hour(
+                errors, hours, lambda e, q=q: np.quantile(e, q, axis=0) - np.median(e, axis=0)) + centre).tolist()
+            for q in self.config.quantiles
         }
         self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
         self.training.pop("point_log_adjust", None)
         if self.config.point_forecast == "mape":
             # -s² per lead hour, s the log errors' spread read from their P10-P90 width as a normal's
-            # (robust to the spells of large errors); see the module docstring.
+            # (robust to the spells of large errors); see the module docstring. Pooled over origin hours,
+            # like the centre: per hour, PJM 2016 scored 3.156 against 3.150 % (vic-elec's development
+            # period 2.255 against 2.257 %).
             low, high = np.quantile(errors, [0.1, 0.9], axis=0)
             self.training["point_log_adjust"] = (-(((high - low) / P10_P90_WIDTH_IN_SIGMAS) ** 2)).tolist()
         self.training["val_mean_abs_log_error"] = float(np.mean(np.abs(errors)))
+
+    @property
+    def _hour_channels(self) -> tuple[int, int]:
+        return self.channel_names.index("hour_sin"), self.channel_names.index("hour_cos")
+
+    def _by_origin_hour(
+        self, errors: np.ndarray, hours: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        """``statistic`` of the validation errors (windows, horizon) -> (horizon,), per local origin hour on
+        the windows whose origin lies within ``calibration_hour_width`` hours of it (circularly): (24,
+        horizon). Pooled over all windows, (horizon,), when the width is -1, and for an hour whose share
+        holds fewer than ``MIN_CALIBRATION_WINDOWS`` windows (gaps in the validation weeks)."""
+        pooled = statistic(errors)
+        width = self.config.calibration_hour_width
+        if width < 0:
+            return pooled
+        distance = np.abs(hours[None, :] - np.arange(HOURS_PER_DAY)[:, None])
+        near = np.minimum(distance, HOURS_PER_DAY - distance) <= width
+        return np.stack([statistic(errors[rows]) if rows.sum() >= MIN_CALIBRATION_WINDOWS else pooled
+                         for rows in near])
 
     # ----------------------------------------------------------- predicting
     def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
@@ -370,10 +411,11 @@ class HybridModel:
             )
         trend_log, season_log = self.base_components(frame)
         ahead = positions[:, None] + np.arange(self.horizon)
+        hours = (wall_clock_hours(frame.index)[positions] % HOURS_PER_DAY).astype(int)
         if self.residual is None and self.linear is None:
-            return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape))
+            return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape), origin_hour=hours)
         residual, scale = self.residual_components(frame, trend_log, season_log, positions)
-        return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale)
+        return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale, hours)
 
     def residual_components(
         self, frame: pd.DataFrame, trend_log: np.ndarray, season_log: np.ndarray, positions: np.ndarray
@@ -438,12 +480,24 @@ class HybridModel:
         out = {"forecast": final, "trend": trend, "seasonality": base - trend, "residual": final - base}
         scale = np.ones(len(final)) if components.interval_scale is None else components.interval_scale
         for key, offsets in self.quantile_offsets.items():
-            out[quantile_column(float(key))] = np.exp(components.final + scale[:, None] * np.asarray(offsets)[None, :])
+            per_origin = _per_origin(offsets, components.origin_hour)
+            out[quantile_column(float(key))] = np.exp(components.final + scale[:, None] * per_origin)
         adjust = self.training.get("point_log_adjust")  # None: bundles from before, or point_forecast: median
         if adjust is not None and point_move:
-            out["forecast"] = final * np.exp(scale[:, None] ** 2 * np.asarray(adjust)[None, :])
+            out["forecast"] = final * np.exp(scale[:, None] ** 2 * _per_origin(adjust, components.origin_hour))
             out["residual"] = out["forecast"] - base
         return out
+
+
+def _per_origin(values: Sequence, origin_hour: np.ndarray | None) -> np.ndarray:
+    """Calibration values for each origin, (origins or 1, horizon): one row for all origins (bundles before
+    format 5, ``calibration_hour_width: -1``) or the row of each origin's local hour."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim == 1:
+        return array[None, :]
+    if origin_hour is None:
+        raise ValueError("the calibration is per origin hour: give the components' origin_hour")
+    return array[np.asarray(origin_hour, dtype=int)]
 
 
 def quantile_column(q: float) -> str:

@@ -19,6 +19,12 @@ HOURS_PER_DAY = 24
 MIN_WINDOWS_PER_FEATURE = 2
 
 
+def origin_hours(series: np.ndarray, origins: np.ndarray, hour_channels: tuple[int, int]) -> np.ndarray:
+    """The local hour of day (0-23) of each origin, read from the series' hour sin and cos columns."""
+    sin, cos = (series[origins, channel].astype(np.float64) for channel in hour_channels)
+    return np.rint(np.arctan2(sin, cos) * HOURS_PER_DAY / (2 * np.pi)).astype(int) % HOURS_PER_DAY
+
+
 class LinearResidual:
     """``predict(series, origins)`` -> (len(origins), horizon) scaled residuals.
 
@@ -62,8 +68,7 @@ class LinearResidual:
         """Which ridge serves each origin: its local hour of day (0 when there is one ridge)."""
         if self.hour_width is None:
             return np.zeros(len(origins), dtype=int)
-        sin, cos = (series[origins, channel].astype(np.float64) for channel in self.hour_channels)
-        return np.rint(np.arctan2(sin, cos) * HOURS_PER_DAY / (2 * np.pi)).astype(int) % HOURS_PER_DAY
+        return origin_hours(series, origins, self.hour_channels)
 
     def fit(self, series: np.ndarray, origins: np.ndarray, weight: np.ndarray | None = None) -> LinearResidual:
         """Fit on the windows starting at ``origins``. Per-hour ridges need history: where the smallest

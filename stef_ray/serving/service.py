@@ -616,7 +616,7 @@ class ForecastService:
             notes.append(f"residual model unavailable ({degraded_reason or 'failed'}): trend + seasonality only, "
                          "no quantiles")
         components = ComponentForecast(trend[None, ahead], season[None, ahead], np.asarray(residual)[None, :],
-                                       np.array([scale]))
+                                       np.array([scale]), np.array([prepared.origin.hour]))
         columns = model.to_megawatts(components, point_move=not degraded)
         n = prepared.horizon
         # datetime.isoformat is ten times cheaper than Timestamp.isoformat, and the same text for whole hours

@@ -64,10 +64,9 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     components = fitted_model.predict_components(frame, np.array([len(frame) - 48, len(frame) - 24]))
     components.interval_scale = np.array([1.0, 1.5])  # a spell of large errors widens, and moves, the second
     mw = fitted_model.to_megawatts(components)
-    # -s² per lead hour, s from the validation errors' P10-P90 width read as a normal's (2.5631 sigmas).
-    offsets = {key: np.asarray(value) for key, value in fitted_model.quantile_offsets.items()}
-    adjust = -(((offsets["0.9"] - offsets["0.1"]) / 2.5631) ** 2)
-    np.testing.assert_allclose(fitted_model.training["point_log_adjust"], adjust, rtol=1e-9)
+    # -s² per lead hour (s: see the calibration test below), times the interval scale squared.
+    adjust = np.asarray(fitted_model.training["point_log_adjust"])
+    assert adjust.shape == (24,) and (adjust < 0).all()
     median = np.exp(components.final)
     np.testing.assert_allclose(mw["forecast"], median * np.exp(np.array([[1.0], [2.25]]) * adjust), rtol=1e-12)
     assert (mw["forecast"] < median).all()
@@ -84,6 +83,46 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     np.testing.assert_allclose(fitted_model.to_megawatts(components, point_move=False)["forecast"], median, rtol=1e-12)
     for column in ("p10", "p50", "p90", "trend", "seasonality"):  # the quantiles stay where they were
         np.testing.assert_array_equal(before[column], mw[column])
+
+
+def _afternoon_noise_data(seed: int = 2):
+    """Synthetic load whose noise is four times larger from 12:00 to 17:00 than at other hours."""
+    from stef_ray.data.synthetic import synthetic_load
+
+    frame = synthetic_load(hours=24 * 70, seed=seed, noise=0.002)
+    hours = pd.DatetimeIndex(frame["timestamp"]).hour
+    noise = np.random.default_rng(seed).normal(0, 0.01, len(frame)) * np.where((hours >= 12) & (hours < 18), 4, 1)
+    frame["load"] = frame["load"] * np.exp(noise)
+    return frame_to_hourly(frame, DataConfig(exog=["temperature", "workday"]))
+
+
+def test_hybrid__quantile_bands_are_calibrated_per_origin_hour_around_a_pooled_centre():
+    # A 00:00 origin's lead 15 is 14:00 (noisy), a 12:00 origin's lead 15 is 02:00 (quiet): per origin hour
+    # their P10-P90 bands differ by about the noise ratio; pooled (width -1) they are one band.
+    data = _afternoon_noise_data()
+    models = {}
+    for width in (2, -1):
+        config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=14), calibration_hour_width=width)
+        models[width] = HybridModel(config, data.exog).fit(data)
+    frame = data.frame
+    midnight = np.flatnonzero(frame.index.hour == 0)[-3]
+    positions = np.array([midnight, midnight + 12])  # 00:00 and 12:00 origins
+    per_hour, pooled = (models[w].to_megawatts(models[w].predict_components(frame, positions)) for w in (2, -1))
+    lead_15 = 14
+    band = np.log(per_hour["p90"] / per_hour["p10"])[:, lead_15]
+    assert band[0] > 2 * band[1]
+    assert np.asarray(models[2].quantile_offsets["0.1"]).shape == (24, 24)
+    assert np.asarray(models[-1].quantile_offsets["0.1"]).shape == (24,)
+    pooled_band = np.log(pooled["p90"] / pooled["p10"])[:, lead_15]
+    assert pooled_band[0] / pooled_band[1] == pytest.approx(1.0, abs=0.2)  # only the interval scale differs
+    # The centre and the point move stay pooled: the same P50 and forecast either way.
+    np.testing.assert_allclose(per_hour["p50"], pooled["p50"], rtol=1e-12)
+    np.testing.assert_allclose(per_hour["forecast"], pooled["forecast"], rtol=1e-12)
+    # The point move: -s², s the pooled validation errors' P10-P90 width read as a normal's (2.5631 sigmas).
+    offsets = {key: np.asarray(value) for key, value in models[-1].quantile_offsets.items()}
+    adjust = -(((offsets["0.9"] - offsets["0.1"]) / 2.5631) ** 2)
+    for model in models.values():
+        np.testing.assert_allclose(model.training["point_log_adjust"], adjust, rtol=1e-9)
 
 
 def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
