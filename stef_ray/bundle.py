@@ -40,8 +40,8 @@ from stef_ray.models.trend import LogLinearTrend
 # 24 ridges). 3: gradient-boosted residual trees (residual_boosted.*), which a format 2 reader would not
 # know to add. 4: the point forecast moved from the median to the MAPE optimum (the manifest's
 # training.point_log_adjust), which a format 3 reader would ignore, forecasting the median without a word.
-# 5: quantile offsets and the point move per local origin hour (24 rows of lead hours), which a format 4
-# reader would broadcast wrongly. Older formats still load (with the median point before 4, one row for every
+# 5: quantile offsets per local origin hour (24 rows of lead hours), which a format 4 reader would
+# broadcast wrongly. Older formats still load (with the median point before 4, one row for every
 # origin hour before 5); an older stef_ray refuses a newer bundle with a clear message.
 FORMAT_VERSION = 5
 MANIFEST = "manifest.json"

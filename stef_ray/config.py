@@ -216,13 +216,15 @@ class ModelConfig(StrictModel):
     residual: ResidualConfig = Field(default_factory=ResidualConfig)
     quantiles: list[float] = Field(
         default_factory=lambda: [0.1, 0.5, 0.9],
-        description="quantiles from conformal calibration on validation errors, per lead hour",
+        description="quantiles from conformal calibration on validation errors, per lead hour (and origin "
+        "hour: `calibration_hour_width`)",
     )
     calibration_hour_width: int = Field(
-        2, ge=-1, le=11, description="conformal quantiles (and the MAPE point's spread) per local origin hour, "
-        "each from the validation windows whose origin lies within this many hours of it: how wide a lead "
-        "hour's errors are depends on the time of day it falls on (a 00:00 origin's lead 15 is the "
-        "afternoon, a 12:00 origin's the night), not on the lead alone; -1 = one set for every origin hour"
+        2, ge=-1, le=11, description="the conformal quantiles' spread per local origin hour, each from the "
+        "validation windows whose origin lies within this many hours of it, around a centre pooled over all "
+        "origins (P50 and the MAPE point stay pooled): how wide a lead hour's errors are depends on the time "
+        "of day it falls on (a 00:00 origin's lead 15 is the afternoon, a 12:00 origin's the night), not on "
+        "the lead alone; -1 = one set for every origin hour"
     )
     point_forecast: Literal["mape", "median"] = Field(
         "mape", description="what the `forecast` column is. mape: the value with the least expected absolute "
