@@ -42,7 +42,7 @@ from stef_ray.features import (
     wall_clock_hours,
 )
 from stef_ray.models.residual_boosted import HISTORY_HOURS, BoostedResidual
-from stef_ray.models.residual_linear import LinearResidual, origin_hours
+from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origin_hours
 from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
@@ -50,7 +50,6 @@ from stef_ray.models.trend import LogLinearTrend
 logger = logging.getLogger(__name__)
 
 P10_P90_WIDTH_IN_SIGMAS = 2.5631  # a normal's P90 - P10, in standard deviations
-HOURS_PER_DAY = 24
 MIN_CALIBRATION_WINDOWS = 24  # per origin hour's share of the validation windows, else the pooled values
 
 
