@@ -41,9 +41,11 @@ from stef_ray.models.trend import LogLinearTrend
 # know to add. 4: the point forecast moved from the median to the MAPE optimum (the manifest's
 # training.point_log_adjust), which a format 3 reader would ignore, forecasting the median without a word.
 # 5: quantile offsets per local origin hour (24 rows of lead hours), which a format 4 reader would
-# broadcast wrongly. Older formats still load (with the median point before 4, one row for every
+# broadcast wrongly. 6: the seasonality's exogenous inputs left out by cross-validation (seasonality.json's
+# dropped_exog), whose residual channels must then be zero: a format 5 reader would feed them in. Older
+# formats still load (with the median point before 4, one row for every
 # origin hour before 5); an older stef_ray refuses a newer bundle with a clear message.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_lstm.pt"
 LINEAR = "residual_linear.json"

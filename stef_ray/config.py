@@ -123,6 +123,26 @@ class SeasonalityConfig(StrictModel):
         description="exponential smoothing spans (h) of non-binary exogenous columns (thermal inertia)",
     )
     ridge_alpha: float = Field(1e-2, ge=0, description="ridge penalty on standardized columns")
+    cross_validate: bool = Field(
+        True, description="where there are non-binary exogenous inputs (weather): choose their columns' ridge "
+        "penalty (among `cv_alphas` and `ridge_alpha`) and which of them to use by a time-blocked "
+        "cross-validation. An input is left out (its hinge, smoothing and daily-shape columns, and its channel "
+        "in the residual models) where it does not lower the cross-validated error: a weather series that "
+        "says nothing new about load otherwise fits chance co-movements and moves the forecast. The calendar "
+        "and binary columns keep `ridge_alpha`. Off: `ridge_alpha` and every input"
+    )
+    cv_alphas: list[float] = Field(
+        default_factory=lambda: [1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0],
+        description="ridge penalties tried for the weather columns by `cross_validate`",
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="contiguous time blocks of `cross_validate`")
+
+    @field_validator("cv_alphas")
+    @classmethod
+    def _alphas_valid(cls, values: list[float]) -> list[float]:
+        if not values or any(value < 0 for value in values):
+            raise ValueError("give at least one penalty, none negative")
+        return values
 
 
 class ResidualConfig(StrictModel):

@@ -131,6 +131,11 @@ class HybridModel:
             (season_log - s["season_mean"]) / s["season_std"],
         ]
         for i, name in enumerate(self.exog):
+            if name in self.seasonality.dropped_exog:
+                # An input the seasonality's cross-validation found to carry nothing about load would only
+                # give the ridges and trees chance patterns to fit; a zero channel keeps the LSTM's shape.
+                columns.append(np.zeros(len(frame)))
+                continue
             columns.append((frame[name].to_numpy(dtype=float) - s["exog_mean"][i]) / s["exog_std"][i])
         return np.column_stack([*columns, calendar_inputs(frame.index)]).astype(np.float32)
 
@@ -163,6 +168,8 @@ class HybridModel:
             "timezone": str(frame.index.tz),
             "trend_r2": self.trend.r2,
             "fourier_orders": list(self.seasonality.orders),
+            "seasonality_ridge_alpha": self.seasonality.alpha,
+            "exog_left_out": list(self.seasonality.dropped_exog),
         }
         return trend_log, season_log, residual_log
 

@@ -56,6 +56,7 @@ FITTED_WITHOUT = {
     "weekday_profiles": 0,
     "exog_hinge_daily_interaction": 0,
     "bridge_day_share": 0.0,
+    "cross_validate": False,
 }
 
 
@@ -71,6 +72,9 @@ class FourierSeasonality:
         self.coef = np.empty(0)
         self.intercept = 0.0
         self.feature_names: list[str] = []
+        self.feature_owners: list[str] = []  # per column: the exogenous input it comes from, or ""
+        self.dropped_exog: list[str] = []  # non-binary exogenous inputs left out by ``cross_validate``
+        self.alpha = self.config.ridge_alpha  # the penalty fitted with (chosen by ``cross_validate``)
         self.notes: list[str] = []
         self._calendar_table: tuple[float, np.ndarray] | None = None  # see _calendar_values
 
@@ -78,16 +82,18 @@ class FourierSeasonality:
     def _exog_block(
         self, index: pd.DatetimeIndex, columns: dict[str, np.ndarray], segment_rows: int | None = None,
         bridge: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, list[str]]:
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """The exogenous columns, their names, and the exogenous input each one comes from."""
         if not self.exog_spec:
-            return np.empty((len(index), 0)), []
+            return np.empty((len(index), 0)), [], []
         wall = wall_clock_hours(index)
         daily = fourier_terms(wall, HOURS_PER_DAY, max(
             self.orders[0], self.config.exog_daily_interaction, self.config.exog_hinge_daily_interaction, 1))
-        blocks, names = [], []
+        blocks, names, owners = [], [], []
         for spec in self.exog_spec:
             name = spec["name"]
             values = columns[name]
+            first = len(names)
             if spec["binary"]:
                 if self.config.bridge_day_share:
                     # A bridge day counts as part of a day off: many take it off. A share of the learnt
@@ -114,7 +120,8 @@ class FourierSeasonality:
                     blocks.append(interaction_terms(hinges, inter))
                     names += [f"{name}_hinge{i}_x_daily{j}" for i in range(hinges.shape[1])
                               for j in range(inter.shape[1])]
-        return np.hstack(blocks), names
+            owners += [name] * (len(names) - first)
+        return np.hstack(blocks), names, owners
 
     def _profile_block(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
         """Daily shapes that change with the season (daily x yearly harmonics; only with the yearly terms,
@@ -146,8 +153,9 @@ class FourierSeasonality:
 
     def _exog_design(
         self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None
-    ) -> tuple[np.ndarray, list[str]]:
-        """The exogenous columns of the design (bridge days folded into the binary ones)."""
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """The exogenous columns of the design (bridge days folded into the binary ones), their names and
+        owners (see ``_exog_block``)."""
         columns = _float_columns(exog)
         binary = any(spec["binary"] for spec in self.exog_spec)
         bridge = self._bridge_flag(index, columns, segment_rows) if self.config.bridge_day_share and binary else None
@@ -166,23 +174,121 @@ class FourierSeasonality:
     def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None) -> np.ndarray:
         """The regression's columns for each row. ``segment_rows``: the rows are several frames of that
         length end to end (smoothed exogenous terms restart at each), e.g. a batch of forecast requests."""
-        exog_block, exog_names = self._exog_design(index, exog, segment_rows)
+        exog_block, exog_names, exog_owners = self._exog_design(index, exog, segment_rows)
         before, after, before_names, after_names = self._calendar_design(index)
         self.feature_names = before_names + exog_names + after_names
+        self.feature_owners = [""] * len(before_names) + exog_owners + [""] * len(after_names)
         return np.hstack([*before, exog_block, *after])
 
     # ---------------------------------------------------------------- fitting
-    def _solve(self, design: np.ndarray, target: np.ndarray) -> None:
-        self._calendar_table = None  # it holds the old coefficients' numbers
+    def _weather_columns(self) -> np.ndarray:
+        """A mask over the design's columns: those of the non-binary exogenous inputs (weather)."""
+        weather = [spec["name"] for spec in self.exog_spec if not spec["binary"]]
+        return np.isin(np.array(self.feature_owners, dtype=object), weather)
+
+    def _penalty(self, rows: int, weather_alpha: float | None = None) -> np.ndarray:
+        """Per column: ``ridge_alpha`` for the calendar and binary columns, ``weather_alpha`` (default the
+        fitted ``self.alpha``) for the weather columns, scaled by the rows."""
+        weather_alpha = self.alpha if weather_alpha is None else weather_alpha
+        alpha = np.where(self._weather_columns(), weather_alpha, self.config.ridge_alpha)
+        # The tiny floor keeps a constant column (no holiday-season days in training) solvable at alpha 0.
+        return alpha * rows * 1e-4 + 1e-9
+
+    def _solve(self, design: np.ndarray, target: np.ndarray, used: np.ndarray | None = None) -> None:
+        """Ridge fit; ``used`` (a mask over the columns) leaves the others out (coefficient 0)."""
+        standardized = self._standardize(design)
+        self._solve_gram(standardized.T @ standardized, standardized.T @ target, float(target.mean()), len(target), used)
+
+    def _standardize(self, design: np.ndarray) -> np.ndarray:
         self.column_mean = design.mean(axis=0)
         scale = design.std(axis=0)
         self.column_scale = np.where(scale > 1e-12, scale, 1.0)
-        standardized = (design - self.column_mean) / self.column_scale
-        self.intercept = float(target.mean())
-        # The tiny floor keeps a constant column (no holiday-season days in training) solvable at alpha 0.
-        penalty = self.config.ridge_alpha * len(target) * 1e-4 + 1e-9
-        gram = standardized.T @ standardized + penalty * np.eye(design.shape[1])
-        self.coef = np.linalg.solve(gram, standardized.T @ (target - self.intercept)) if design.shape[1] else np.empty(0)
+        return (design - self.column_mean) / self.column_scale
+
+    def _solve_gram(self, gram: np.ndarray, cross: np.ndarray, target_mean: float, rows: int,
+                    used: np.ndarray | None) -> None:
+        """The ridge from the standardized columns' Gram matrix and their products with the target (the
+        columns are centred, so the intercept is the target's mean)."""
+        self._calendar_table = None  # it holds the old coefficients' numbers
+        self.intercept = target_mean
+        self.coef = np.zeros(len(cross))
+        used = np.ones(len(cross), dtype=bool) if used is None else used
+        if used.any():
+            grid = np.ix_(used, used)
+            self.coef[used] = np.linalg.solve(gram[grid] + np.diag(self._penalty(rows)[used]), cross[used])
+
+    def _cross_validated_solve(self, design: np.ndarray, target: np.ndarray) -> None:
+        """Fit with the weather columns' penalty and inputs chosen by ``_cross_validate``, reusing its Gram
+        matrices for the final fit (the whole fit then costs about one pass over the data, as without)."""
+        standardized = self._standardize(design)
+        folds = self.config.cv_folds
+        bounds = np.linspace(0, len(target), folds + 1).astype(int)
+        blocks = []
+        for a, b in itertools.pairwise(bounds):
+            z, y = standardized[a:b], target[a:b]
+            sums = z.sum(axis=0)
+            # With a column of ones in front, so each fold fits its own intercept.
+            gram = np.block([[np.array([[float(b - a)]]), sums[None, :]], [sums[:, None], z.T @ z]])
+            blocks.append((gram, np.concatenate([[y.sum()], z.T @ y]), float(y @ y)))
+        gram, cross = sum(block[0] for block in blocks), sum(block[1] for block in blocks)
+        used = self._cross_validate(blocks, len(target))
+        self._solve_gram(gram[1:, 1:], cross[1:], float(target.mean()), len(target), used)
+
+    def _cross_validate(self, blocks: list[tuple[np.ndarray, np.ndarray, float]], rows: int) -> np.ndarray:
+        """Set the weather columns' ridge penalty (``self.alpha``) and return which columns to fit, both by
+        the error of a time-blocked cross-validation: the penalty among ``cv_alphas``, and all columns but
+        those of the non-binary exogenous inputs that do not lower that error, dropped one at a time, the
+        least useful first, each time at its best penalty. ``blocks``: per contiguous block of rows, the
+        Gram matrix of a column of ones and the standardized columns, their products with the target, and
+        the target's sum of squares.
+
+        Why: each weather input brings some 80 columns (hinges, smoothed hinges, daily shapes), nearly
+        collinear, that a light penalty lets over-fit. An input that carries nothing about load, or only
+        what another carries, still fits in-sample: a slowly wandering series correlates by chance with the
+        slowly wandering load residual, and then moves the forecast when it wanders differently (vic-elec's
+        development period, linear-only, with one such input added: 2.257 -> 2.560 % MAPE). Contiguous
+        blocks, not shuffled rows, because neighbouring hours share that wander. The calendar columns keep
+        ``ridge_alpha``: on PJM's 15 years a cross-validated penalty for them cost 0.009 points. The folds
+        come from one Gram matrix per block, so each candidate costs solves, not passes over the data."""
+        candidates = [spec["name"] for spec in self.exog_spec if not spec["binary"]]
+        folds = len(blocks)
+        gram, cross = sum(block[0] for block in blocks), sum(block[1] for block in blocks)
+        owners = np.array(["", *self.feature_owners])
+        train_rows = rows * (folds - 1) // folds
+
+        def cv_error(dropped: set[str], alpha: float) -> float:
+            cols = np.flatnonzero(~np.isin(owners, list(dropped)))
+            grid = np.ix_(cols, cols)
+            penalty = np.concatenate([[0.0], self._penalty(train_rows, alpha)])[cols]  # 0: the intercept
+            total = 0.0
+            for block_gram, block_cross, block_yy in blocks:
+                beta = np.linalg.solve(gram[grid] - block_gram[grid] + np.diag(penalty),
+                                       cross[cols] - block_cross[cols])
+                total += block_yy - 2 * beta @ block_cross[cols] + beta @ block_gram[grid] @ beta
+            return total / rows
+
+        alphas = sorted({*self.config.cv_alphas, self.config.ridge_alpha})
+
+        def best_alpha(dropped: set[str]) -> tuple[float, float]:
+            """(cross-validated error, penalty) at the penalty that does best without ``dropped``."""
+            return min((cv_error(dropped, alpha), alpha) for alpha in alphas)
+
+        best, self.alpha = best_alpha(set())
+        dropped: set[str] = set()
+        while len(dropped) < len(candidates):
+            trials = {name: best_alpha(dropped | {name}) for name in candidates if name not in dropped}
+            name = min(trials, key=lambda key: trials[key][0])
+            if trials[name][0] >= best:
+                break
+            dropped.add(name)
+            best, self.alpha = trials[name]
+            self.notes.append(f"exogenous input '{name}' left out (seasonality and residual models): its columns "
+                              f"did not lower the error of a {folds}-fold time-blocked cross-validation")
+            logger.info(self.notes[-1])
+        self.dropped_exog = sorted(dropped)
+        self.notes.append(f"weather columns' ridge penalty {self.alpha:g}, chosen by {folds}-fold time-blocked "
+                          "cross-validation (cross_validate)")
+        return ~np.isin(owners[1:], list(dropped))
 
     def _prepare_exog(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, observed: np.ndarray) -> None:
         self.exog_spec = []
@@ -232,11 +338,17 @@ class FourierSeasonality:
             logger.info(self.notes[-1])
         observed = np.isfinite(detrended_log)
         self._prepare_exog(index, exog, observed)
+        self.dropped_exog = []
+        self.alpha = self.config.ridge_alpha  # until the cross-validation chooses one
         if self.config.grid_search:
             self.orders = self._grid_search(index, detrended_log, exog, allow_yearly=yearly > 0)
         design = self.design(index, exog)
         usable = observed & np.isfinite(design).all(axis=1)
-        self._solve(design[usable], detrended_log[usable])
+        weather = any(not spec["binary"] for spec in self.exog_spec)
+        if self.config.cross_validate and weather and usable.sum() >= self.config.cv_folds * HOURS_PER_WEEK:
+            self._cross_validated_solve(design[usable], detrended_log[usable])
+        else:
+            self._solve(design[usable], detrended_log[usable])
         return design
 
     def fit_predict(
@@ -278,7 +390,7 @@ class FourierSeasonality:
         if 0 < len(index) <= SHORT_FRAME_ROWS and len(self.coef):
             calendar = self._calendar_values(wall_clock_hours(index))
             if calendar is not None:
-                exog_block, _ = self._exog_design(index, exog, segment_rows)
+                exog_block, *_ = self._exog_design(index, exog, segment_rows)
                 weights = self.coef / self.column_scale
                 n_after = 1 if self.config.holiday_season else 0
                 n_before = len(weights) - exog_block.shape[1] - n_after
@@ -332,6 +444,8 @@ class FourierSeasonality:
             "intercept": self.intercept,
             "feature_names": self.feature_names,
             "notes": self.notes,
+            "alpha": self.alpha,
+            "dropped_exog": self.dropped_exog,
         }
 
     @classmethod
@@ -346,6 +460,8 @@ class FourierSeasonality:
         model.intercept = float(state["intercept"])
         model.feature_names = list(state["feature_names"])
         model.notes = list(state.get("notes", []))
+        model.alpha = float(state.get("alpha", model.config.ridge_alpha))
+        model.dropped_exog = list(state.get("dropped_exog", []))
         return model
 
 

@@ -314,3 +314,30 @@ def test_hybrid__linear_model_weights_its_windows_by_season_given_the_years(synt
     model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog).fit(synthetic_hourly, on_stage=said.append)
     assert weights == [None, None] and model.training["linear_season_weighting"].startswith("off: 0.1 years")
     assert any("day of the year: off: 0.1 years" in line for line in said)  # `stef-ray train` says so
+
+
+def test_hybrid__an_input_the_seasonality_leaves_out_is_a_zero_channel_for_the_residual_models():
+    from stef_ray.data.synthetic import synthetic_load
+
+    # Summer, so that the cooling response above 20 °C is there to be learnt (the fixture's winter has none).
+    synthetic_frame = synthetic_load(hours=24 * 90, start="2020-06-01", seed=1, temperature_effect=0.01)
+    rng = np.random.default_rng(4)
+    wander = np.zeros(len(synthetic_frame))
+    for i in range(1, len(wander)):  # slow and persistent, and unrelated to load
+        wander[i] = 0.98 * wander[i - 1] + rng.normal(0, 0.5)
+    data = frame_to_hourly(synthetic_frame.assign(wander=wander), DataConfig(exog=["temperature", "wander"]))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_iterations=30))
+    model = HybridModel(config, data.exog).fit(data)
+    assert model.seasonality.dropped_exog == ["wander"]
+    assert model.training["exog_left_out"] == ["wander"]
+    frame = data.frame
+    trend_log, season_log = model.base_components(frame)
+    series = model.residual_series(frame, np.log(frame["load"].to_numpy()) - trend_log - season_log, season_log)
+    channels = model.channel_names
+    assert np.all(series[:, channels.index("wander")] == 0)
+    assert series[:, channels.index("temperature")].std() > 0.5
+    # So the forecast does not move with it.
+    origins = np.array([len(frame) - 48, len(frame) - 24])
+    moved = frame.assign(wander=frame["wander"] + 5.0)
+    np.testing.assert_allclose(model.predict_components(moved, origins).final,
+                               model.predict_components(frame, origins).final)

@@ -8,7 +8,7 @@ from stef_ray.models.seasonality import FITTED_WITHOUT, FourierSeasonality
 
 # The options that add columns beyond plain Fourier and exogenous terms, all off: for the tests that read
 # single coefficients or compare a model with and without one option.
-PLAIN = {"weekday_profiles": 0, "daily_yearly_interaction": 0, "exog_hinge_daily_interaction": 0,
+PLAIN = {"weekday_profiles": 0, "daily_yearly_interaction": 0, "exog_hinge_daily_interaction": 0, "cross_validate": False,
          "bridge_day_share": 0.0}
 
 
@@ -275,3 +275,59 @@ def test_seasonality__calendar_table_follows_a_refit():
     model.fit(exog.index, np.zeros(len(exog)), exog)  # everything is now 0
     np.testing.assert_allclose(model.predict(frame.index, frame), 0.0, atol=1e-9)
     assert np.abs(before).max() > 0.05
+
+
+def _load_with_a_wandering_input(weeks: int = 30, seed: int = 5) -> tuple[pd.DatetimeIndex, np.ndarray, pd.DataFrame]:
+    """Log load that follows temperature (cooling above 20 °C, heating below 12 °C) and a persistent
+    residual, next to 'wander': a slowly wandering series that has nothing to do with load."""
+    index = _index(24 * 7 * weeks)
+    rng = np.random.default_rng(seed)
+    t = np.arange(len(index), dtype=float)
+
+    def ar(phi: float, sd: float) -> np.ndarray:
+        out = np.zeros(len(index))
+        noise = rng.normal(0, sd, len(index))
+        for i in range(1, len(index)):
+            out[i] = phi * out[i - 1] + noise[i]
+        return out
+
+    temperature = 16 + 8 * np.sin(2 * np.pi * t / (24 * 7 * weeks)) + 4 * np.sin(2 * np.pi * (t - 9) / 24) + ar(0.95, 0.6)
+    target = (0.08 * np.sin(2 * np.pi * t / 24) + 0.012 * np.maximum(temperature - 20, 0)
+              + 0.008 * np.maximum(12 - temperature, 0) + ar(0.97, 0.004))
+    return index, target, pd.DataFrame({"temperature": temperature, "wander": ar(0.98, 0.5)}, index=index)
+
+
+def test_seasonality__cross_validation_leaves_out_an_input_that_says_nothing_about_load():
+    index, target, exog = _load_with_a_wandering_input()
+    config = SeasonalityConfig(daily_order=2, weekly_order=2)
+    model = FourierSeasonality(config).fit(index, target, exog)
+    assert model.dropped_exog == ["wander"]
+    assert any("'wander' left out" in note for note in model.notes)
+    moved = exog.assign(wander=exog["wander"] + 3.0)
+    np.testing.assert_allclose(model.predict(index, moved), model.predict(index, exog))
+    # Without the cross-validation the same fit reads the wandering input: moving it moves the seasonality.
+    plain = FourierSeasonality(config.model_copy(update={"cross_validate": False})).fit(index, target, exog)
+    assert plain.dropped_exog == []
+    assert np.abs(plain.predict(index, moved) - plain.predict(index, exog)).mean() > 1e-3
+    # ... and temperature, which does drive load, is kept.
+    warmer = exog.assign(temperature=exog["temperature"] + 3.0)
+    assert np.abs(model.predict(index, warmer) - model.predict(index, exog)).mean() > 5e-3
+
+
+def test_seasonality__cross_validation_picks_a_larger_penalty_for_noisier_data():
+    index, _, exog = _load_with_a_wandering_input(weeks=12)
+    temperature = exog["temperature"].to_numpy()
+    target = 0.08 * np.sin(2 * np.pi * np.arange(len(index)) / 24) + 0.012 * np.maximum(temperature - 20, 0)
+    config = SeasonalityConfig(daily_order=4, weekly_order=4, cv_alphas=[0.0, 1.0, 100.0, 10_000.0])
+    clean = FourierSeasonality(config).fit(index, target, exog)
+    noisy = target + np.random.default_rng(1).normal(0, 0.05, len(target))
+    rough = FourierSeasonality(config).fit(index, noisy, exog)
+    assert clean.alpha < rough.alpha
+    assert FourierSeasonality.from_state(rough.to_state()).alpha == rough.alpha
+
+
+def test_seasonality__without_cross_validation_fits_every_input_at_ridge_alpha():
+    index, target, exog = _load_with_a_wandering_input(weeks=12)
+    model = FourierSeasonality(SeasonalityConfig(cross_validate=False, ridge_alpha=0.5)).fit(index, target, exog)
+    assert model.alpha == 0.5 and model.dropped_exog == []
+    assert np.all(model.coef[[i for i, owner in enumerate(model.feature_owners) if owner == "wander"]] != 0)
