@@ -303,6 +303,7 @@ def test_seasonality__cross_validation_leaves_out_an_input_that_says_nothing_abo
     model = FourierSeasonality(config).fit(index, target, exog)
     assert model.dropped_exog == ["wander"]
     assert any("'wander' left out" in note for note in model.notes)
+    assert FourierSeasonality.from_state(model.to_state()).dropped_exog == ["wander"]  # the bundle keeps it
     moved = exog.assign(wander=exog["wander"] + 3.0)
     np.testing.assert_allclose(model.predict(index, moved), model.predict(index, exog))
     # Without the cross-validation the same fit reads the wandering input: moving it moves the seasonality.
