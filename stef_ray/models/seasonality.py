@@ -181,16 +181,16 @@ class FourierSeasonality:
         return np.hstack([*before, exog_block, *after])
 
     # ---------------------------------------------------------------- fitting
-    def _weather_columns(self) -> np.ndarray:
-        """A mask over the design's columns: those of the non-binary exogenous inputs (weather)."""
-        weather = [spec["name"] for spec in self.exog_spec if not spec["binary"]]
-        return np.isin(np.array(self.feature_owners, dtype=object), weather)
+    def _weather_inputs(self) -> list[str]:
+        """The non-binary exogenous inputs (weather), which ``cross_validate`` chooses among."""
+        return [spec["name"] for spec in self.exog_spec if not spec["binary"]]
 
     def _penalty(self, rows: int, weather_alpha: float | None = None) -> np.ndarray:
         """Per column: ``ridge_alpha`` for the calendar and binary columns, ``weather_alpha`` (default the
         fitted ``self.alpha``) for the weather columns, scaled by the rows."""
         weather_alpha = self.alpha if weather_alpha is None else weather_alpha
-        alpha = np.where(self._weather_columns(), weather_alpha, self.config.ridge_alpha)
+        weather = np.isin(np.array(self.feature_owners, dtype=object), self._weather_inputs())
+        alpha = np.where(weather, weather_alpha, self.config.ridge_alpha)
         # The tiny floor keeps a constant column (no holiday-season days in training) solvable at alpha 0.
         return alpha * rows * 1e-4 + 1e-9
 
@@ -231,16 +231,17 @@ class FourierSeasonality:
             gram = np.block([[np.array([[float(b - a)]]), sums[None, :]], [sums[:, None], z.T @ z]])
             blocks.append((gram, np.concatenate([[y.sum()], z.T @ y]), float(y @ y)))
         gram, cross = sum(block[0] for block in blocks), sum(block[1] for block in blocks)
-        used = self._cross_validate(blocks, len(target))
+        used = self._cross_validate(blocks, gram, cross, len(target))
         self._solve_gram(gram[1:, 1:], cross[1:], float(target.mean()), len(target), used)
 
-    def _cross_validate(self, blocks: list[tuple[np.ndarray, np.ndarray, float]], rows: int) -> np.ndarray:
+    def _cross_validate(self, blocks: list[tuple[np.ndarray, np.ndarray, float]], gram: np.ndarray,
+                        cross: np.ndarray, rows: int) -> np.ndarray:
         """Set the weather columns' ridge penalty (``self.alpha``) and return which columns to fit, both by
         the error of a time-blocked cross-validation: the penalty among ``cv_alphas``, and all columns but
         those of the non-binary exogenous inputs that do not lower that error, dropped one at a time, the
         least useful first, each time at its best penalty. ``blocks``: per contiguous block of rows, the
         Gram matrix of a column of ones and the standardized columns, their products with the target, and
-        the target's sum of squares.
+        the target's sum of squares; ``gram`` and ``cross``: the first two summed over the blocks.
 
         Why: each weather input brings some 80 columns (hinges, smoothed hinges, daily shapes), nearly
         collinear, that a light penalty lets over-fit. An input that carries nothing about load, or only
@@ -250,9 +251,8 @@ class FourierSeasonality:
         blocks, not shuffled rows, because neighbouring hours share that wander. The calendar columns keep
         ``ridge_alpha``: on PJM's 15 years a cross-validated penalty for them cost 0.009 points. The folds
         come from one Gram matrix per block, so each candidate costs solves, not passes over the data."""
-        candidates = [spec["name"] for spec in self.exog_spec if not spec["binary"]]
+        candidates = self._weather_inputs()
         folds = len(blocks)
-        gram, cross = sum(block[0] for block in blocks), sum(block[1] for block in blocks)
         owners = np.array(["", *self.feature_owners])
         train_rows = rows * (folds - 1) // folds
 
@@ -344,8 +344,8 @@ class FourierSeasonality:
             self.orders = self._grid_search(index, detrended_log, exog, allow_yearly=yearly > 0)
         design = self.design(index, exog)
         usable = observed & np.isfinite(design).all(axis=1)
-        weather = any(not spec["binary"] for spec in self.exog_spec)
-        if self.config.cross_validate and weather and usable.sum() >= self.config.cv_folds * HOURS_PER_WEEK:
+        enough = usable.sum() >= self.config.cv_folds * HOURS_PER_WEEK  # a week per fold at least
+        if self.config.cross_validate and self._weather_inputs() and enough:
             self._cross_validated_solve(design[usable], detrended_log[usable])
         else:
             self._solve(design[usable], detrended_log[usable])
