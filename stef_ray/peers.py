@@ -103,6 +103,9 @@ def lightgbm_peer(train: HourlyData, frame: pd.DataFrame, positions: np.ndarray,
     return np.exp(regressor.predict(x_test)).reshape(len(positions), horizon)
 
 
+MSTL_HISTORY_HOURS = 24 * 7 * 8
+
+
 def mstl_peer(train: HourlyData, frame: pd.DataFrame, positions: np.ndarray, horizon: int) -> np.ndarray:
     try:
         from statsforecast.models import MSTL, AutoETS
@@ -111,7 +114,9 @@ def mstl_peer(train: HourlyData, frame: pd.DataFrame, positions: np.ndarray, hor
     load = frame[LOAD].to_numpy(dtype=float)
     out = np.full((len(positions), horizon), np.nan)
     for i, origin in enumerate(positions):
-        history = pd.Series(load[origin - 24 * 7 * 8 : origin]).interpolate(limit_direction="both").to_numpy()
+        # The last 8 weeks, or all there is: a negative start would slice from the end of the array.
+        history = load[max(0, origin - MSTL_HISTORY_HOURS) : origin]
+        history = pd.Series(history).interpolate(limit_direction="both").to_numpy()
         model = MSTL(season_length=[24, 168], trend_forecaster=AutoETS(model="ZZN"))
         out[i] = model.forecast(y=history, h=horizon)["mean"]
     return out

@@ -26,6 +26,20 @@ def test_peers__forecast_shape_and_no_leakage(name, synthetic_hourly):
     np.testing.assert_allclose(again, forecast[:1])
 
 
+@pytest.mark.parametrize("name", ["ridge_residual", "lightgbm", "mstl"])
+def test_peers__forecast_from_a_short_history(name, synthetic_hourly):
+    # Seven weeks before the origin (the ridge peer builds on the hybrid, which needs 43 days): less than
+    # the 8 weeks the MSTL peer reads, which once sliced from the end of the array and crashed statsforecast.
+    pytest.importorskip({"lightgbm": "lightgbm", "mstl": "statsforecast"}.get(name, "sklearn"))
+    frame = synthetic_hourly.frame
+    positions = np.array([24 * 7 * 7])
+    train = synthetic_hourly.window(end=frame.index[positions[0]])
+    forecast = PEERS[name](train, frame, positions, 24)
+    actual = frame["load"].to_numpy()[positions[0] : positions[0] + 24]
+    assert np.isfinite(forecast).all()
+    assert np.mean(np.abs(forecast[0] - actual) / actual) < 0.08
+
+
 def test_configs__shipped_yaml_files_validate():
     from pathlib import Path
 
