@@ -104,8 +104,9 @@ class SeasonalityConfig(StrictModel):
         "'workday', marks them with 0, any other with 1. 0 = off"
     )
     min_weeks_for_profiles: float = Field(
-        26.0, gt=0, description="history (weeks) below which `weekday_profiles` and "
-        "`exog_hinge_daily_interaction` are dropped: on a few weeks their many columns over-fit"
+        26.0, gt=0, description="history (weeks) below which `exog_hinge_daily_interaction` is dropped and "
+        "`weekday_profiles` kept only where `cross_validate` finds they help (dropped without it): on a few "
+        "weeks their many columns can over-fit"
     )
     temperature_knots: int = Field(
         6, ge=0, le=12, description="hinge knots (at quantiles) for non-binary exogenous columns"

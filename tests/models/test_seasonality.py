@@ -216,7 +216,8 @@ def test_seasonality__bridge_day_share_applies_part_of_the_holiday_effect_withou
 def test_seasonality__weekday_profiles_and_hinge_shapes_dropped_on_short_history_with_a_note():
     index = _index(24 * 7 * 10)
     exog = pd.DataFrame({"temperature": np.linspace(0, 30, len(index))}, index=index)
-    config = SeasonalityConfig(weekday_profiles=6, exog_hinge_daily_interaction=2, min_weeks_for_profiles=26)
+    config = SeasonalityConfig(weekday_profiles=6, exog_hinge_daily_interaction=2, min_weeks_for_profiles=26,
+                               cross_validate=False)
     model = FourierSeasonality(config).fit(index, np.zeros(len(index)), exog)
     assert not any(name.startswith("weekday") or "_hinge0_x_daily" in name for name in model.feature_names)
     assert any("weekday profiles and temperature x daily shapes dropped" in note for note in model.notes)
@@ -224,6 +225,36 @@ def test_seasonality__weekday_profiles_and_hinge_shapes_dropped_on_short_history
     longer = FourierSeasonality(config.model_copy(update={"min_weeks_for_profiles": 8})).fit(
         index, np.zeros(len(index)), exog)
     assert "weekday0_x_daily_sin1" in longer.feature_names
+
+
+def _weekday_shaped_load(weeks: int, saturday_shape: float, seed: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Log load with one daily shape, plus on Saturdays a late-morning bump of ``saturday_shape``."""
+    index = _index(24 * 7 * weeks)
+    hour = index.hour.to_numpy()
+    target = 0.2 * np.sin(2 * np.pi * hour / 24) + saturday_shape * (index.dayofweek == 5) * np.exp(-((hour - 11) / 3) ** 2)
+    return index, target + np.random.default_rng(seed).normal(0, 0.02, len(index))
+
+
+def test_seasonality__weekday_profiles_on_short_history_kept_only_where_the_cross_validation_finds_them():
+    # Below min_weeks_for_profiles the profiles are on trial: kept where the weekdays' shapes differ,
+    # left out (coefficients 0) where they do not, and the hinge x daily shapes dropped either way.
+    config = SeasonalityConfig(weekday_profiles=6, exog_hinge_daily_interaction=2, min_weeks_for_profiles=26)
+    index, shaped = _weekday_shaped_load(10, saturday_shape=0.1, seed=1)
+    kept = FourierSeasonality(config).fit(index, shaped)
+    profiles = [i for i, owner in enumerate(kept.feature_owners) if owner == "weekday_profiles"]
+    assert len(profiles) == 7 * 2 * 6 and np.all(kept.coef[profiles] != 0)
+    assert any(note.startswith("weekday profiles kept by 5-fold") for note in kept.notes)
+    assert kept.config.exog_hinge_daily_interaction == 0 and kept.dropped_exog == []
+    saturday = pd.date_range("2021-03-20", periods=24, freq="h", tz="UTC")  # the Saturday after training
+    bump = np.exp(-((saturday.hour.to_numpy() - 11) / 3) ** 2)
+    assert np.corrcoef(kept.predict(saturday) - 0.2 * np.sin(2 * np.pi * saturday.hour.to_numpy() / 24), bump)[0, 1] > 0.9
+
+    index, flat = _weekday_shaped_load(10, saturday_shape=0.0, seed=1)
+    left_out = FourierSeasonality(config).fit(index, flat)
+    assert np.all(left_out.coef[profiles] == 0)
+    assert any(note.startswith("weekday profiles left out by 5-fold") for note in left_out.notes)
+    loaded = FourierSeasonality.from_state(left_out.to_state())
+    np.testing.assert_allclose(loaded.predict(saturday), left_out.predict(saturday), rtol=0, atol=1e-12)
 
 
 def test_seasonality__fit_predict_equals_fit_then_predict():
