@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import DataError, InsufficientHistoryError
 from stef_ray.models.hybrid import HybridModel
@@ -124,4 +125,10 @@ def forecast_at(
     ahead = frame.loc[frame.index >= origin, model.exog]
     if future is not None:
         ahead = future.frame[model.exog].combine_first(ahead) if len(ahead) else future.frame[model.exog]
+    if data.calendar and HOLIDAY_COLUMN in model.exog:
+        # A calendar's holidays are known ahead: the forecast hours get its flags, not last week's
+        # (which the fallback would take, missing Thanksgiving or a bank holiday Monday).
+        hours = pd.date_range(origin, periods=model.horizon, freq="h", name=frame.index.name)
+        calendar = pd.DataFrame({HOLIDAY_COLUMN: holiday_flags(hours, data.calendar)}, index=hours)
+        ahead = ahead.combine_first(calendar) if len(ahead) else calendar
     return forecast_from_frames(model, history, ahead if len(ahead) else None)

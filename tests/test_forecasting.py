@@ -70,3 +70,27 @@ def test_forecasting__quantile_band_matches_the_backtest_path_with_long_history(
     assert components.interval_scale[0] > 1.0
     np.testing.assert_allclose(np.log(result["p90"] / result["p10"]), np.log(expected["p90"][0] / expected["p10"][0]),
                                rtol=1e-3)
+
+
+def test_forecasting__a_calendar_holiday_ahead_comes_from_the_calendar_not_last_week(tiny_model_config):
+    # Data made with `holidays: US` ends the night before Thanksgiving: the forecast must treat the day as
+    # the holiday the calendar says it is. The fallback (same hour a week earlier) once made it a Thursday.
+    from stef_ray.config import DataConfig
+    from stef_ray.data import frame_to_hourly
+    from stef_ray.data.synthetic import synthetic_load
+    from stef_ray.models.hybrid import HybridModel
+
+    # 60 days and the hour the clocks went back on 7 November.
+    table = synthetic_load(hours=24 * 60 + 1, start="2021-09-26", timezone="America/New_York", seed=3)
+    data = frame_to_hourly(table, DataConfig(exog=["temperature"], holidays="US"))
+    assert data.calendar == "US" and data.frame["holiday"].sum() == 48  # Columbus and Veterans Day
+    model = HybridModel(tiny_model_config, data.exog).fit(data)
+    result = forecast_at(model, data)
+    assert result.origin == pd.Timestamp("2021-11-25", tz="America/New_York")  # Thanksgiving
+    assert len(result.notes) == 1 and "for temperature:" in result.notes[0]  # only the weather fell back
+    history = data.frame
+    future = history.iloc[-168:-144][["temperature"]].set_index(pd.DatetimeIndex(result.frame["timestamp"]))
+    holiday = forecast_from_frames(model, history, future.assign(holiday=1.0))
+    np.testing.assert_allclose(result.frame["forecast"], holiday.frame["forecast"])
+    workday = forecast_from_frames(model, history, future.assign(holiday=0.0))
+    assert np.abs(workday.frame["forecast"] - holiday.frame["forecast"]).max() > 1.0

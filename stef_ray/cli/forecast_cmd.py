@@ -14,7 +14,8 @@ MAE, MSE, RMSE, R2, MAPE and SMAPE.
 
 Known future exogenous values (e.g. a temperature forecast) are taken from rows after the last observed
 load in --data, or from --future FILE. Where none are given, the same hour one week earlier is used, with
-a warning (persistence fallback).
+a warning (persistence fallback). A 'holiday' input made from a calendar (--holidays, data.holidays) is
+known ahead: the forecast hours take the calendar's flags.
 
 examples:
   stef-ray forecast --model models/production --data data/vic_elec.csv

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 US_FEDERAL = "US"
+HOLIDAY_COLUMN = "holiday"  # the input ``DataConfig.holidays`` adds
 
 
 def split_calendar(name: str) -> tuple[str, str | None]:

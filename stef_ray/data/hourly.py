@@ -47,11 +47,14 @@ class DataReport:
 @dataclass
 class HourlyData:
     """A regular hourly series. ``frame`` is indexed by tz-aware hour-beginning timestamps (named
-    ``timestamp``) with the column ``load`` (MW, NaN inside long gaps) and the exogenous columns."""
+    ``timestamp``) with the column ``load`` (MW, NaN inside long gaps) and the exogenous columns.
+    ``calendar``: the holiday calendar that made the 'holiday' column, if one did; its future values
+    are then known for any hour."""
 
     frame: pd.DataFrame
     exog: list[str]
     report: DataReport = field(default_factory=DataReport)
+    calendar: str | None = None
 
     @property
     def timezone(self) -> str:
@@ -72,4 +75,4 @@ class HourlyData:
             mask &= index >= start
         if end is not None:
             mask &= index < end
-        return HourlyData(self.frame.loc[mask].copy(), list(self.exog), self.report)
+        return HourlyData(self.frame.loc[mask].copy(), list(self.exog), self.report, self.calendar)

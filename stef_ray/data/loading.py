@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stef_ray.config import DataConfig
-from stef_ray.data.holidays import holiday_flags
+from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD, DataReport, HourlyData
 from stef_ray.exceptions import DataError
 
@@ -202,15 +202,15 @@ def frame_to_hourly(table: pd.DataFrame, config: DataConfig, source: str = "inpu
     frame.index.name = "timestamp"
     _repair_gaps(frame, config.max_interpolate_hours, report)
     if config.holidays:
-        if "holiday" in frame.columns:
+        if HOLIDAY_COLUMN in frame.columns:
             raise DataError(f"{source}: the data already has a 'holiday' column and `holidays: {config.holidays}` "
                             "would add another; drop one of them (or rename the column)")
-        frame["holiday"] = holiday_flags(frame.index, config.holidays)
+        frame[HOLIDAY_COLUMN] = holiday_flags(frame.index, config.holidays)
     report.rows_out = len(frame)
-    exog = list(config.exog) + (["holiday"] if config.holidays else [])
+    exog = list(config.exog) + ([HOLIDAY_COLUMN] if config.holidays else [])
     for line in report.lines()[1:]:
         logger.info(line)
-    return HourlyData(frame, exog, report)
+    return HourlyData(frame, exog, report, config.holidays)
 
 
 def _repair_gaps(frame: pd.DataFrame, max_hours: int, report: DataReport) -> None:
