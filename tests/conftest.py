@@ -97,6 +97,22 @@ def fitted_model(synthetic_hourly, tiny_model_config):
 
 
 @pytest.fixture(scope="session")
+def thanksgiving_eve(tiny_model_config):
+    """(data config, data, fitted model): 60 days of synthetic New York load with temperature and the US
+    federal calendar's `holiday` input (Columbus and Veterans Day in it), ending the night before
+    Thanksgiving 2021, and the hour the clocks went back on 7 November."""
+    from stef_ray.config import DataConfig
+    from stef_ray.data import frame_to_hourly
+    from stef_ray.data.synthetic import synthetic_load
+    from stef_ray.models.hybrid import HybridModel
+
+    data_config = DataConfig(exog=["temperature"], holidays="US")
+    table = synthetic_load(hours=24 * 60 + 1, start="2021-09-26", timezone="America/New_York", seed=3)
+    data = frame_to_hourly(table, data_config)
+    return data_config, data, HybridModel(tiny_model_config, data.exog).fit(data)
+
+
+@pytest.fixture(scope="session")
 def vic_elec_csv(tmp_path_factory) -> Path:
     from stef_ray.data.builtin import write_dataset
 

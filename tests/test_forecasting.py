@@ -72,19 +72,11 @@ def test_forecasting__quantile_band_matches_the_backtest_path_with_long_history(
                                rtol=1e-3)
 
 
-def test_forecasting__a_calendar_holiday_ahead_comes_from_the_calendar_not_last_week(tiny_model_config):
+def test_forecasting__a_calendar_holiday_ahead_comes_from_the_calendar_not_last_week(thanksgiving_eve):
     # Data made with `holidays: US` ends the night before Thanksgiving: the forecast must treat the day as
     # the holiday the calendar says it is. The fallback (same hour a week earlier) once made it a Thursday.
-    from stef_ray.config import DataConfig
-    from stef_ray.data import frame_to_hourly
-    from stef_ray.data.synthetic import synthetic_load
-    from stef_ray.models.hybrid import HybridModel
-
-    # 60 days and the hour the clocks went back on 7 November.
-    table = synthetic_load(hours=24 * 60 + 1, start="2021-09-26", timezone="America/New_York", seed=3)
-    data = frame_to_hourly(table, DataConfig(exog=["temperature"], holidays="US"))
+    _, data, model = thanksgiving_eve
     assert data.calendar == "US" and data.frame["holiday"].sum() == 48  # Columbus and Veterans Day
-    model = HybridModel(tiny_model_config, data.exog).fit(data)
     result = forecast_at(model, data)
     assert result.origin == pd.Timestamp("2021-11-25", tz="America/New_York")  # Thanksgiving
     assert len(result.notes) == 1 and "for temperature:" in result.notes[0]  # only the weather fell back

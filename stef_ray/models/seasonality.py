@@ -367,8 +367,11 @@ class FourierSeasonality:
         if self.config.cross_validate and (self._weather_inputs() or self._profiles_on_trial) and enough:
             self._cross_validated_solve(design[usable], detrended_log[usable])
         else:
-            # Profiles on trial without rows enough to try them (gaps): left out, as without the trial.
-            used = np.array(self.feature_owners) != PROFILES if self._profiles_on_trial else None
+            used = None
+            if self._profiles_on_trial:  # without rows enough to try them (gaps): left out, as without the trial
+                used = np.array(self.feature_owners) != PROFILES
+                self.notes.append(f"weekday profiles left out: {usable.sum()} usable hours, too few to cross-validate")
+                logger.info(self.notes[-1])
             self._solve(design[usable], detrended_log[usable], used)
         return design
 

@@ -88,7 +88,8 @@ def request_model(exog: tuple[str, ...], horizon_hours: int, max_rows: int = 24 
         future_fields[name] = (
             FiniteFloat | None,
             Field(None, alias=alias, description=f"known {column} for that hour; null or absent: the same "
-                  "hour one week earlier is used (noted in the answer)"),
+                  "hour one week earlier is used (noted in the answer), or for a 'holiday' input made from a "
+                  "holiday calendar, that calendar's flag"),
         )
     history_row = create_model("HistoryRow", __base__=HistoryRowBase, **history_fields)
     future_row = create_model("FutureRow", __base__=FutureRowBase, **future_fields)

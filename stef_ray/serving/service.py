@@ -11,6 +11,7 @@ Torch is imported only where the residual model is loaded: trend and seasonality
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
+from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD
 from stef_ray.exceptions import BundleError, ConfigError
 from stef_ray.models.seasonality import FourierSeasonality
@@ -420,6 +422,15 @@ def _check_hourly(stamps: np.ndarray, section: str, timezone: str) -> None:
                        "hourly (start of each hour)", where)
 
 
+@functools.lru_cache(maxsize=256)
+def _calendar_flags(calendar: str, origin_ns: int, horizon: int, timezone: str) -> np.ndarray:
+    """The calendar's holiday flags for the ``horizon`` hours from ``origin_ns`` (cached: requests come back
+    to the same origins, and building a calendar costs milliseconds)."""
+    flags = holiday_flags(local_index(origin_ns + HOUR_NS * np.arange(horizon, dtype=np.int64), timezone), calendar)
+    flags.flags.writeable = False
+    return flags
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], mask, [False]]).astype(int)
     edges = np.flatnonzero(np.diff(padded))
@@ -448,6 +459,10 @@ class ForecastService:
         self.max_gap_hours = (max_interpolate_hours if max_interpolate_hours is not None
                               else int(data_config.get("max_interpolate_hours", 3)))
         self.request_model = request_model(tuple(model.exog), model.horizon)
+        # A 'holiday' input made from a calendar (data.holidays) is known ahead: future hours a request
+        # leaves out take the calendar's flags, not last week's.
+        calendar = data_config.get("holidays")
+        self.calendar = calendar if calendar and HOLIDAY_COLUMN in model.exog else None
         self._exog_fields = self._field_names()
         self._allowed = {
             "body": ["history", "future", "horizon"],
@@ -574,6 +589,11 @@ class ForecastService:
                 [[np.nan if getattr(row, f) is None else getattr(row, f) for f in fields] for row in request.future],
                 dtype=float,
             ).reshape(len(stamps), len(fields))
+        if self.calendar is not None:
+            column = list(model.exog).index(HOLIDAY_COLUMN)
+            missing = np.isnan(future[:, column])
+            if missing.any():
+                future[missing, column] = _calendar_flags(self.calendar, origin_ns, horizon, tz)[missing]
         holes = np.isnan(future)
         if holes.any():
             # As forecast_from_frames: hour h falls back to h - 168 h when that hour is in the lookback window.

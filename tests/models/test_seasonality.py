@@ -257,6 +257,15 @@ def test_seasonality__weekday_profiles_on_short_history_kept_only_where_the_cros
     np.testing.assert_allclose(loaded.predict(saturday), left_out.predict(saturday), rtol=0, atol=1e-12)
 
 
+def test_seasonality__weekday_profiles_on_trial_are_left_out_when_gaps_leave_too_few_weeks_to_try_them():
+    index, shaped = _weekday_shaped_load(6, saturday_shape=0.1, seed=2)
+    shaped[: 24 * 14] = np.nan  # six weeks long, four observed: fewer than cv_folds (5) weeks
+    model = FourierSeasonality(SeasonalityConfig(weekday_profiles=6, min_weeks_for_profiles=26)).fit(index, shaped)
+    profiles = [i for i, owner in enumerate(model.feature_owners) if owner == "weekday_profiles"]
+    assert profiles and np.all(model.coef[profiles] == 0)
+    assert any(note.startswith("weekday profiles left out: 672 usable hours") for note in model.notes)
+
+
 def test_seasonality__fit_predict_equals_fit_then_predict():
     """The hybrid fits and predicts the training rows in one go (the design built once); the numbers must
     be predict's, weekday profiles, temperature and working-day columns included."""

@@ -222,3 +222,26 @@ def test_gap__null_load_in_the_last_hour_is_refused(service, make_body):
     err = error_of(service, body)
     assert (err.status, err.field) == (422, "history")
     assert "last hour" in err.message
+
+
+def test_forecast__a_calendar_holiday_left_out_of_future_comes_from_the_calendar(tmp_path, thanksgiving_eve):
+    # A bundle trained with `holidays: US`, asked the night before Thanksgiving with only the temperature
+    # ahead: the answer is the one with the holiday flag set, and no note says the holiday fell back.
+    from stef_ray.bundle import save_bundle
+
+    data_config, data, model = thanksgiving_eve
+    service = ForecastService.from_source(str(save_bundle(model, tmp_path / "bundle", data_config)))
+    history = data.frame.iloc[-200:]
+    body = {
+        "history": [{"timestamp": ts.isoformat(), "load": row.load, "temperature": row.temperature,
+                     "holiday": row.holiday} for ts, row in history.iterrows()],
+        "future": [{"timestamp": (history.index[-1] + pd.Timedelta(hours=h)).isoformat(), "temperature": 5.0}
+                   for h in range(1, 25)],
+    }
+    answer = service.forecast(service.parse(json.dumps(body)))
+    future = pd.DataFrame({"temperature": 5.0}, index=pd.date_range(history.index[-1], periods=25, freq="h")[1:])
+    expected = forecast_from_frames(model, history, future.assign(holiday=1.0)).frame  # Thanksgiving, all day
+    assert not any("holiday" in note for note in answer["notes"])
+    assert_close(answer["forecast"], expected["forecast"])
+    workday = forecast_from_frames(model, history, future.assign(holiday=0.0)).frame
+    assert np.abs(np.asarray(answer["forecast"]) - workday["forecast"].to_numpy()).max() > 1.0
