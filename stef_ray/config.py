@@ -215,8 +215,9 @@ class ResidualConfig(StrictModel):
     validation_days: int = Field(28, ge=1, description="last days of origins held out for early stopping")
     window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")
     train_days: int = Field(
-        0, ge=0, description="train the LSTM on windows of the most recent N days only (0 = all); keeps "
-        "multi-year series fast while trend and seasonality still use the whole history"
+        730, ge=0, description="train the LSTM on windows of the most recent N days only (0 = all); keeps "
+        "multi-year series fast while trend, seasonality and ridges still use the whole history (PJM 2016, "
+        "15 years, 14 refits: 730 took 716 s and scored 3.150 % MAPE, all history 1,602 s and 3.175 %)"
     )
     loss: Literal["l1", "mse", "huber"] = Field("l1", description="training loss on scaled residuals")
     seed: int = Field(0, description="torch/numpy seed")
