@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from stef_ray.data.holidays import HOLIDAY_COLUMN
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import ModelNotFoundError, ServiceUnavailableError
 
@@ -127,10 +128,27 @@ def predict_frame(model: Any, manifest: dict, rows: pd.DataFrame) -> pd.DataFram
     if len(observed) == 0:
         raise DataError("input has no observed load: give at least the last week of history")
     last = observed[-1]
-    forecast = forecast_from_frames(model, frame.iloc[: last + 1], frame.iloc[last + 1 :] if last + 1 < len(frame) else None)
+    history, future = frame.iloc[: last + 1], frame.iloc[last + 1 :]
+    calendar = (manifest.get("data_config") or {}).get("holidays")
+    if calendar and HOLIDAY_COLUMN in model.exog:
+        # A 'holiday' input made from a calendar is known for any hour: rows (or whole future hours) that
+        # leave it out take the calendar's flags, as `stef-ray forecast` and the HTTP endpoint do.
+        hours = pd.date_range(history.index[-1], periods=model.horizon + 1, freq="h", name="timestamp")[1:]
+        future = future.reindex(future.index.union(hours))
+        history, future = (_with_calendar(part, calendar) for part in (history, future))
+    forecast = forecast_from_frames(model, history, future if len(future) else None)
     out = forecast.frame.copy()
     out["timestamp"] = out["timestamp"].map(lambda ts: ts.isoformat())
     return out
+
+
+def _with_calendar(frame: pd.DataFrame, calendar: str) -> pd.DataFrame:
+    """``frame`` with its missing holiday flags (or the whole column) taken from ``calendar``."""
+    from stef_ray.data.holidays import holiday_flags
+
+    flags = pd.Series(holiday_flags(frame.index, calendar), index=frame.index)
+    given = pd.to_numeric(frame[HOLIDAY_COLUMN], errors="coerce") if HOLIDAY_COLUMN in frame.columns else flags * np.nan
+    return frame.assign(**{HOLIDAY_COLUMN: given.fillna(flags)})
 
 
 MODEL_CODE = textwrap.dedent(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 mlflow = pytest.importorskip("mlflow")
@@ -210,3 +211,17 @@ def test_log_search__against_a_real_mlflow_server(tiny_search, tiny_hourly, mlfl
     future = frame.loc[frame.index >= outcome.holdout_start, ["temperature", "workday"]]
     np.testing.assert_allclose(forecast_from_frames(model, history, future).frame["forecast"],
                                forecast_from_frames(outcome.model, history, future).frame["forecast"], rtol=1e-6)
+
+
+def test_predict_frame__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgiving_eve):
+    # The pyfunc's predict on rows without a 'holiday' column at all, the night before Thanksgiving: the
+    # history takes the calendar's flags and so does the day ahead, as `stef-ray forecast` does.
+    data_config, data, model = thanksgiving_eve
+    manifest = {"data_config": data_config.model_dump(mode="json"), "training": model.training}
+    history = data.frame.iloc[-200:]
+    rows = history[["load", "temperature"]].rename_axis("timestamp").reset_index()
+    predicted = registry.predict_frame(model, manifest, rows)
+    future = history.iloc[-168:-144][["temperature"]].set_index(pd.date_range(
+        history.index[-1], periods=25, freq="h")[1:])
+    expected = forecast_from_frames(model, history, future.assign(holiday=1.0)).frame  # Thanksgiving
+    np.testing.assert_allclose(predicted["forecast"], expected["forecast"], rtol=1e-9)
