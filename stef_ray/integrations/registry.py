@@ -182,6 +182,16 @@ def log_bundle_model(bundle_path: Path, input_example: pd.DataFrame) -> Any:
 
     model, manifest = load_bundle(bundle_path)
     output = predict_frame(model, manifest, input_example)
+    signature = infer_signature(input_example, output)
+    if (manifest.get("data_config") or {}).get("holidays"):
+        # A calendar-made 'holiday' input may be left out (predict_frame fills it from the calendar), so the
+        # signature must not make MLflow refuse an input without it.
+        from mlflow.types.schema import ColSpec, Schema
+
+        signature.inputs = Schema([
+            ColSpec(spec.type, spec.name, required=False) if spec.name == HOLIDAY_COLUMN else spec
+            for spec in signature.inputs.inputs
+        ])
     with tempfile.TemporaryDirectory() as folder:
         code = Path(folder) / "stef_ray_model.py"
         code.write_text(MODEL_CODE)
@@ -189,7 +199,7 @@ def log_bundle_model(bundle_path: Path, input_example: pd.DataFrame) -> Any:
             name=MODEL_ARTIFACT,
             python_model=str(code),
             artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
-            signature=infer_signature(input_example, output),
+            signature=signature,
             input_example=input_example,
             pip_requirements=PIP_REQUIREMENTS,
         )

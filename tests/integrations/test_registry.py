@@ -213,15 +213,21 @@ def test_log_search__against_a_real_mlflow_server(tiny_search, tiny_hourly, mlfl
                                forecast_from_frames(outcome.model, history, future).frame["forecast"], rtol=1e-6)
 
 
-def test_predict_frame__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgiving_eve):
-    # The pyfunc's predict on rows without a 'holiday' column at all, the night before Thanksgiving: the
-    # history takes the calendar's flags and so does the day ahead, as `stef-ray forecast` does.
+def test_pyfunc__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgiving_eve, sqlite_store, tmp_path):
+    # The logged pyfunc, loaded back from a real MLflow store, on rows without a 'holiday' column at all,
+    # the night before Thanksgiving: its signature lets the column be absent, and the history and the day
+    # ahead take the calendar's flags, as `stef-ray forecast` does.
     data_config, data, model = thanksgiving_eve
-    manifest = {"data_config": data_config.model_dump(mode="json"), "training": model.training}
+    bundle = save_bundle(model, tmp_path / "bundle", data_config)
     history = data.frame.iloc[-200:]
-    rows = history[["load", "temperature"]].rename_axis("timestamp").reset_index()
-    predicted = registry.predict_frame(model, manifest, rows)
+    example = history[["load", "temperature", "holiday"]].rename_axis("timestamp").reset_index()
+    example["timestamp"] = example["timestamp"].map(lambda ts: ts.isoformat())
+    with mlflow.start_run():
+        info = registry.log_bundle_model(bundle, example)
+    predicted = mlflow.pyfunc.load_model(info.model_uri).predict(example.drop(columns="holiday"))
     future = history.iloc[-168:-144][["temperature"]].set_index(pd.date_range(
         history.index[-1], periods=25, freq="h")[1:])
     expected = forecast_from_frames(model, history, future.assign(holiday=1.0)).frame  # Thanksgiving
     np.testing.assert_allclose(predicted["forecast"], expected["forecast"], rtol=1e-9)
+    workday = forecast_from_frames(model, history, future.assign(holiday=0.0)).frame
+    assert np.abs(predicted["forecast"] - workday["forecast"]).max() > 1.0
