@@ -7,6 +7,7 @@ order and duplicates -> resolution (sub-hourly means) -> regular grid -> gaps an
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,13 @@ def _parse_timestamps(raw: pd.Series, config: DataConfig, source: str) -> pd.Ser
     else:
         text = raw.astype("string").str.strip()
         try:
-            parsed = pd.to_datetime(
-                text, format=config.timestamp_format, dayfirst=config.dayfirst, errors="coerce", utc=False
-            )
+            with warnings.catch_warnings():
+                # pandas warns on mixed offsets (EST and EDT in one column) that it will raise one day; both
+                # outcomes are handled below by parsing as UTC instants, so the warning would only alarm.
+                warnings.simplefilter("ignore", FutureWarning)
+                parsed = pd.to_datetime(
+                    text, format=config.timestamp_format, dayfirst=config.dayfirst, errors="coerce", utc=False
+                )
         except (ValueError, TypeError):
             # Mixed offsets (e.g. +10:00 and +11:00) come back as objects; parse as UTC instants instead.
             parsed = pd.to_datetime(text, format=config.timestamp_format, dayfirst=config.dayfirst,

@@ -204,12 +204,17 @@ class HybridModel:
             )
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
             weather = [name for name in self.exog if not is_binary(frame[name].to_numpy(dtype=float))]
+            # Weather the seasonality's cross-validation left out is a zero channel: nothing to respond to.
+            kept = [name for name in weather if name not in self.seasonality.dropped_exog]
             if c.lookback_hours < HISTORY_HOURS:
                 self.training["boosted"] = f"off: lookback_hours {c.lookback_hours} < {HISTORY_HOURS}, the trees' history"
             elif not weather:
                 # What the trees add is a non-linear response to weather; on load and calendar alone they
                 # only add noise to the ridges (PJM 2016: 3.199 % against 3.174 % for the ridges alone).
                 self.training["boosted"] = "off: no non-binary exogenous input (weather) for the trees to respond to"
+            elif not kept:
+                self.training["boosted"] = ("off: the seasonality's cross-validation left out every weather input, "
+                                            "so the trees would have only load and calendar (which added noise)")
             else:
                 self.boosted = BoostedResidual(
                     c.horizon_hours, self.channel_names, (self.scaler["residual_std"], self.scaler["season_std"]),

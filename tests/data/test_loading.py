@@ -145,6 +145,20 @@ def test_loading__aware_timestamps_converted_to_timezone():
     assert str(data.frame.index.tz) == "Asia/Seoul" and data.frame.index[0].hour == 9
 
 
+def test_loading__offsets_that_change_with_dst_read_as_instants_without_a_warning():
+    # What `stef-ray data` and pandas write for a zone with DST: -04:00 and -05:00 in one column. pandas
+    # warns that mixing them will one day raise; the loader reads them as instants either way.
+    import warnings
+
+    table = _table(hours=72)
+    stamps = pd.date_range("2021-11-06", periods=72, freq="h", tz="America/New_York")  # clocks back on the 7th
+    table["timestamp"] = stamps.map(lambda t: t.isoformat())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = frame_to_hourly(table, DataConfig(timezone="America/New_York"))
+    assert data.frame.index.equals(pd.DatetimeIndex(stamps, name="timestamp"))
+
+
 def test_loading__us_holiday_flag_added():
     table = _table(hours=24 * 10, start="2024-07-01 00:00")
     data = frame_to_hourly(table, DataConfig(holidays="US", timezone="US/Eastern"))
