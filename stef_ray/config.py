@@ -192,8 +192,11 @@ class ResidualConfig(StrictModel):
     )
     boosted_iterations: int = Field(300, ge=1, le=5000, description="boosting rounds of the trees")
     boosted_max_rows: int = Field(
-        200_000, ge=1000, description="windows the trees learn from at most, one row each at a random lead "
-        "hour (a random sample of the ridges' windows beyond that): bounds their fit time"
+        50_000, ge=1000, description="windows the trees learn from at most, one row each at a random lead "
+        "hour (a random sample of the ridges' windows beyond that): bounds their fit time on long series "
+        "(15 years of hourly windows with a weather input: ridges and trees fitted in 53 s instead of 60 "
+        "before the validation weeks, 36 s instead of 45 after); a year of history has some 8,000 windows, "
+        "all used"
     )
     lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
     horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")

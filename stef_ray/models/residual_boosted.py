@@ -57,7 +57,7 @@ class BoostedResidual:
         max_leaf_nodes: int = 31,
         max_depth: int = 6,
         min_samples_leaf: int = 40,
-        max_rows: int = 200_000,
+        max_rows: int = 50_000,
         seed: int = 0,
     ) -> None:
         self.horizon = horizon
