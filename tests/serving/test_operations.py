@@ -117,11 +117,19 @@ def _expected_forecasts(body: dict, *bundles: Path) -> dict[str, list[float]]:
 
 
 def _spooled_lines(spool_dir: Path) -> list[str]:
-    lines = []
-    for pattern in ("*.active", "*.lp"):
-        for path in spool_dir.glob(pattern):
-            lines += [line for line in path.read_text().splitlines() if line]
-    return lines
+    # The spool renames a full .active file to .lp while the server is down; a file that moves between
+    # the listing and the read is read again under its new name (a CI run once failed on that race).
+    for _ in range(20):
+        lines = []
+        try:
+            for pattern in ("*.active", "*.lp"):
+                for path in spool_dir.glob(pattern):
+                    lines += [line for line in path.read_text().splitlines() if line]
+        except FileNotFoundError:
+            time.sleep(0.05)
+            continue
+        return lines
+    raise AssertionError(f"spool files in {spool_dir} kept moving while being read")
 
 
 @pytest.mark.slow
