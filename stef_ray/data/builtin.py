@@ -78,11 +78,16 @@ def write_dataset(name: str, out: str | Path) -> Path:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     frame = vic_elec() if name == "vic-elec" else taylor()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    if out.suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.assign(timestamp=frame["timestamp"].map(lambda ts: ts.isoformat())).to_csv(tmp, index=False)
-    tmp.replace(out)  # never a half-written file at the destination
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() in (".parquet", ".pq"):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.assign(timestamp=frame["timestamp"].map(lambda ts: ts.isoformat())).to_csv(tmp, index=False)
+        tmp.replace(out)  # never a half-written file at the destination
+    except OSError as err:
+        if tmp.is_file():
+            tmp.unlink()
+        raise DataError(f"cannot write {out}: {err.strerror or err}; choose a writable --out path") from None
     return out

@@ -123,6 +123,14 @@ def test_cli__data_vic_elec_writes_the_real_dataset(tmp_path):
     assert 2500 < frame["load"].mean() < 6000  # MW, Victoria
 
 
+def test_cli__data_to_an_unwritable_path_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    run = stef_ray("data", "taylor", "--out", blocker / "taylor.csv")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "cannot write" in run.stderr and "--out" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 def test_cli__data_taylor_writes_twelve_weeks_of_england_and_wales_hourly(tmp_path):
     run = stef_ray("data", "taylor", "--out", tmp_path / "taylor.csv")
     assert run.returncode == 0, run.stderr
