@@ -8,7 +8,7 @@ Protocols (forecasts from 00:00 local, observed weather used as known future exo
   vic-elec   last 90 days of 2014 (from 2014-10-03), refit every 7 days
   taylor     England & Wales 2000, 12 weeks: the last 28 days (from 2000-07-31), refit every 7 days, on the
              model defaults; a short series, where history is scarce
-  PJM East   2017 (365 days), refit every 28 days, US federal holidays as the calendar input
+  PJM East   2017 (365 days), refit every 28 days, NERC holidays (the six US ones) as the calendar input
   PJM East 2016, the same protocol a year earlier: where settings are chosen, so that 2017 stays a test
 Writes benchmarks/results/accuracy.md (and a CSV per dataset) with the date it was measured.
 """

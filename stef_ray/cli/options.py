@@ -31,8 +31,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool = Fa
                        help="timestamps mark the end of each interval (PJM style)")
     group.add_argument("--sort", action="store_true", default=None, help="sort unsorted input instead of refusing it")
     group.add_argument("--holidays", metavar="CALENDAR",
-                       help="add a 0/1 'holiday' input from a public-holiday calendar: US (federal) or a "
-                       "country code, optionally with a region, e.g. FR, GB-ENG, AU-VIC")
+                       help="add a 0/1 'holiday' input from a public-holiday calendar: NERC (the six US "
+                       "holidays the power industry keeps), US (federal) or a country code, optionally "
+                       "with a region, e.g. FR, GB-ENG, AU-VIC")
 
 
 def data_overrides(args: argparse.Namespace) -> dict:

@@ -1,4 +1,4 @@
-"""Holiday calendars: pandas' US federal one and the `holidays` package's countries and regions."""
+"""Holiday calendars: pandas' US federal one, NERC's six and the `holidays` package's countries and regions."""
 
 from __future__ import annotations
 
@@ -46,6 +46,21 @@ def test_holidays__us_stays_the_federal_calendar():
     days = pd.Index(index[holiday_flags(index, "US") == 1].normalize().unique())
     assert len(days) == 10  # the federal ten (2017: New Year's observed on 2 Jan), no state holidays
     assert pd.Timestamp("2017-01-02", tz="US/Eastern") in days
+
+
+def test_holidays__nerc_keeps_the_six_days_load_drops_sunday_to_monday_saturday_stays():
+    index = pd.date_range("2015-01-01", "2017-12-31 23:00", freq="h", tz="US/Eastern")
+    flags = pd.Series(holiday_flags(index, " nerc"), index=index)
+    days = {str(day) for day in flags[flags == 1].index.date}
+    assert len(days) == 18  # six a year
+    assert {"2016-11-24", "2016-05-30", "2016-09-05", "2017-07-04"} <= days
+    assert "2016-12-26" in days and "2016-12-25" not in days  # Christmas 2016 was a Sunday: Monday instead
+    assert "2015-07-04" in days and "2015-07-03" not in days  # 4 July 2015 was a Saturday: it stays there
+    # Days most people work, which the federal calendar flags: Martin Luther King, Presidents', Columbus, Veterans.
+    federal = pd.Series(holiday_flags(index, "US"), index=index)
+    for day in ("2016-01-18", "2016-02-15", "2016-10-10", "2016-11-11"):
+        assert flags.loc[day].eq(0).all() and federal.loc[day].eq(1).all()
+    assert flags.loc["2016-11-24"].eq(1).all() and len(flags.loc["2016-11-24"]) == 24
 
 
 @pytest.mark.parametrize(
