@@ -45,8 +45,8 @@ class DataConfig(StrictModel):
     sort: bool = Field(False, description="sort unsorted input instead of refusing it")
     holidays: str | None = Field(
         None, description="add a 'holiday' 0/1 column from a public-holiday calendar: NERC (the six US "
-        "holidays on which load drops), US (federal, from pandas) or any ISO 3166 country code of the `holidays` package, with an optional region: FR, DE, "
-        "GB-ENG, AU-VIC"
+        "holidays on which load drops), US (federal, from pandas) or any ISO 3166 country code of the "
+        "`holidays` package, with an optional region: FR, DE, GB-ENG, AU-VIC"
     )
     max_interpolate_hours: int = Field(
         3, ge=0, le=24, description="gaps up to this many hours are interpolated; longer ones are kept out"

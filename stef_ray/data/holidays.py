@@ -6,10 +6,11 @@ Christmas; one that falls on a Sunday moves to the Monday, one on a Saturday sta
 which US load really drops, and what the PJM East benchmark uses. On Martin Luther King, Presidents',
 Columbus and Veterans Day most people work, and a federal flag there both misses those days and dilutes
 the effect learnt for the real ones (PJM 2016, linear-only: 3.150 % with the federal flag, 3.110 % with
-NERC's). Any other name is a country of the ``holidays`` package, by ISO 3166 code, with an optional subdivision after a dash the way ISO 3166-2
-writes it: ``FR``, ``DE``, ``GB-ENG``, ``AU-VIC`` (Victoria's Melbourne Cup day), ``US-TX``. A national
-load series without its own holiday column thus still gets one, the input that matters most after the
-calendar itself (holiday flag and bridge days: PJM East 9.120 -> 9.082 % for trend + Fourier alone).
+NERC's). Any other name is a country of the ``holidays`` package, by ISO 3166 code, with an optional
+subdivision after a dash the way ISO 3166-2 writes it: ``FR``, ``DE``, ``GB-ENG``, ``AU-VIC`` (Victoria's
+Melbourne Cup day), ``US-TX``. A national load series without its own holiday column thus still gets
+one, the input that matters most after the calendar itself (holiday flag and bridge days: PJM East
+9.120 -> 9.023 % for trend + Fourier alone, with NERC's holidays).
 """
 
 from __future__ import annotations
