@@ -40,7 +40,8 @@ def check_calendar(name: str) -> str:
     if country not in known:
         raise ValueError(
             f"unknown holiday calendar '{name}': use an ISO 3166 country code the `holidays` package "
-            f"knows ({len(known)} of them, e.g. US, GB, FR, DE, AU), optionally with a region: GB-ENG, AU-VIC"
+            f"knows ({len(known)} of them, e.g. US, GB, FR, DE, AU), optionally with a region: GB-ENG, AU-VIC; "
+            "or NERC for the six US holidays on which load drops"
         )
     if subdivision is not None and subdivision not in known[country]:
         regions = ", ".join(f"{country}-{code}" for code in known[country][:8])

@@ -66,6 +66,7 @@ def test_holidays__nerc_keeps_the_six_days_load_drops_sunday_to_monday_saturday_
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("XX", "unknown holiday calendar 'XX': use an ISO 3166 country code"),
+     ("XX", "; or NERC for the six US holidays on which load drops"),
      ("AU-ZZ", "unknown holiday calendar 'AU-ZZ': AU has no region ZZ (AU-ACT, ")],
 )
 def test_holidays__unknown_calendar_is_a_config_error_naming_the_key(tmp_path, name, expected):
