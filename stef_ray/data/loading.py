@@ -2,11 +2,16 @@
 
 Order of work: columns -> timestamps (parse, localise with DST, hour-ending shift) -> numbers ->
 order and duplicates -> resolution (sub-hourly means) -> regular grid -> gaps and flat lines.
+
+Exports of the ENTSO-E Transparency Platform, where most European national load comes from, read as
+they are: their timestamps are intervals (``01.01.2015 00:00 - 01.01.2015 01:00``), of which the start
+is read, and a value not (yet) there is written ``-`` or ``n/e``, which count as missing.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -20,6 +25,11 @@ from stef_ray.exceptions import DataError
 from stef_ray.features import is_binary
 
 logger = logging.getLogger(__name__)
+
+# 'start - end', spaces around the dash required; a zone marker after the start, as ENTSO-E writes on DST
+# days ('26.10.2025 02:00 (CEST) - ...'), is dropped: the repeated hour is read in file order anyway.
+INTERVAL = re.compile(r"^\s*(\S.*?)(?:\s*\([A-Za-z]{2,5}\))?\s+-\s+\S.*$")
+MISSING_MARKERS = ("-", "n/e")  # ENTSO-E's 'no value' and 'not expected'; pandas already reads N/A, NA
 
 FLATLINE_HOURS = 24
 
@@ -117,8 +127,22 @@ def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
     return diffs.median() if len(diffs) else pd.Timedelta(hours=1)
 
 
+def _interval_starts(raw: pd.Series) -> pd.Series | None:
+    """The start of each 'start - end' interval, where every timestamp is written so; else None."""
+    if pd.api.types.is_datetime64_any_dtype(raw) or not len(raw):
+        return None
+    text = raw.astype("string")
+    starts = text.str.extract(INTERVAL, expand=False)
+    written = text.notna() & (text.str.strip() != "")
+    if not written.any() or starts[written].isna().any():
+        return None
+    return starts
+
+
 def _parse_numbers(table: pd.DataFrame, column: str, source: str) -> np.ndarray:
     raw = table[column]
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw):
+        raw = raw.mask(raw.astype("string").str.strip().str.lower().isin(MISSING_MARKERS))
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
     if bad.any():
@@ -154,7 +178,16 @@ def frame_to_hourly(table: pd.DataFrame, config: DataConfig, source: str = "inpu
             raise DataError(f"{source}: column '{column}' not found (columns: {listed}); check {flag}")
     if len(table) == 0:
         raise DataError(f"{source}: no rows")
-    parsed = _parse_timestamps(table[config.timestamp_col], config, source)
+    timestamps = table[config.timestamp_col]
+    starts = _interval_starts(timestamps)
+    if starts is not None:
+        if config.hour_ending:
+            raise DataError(f"{source}: column '{config.timestamp_col}' holds intervals ('start - end'), of which "
+                            "the start is read; drop --hour-ending (hour_ending)")
+        timestamps = starts
+        report.notes.append(f"timestamps are intervals ('start - end', e.g. {table[config.timestamp_col].iloc[0]!r}): "
+                            "read the start of each")
+    parsed = _parse_timestamps(timestamps, config, source)
     load = _parse_numbers(table, config.target_col, source)
     bad_load = np.flatnonzero(load <= 0)
     if len(bad_load):

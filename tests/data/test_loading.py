@@ -199,3 +199,48 @@ def test_loading__a_series_without_a_day_off_input_is_told_how_to_add_one():
     assert hint(frame_to_hourly(_table(), DataConfig(holidays="NERC"))) == []
     table = _table().assign(workday=1.0)  # a 0/1 column of its own (all ones is still 0/1)
     assert hint(frame_to_hourly(table, DataConfig(exog=["temperature", "workday"]))) == []
+
+
+def _entsoe_table() -> pd.DataFrame:
+    # As the ENTSO-E Transparency Platform exports a country's load: interval timestamps on the local wall
+    # clock (the fall-back hour written twice, summer time first), '-' where no value is published yet.
+    utc = pd.date_range("2015-10-24 22:00", periods=72, freq="h", tz="UTC")  # 24-26 Oct 2015, Berlin
+    local = utc.tz_convert("Europe/Berlin").tz_localize(None)
+    load = (50_000 + 5_000 * np.sin(np.arange(72) / 24 * 2 * np.pi)).round(0).astype(object)
+    load[-3:] = "-"
+    load[30] = "n/e"
+    zone = utc.tz_convert("Europe/Berlin").strftime(" (%Z)")  # newer exports mark the zone on the DST day
+    marks = np.where(local.normalize() == pd.Timestamp("2015-10-25"), zone, "")
+    return pd.DataFrame({
+        "Time (CET/CEST)": [f"{t:%d.%m.%Y %H:%M}{m} - {t + pd.Timedelta(hours=1):%d.%m.%Y %H:%M}{m}"
+                            for t, m in zip(local, marks, strict=True)],
+        "Actual Total Load [MW] - Germany (DE)": load,
+    })
+
+
+def test_loading__entsoe_export_reads_interval_starts_and_dashes_as_missing():
+    config = DataConfig(timestamp_col="Time (CET/CEST)", target_col="Actual Total Load [MW] - Germany (DE)",
+                        timestamp_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin")
+    data = frame_to_hourly(_entsoe_table(), config, source="entsoe.csv")
+    index = data.frame.index
+    assert index[0] == pd.Timestamp("2015-10-25 00:00", tz="Europe/Berlin")  # the start, not the end
+    assert len(index) == 72 and (np.diff(index.asi8) == 3600 * 10**9).all()  # the 25-hour day kept whole
+    assert np.isnan(data.load[-3:]).all()  # trailing '-': missing, not an error
+    assert np.isfinite(data.load[:-3]).all()  # 'n/e' inside: an interpolated one-hour gap
+    assert data.report.interpolated == [(index[30], 1)]
+    assert any("intervals ('start - end'" in line for line in data.report.lines())
+
+
+def test_loading__entsoe_intervals_with_hour_ending_is_a_one_line_error():
+    config = DataConfig(timestamp_col="Time (CET/CEST)", target_col="Actual Total Load [MW] - Germany (DE)",
+                        timestamp_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin", hour_ending=True)
+    message = _error(_entsoe_table(), **config.model_dump(exclude_defaults=True))
+    assert "holds intervals ('start - end')" in message and "drop --hour-ending" in message
+
+
+def test_loading__a_dash_in_an_iso_offset_is_not_an_interval():
+    table = _table()
+    table["timestamp"] = pd.date_range("2024-01-01", periods=48, freq="h", tz="US/Eastern").map(lambda t: t.isoformat())
+    data = frame_to_hourly(table, DataConfig(timezone="US/Eastern"))
+    assert data.frame.index[0] == pd.Timestamp("2024-01-01 00:00", tz="US/Eastern")
+    assert not any("intervals" in line for line in data.report.lines())
