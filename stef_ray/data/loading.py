@@ -5,11 +5,13 @@ order and duplicates -> resolution (sub-hourly means) -> regular grid -> gaps an
 
 Exports of the ENTSO-E Transparency Platform, where most European national load comes from, read as
 they are: their timestamps are intervals (``01.01.2015 00:00 - 01.01.2015 01:00``), of which the start
-is read, and a value not (yet) there is written ``-`` or ``n/e``, which count as missing.
+is read, and a value not (yet) there is written ``-`` or ``n/e``, which count as missing. A CSV whose
+header is split by ``;`` is read with ``;`` between fields and ``,`` as the decimal mark (tab: tabs).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 import warnings
@@ -44,11 +46,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path)
-    except (ValueError, OSError, pd.errors.ParserError) as err:
+            return pd.read_csv(path, **_csv_dialect(path))
+    except (ValueError, OSError, EOFError, pd.errors.ParserError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{path}: cannot be read ({first_line}); check it is a valid CSV/Parquet file") from None
     raise DataError(f"{path}: unsupported file type '{suffix}'; use .csv or .parquet")
+
+
+def _csv_dialect(path: Path) -> dict:
+    """``read_csv`` arguments for the file's delimiter, read off its header line: European exports (ENTSO-E
+    in some locales, national statistics offices) write ``;`` between fields and ``,`` before decimals,
+    which read as one column otherwise. Plain comma-separated files keep pandas' defaults."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
+        header = file.readline()
+    commas, semicolons, tabs = (header.count(sep) for sep in (",", ";", "\t"))
+    if semicolons and semicolons >= commas:  # a tie: a comma inside a column name ('load, MW') is likelier
+        return {"sep": ";", "decimal": ","}
+    if tabs > commas:
+        return {"sep": "\t"}
+    return {}
 
 
 def load_hourly(config: DataConfig, path: str | Path | None = None) -> HourlyData:

@@ -8,6 +8,7 @@ import pytest
 
 from stef_ray.config import DataConfig
 from stef_ray.data import frame_to_hourly, load_hourly
+from stef_ray.data.loading import read_table
 from stef_ray.exceptions import DataError
 
 
@@ -244,3 +245,16 @@ def test_loading__a_dash_in_an_iso_offset_is_not_an_interval():
     data = frame_to_hourly(table, DataConfig(timezone="US/Eastern"))
     assert data.frame.index[0] == pd.Timestamp("2024-01-01 00:00", tz="US/Eastern")
     assert not any("intervals" in line for line in data.report.lines())
+
+
+@pytest.mark.parametrize(
+    ("text", "note"),
+    [("Datum;Last, MW;Temperatur\n01.01.2024 00:00;51234,5;-1,5\n01.01.2024 01:00;50000;-2\n", "semicolons"),
+     ("timestamp\tload\ttemperature\n2024-01-01 00:00\t51234.5\t-1.5\n2024-01-01 01:00\t50000\t-2\n", "tabs")],
+)
+def test_loading__csv_delimiter_is_read_off_the_header(tmp_path, text, note):
+    path = tmp_path / "load.csv"
+    path.write_text(text)
+    table = read_table(path)
+    assert table.shape == (2, 3), note
+    assert table.iloc[0, 1] == 51234.5 and table.iloc[1, 2] == -2  # decimal commas too, after semicolons
