@@ -258,3 +258,10 @@ def test_loading__csv_delimiter_is_read_off_the_header(tmp_path, text, note):
     table = read_table(path)
     assert table.shape == (2, 3), note
     assert table.iloc[0, 1] == 51234.5 and table.iloc[1, 2] == -2  # decimal commas too, after semicolons
+
+
+def test_loading__a_windows_encoded_csv_is_read(tmp_path):
+    path = tmp_path / "load.csv"
+    path.write_bytes("Zeit;Last [MW];Temperatur [°C]\n01.01.2024 00:00;51234,5;-1,5\n".encode("cp1252"))
+    table = read_table(path)
+    assert list(table.columns) == ["Zeit", "Last [MW]", "Temperatur [°C]"] and table.iloc[0, 1] == 51234.5
