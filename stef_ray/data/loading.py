@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # 'start - end', spaces around the dash required; a zone marker after the start, as ENTSO-E writes on DST
 # days ('26.10.2025 02:00 (CEST) - ...'), is dropped: the repeated hour is read in file order anyway.
 INTERVAL = re.compile(r"^\s*(\S.*?)(?:\s*\([A-Za-z]{2,5}\))?\s+-\s+\S.*$")
+END_OF_DAY = r"\s24:(?=00(?::00)?$)"  # ' 24:00' or ' 24:00:00' at the end; the match is ' 24:
 MISSING_MARKERS = ("-", "n/e")  # ENTSO-E's 'no value' and 'not expected'; pandas already reads N/A, NA
 
 FLATLINE_HOURS = 24
@@ -91,6 +92,11 @@ def _parse_timestamps(raw: pd.Series, config: DataConfig, source: str) -> pd.Ser
         parsed = raw
     else:
         text = raw.astype("string").str.strip()
+        # Hour-ending US ISO files (ERCOT, MISO) end each day at '24:00', which pandas does not parse: read
+        # it as 00:00 of the next day.
+        midnight = text.str.contains(END_OF_DAY, regex=True, na=False)
+        if midnight.any():
+            text = text.where(~midnight, text.str.replace(END_OF_DAY, " 00:", regex=True))
         try:
             with warnings.catch_warnings():
                 # pandas warns on mixed offsets (EST and EDT in one column) that it will raise one day; both
@@ -106,6 +112,8 @@ def _parse_timestamps(raw: pd.Series, config: DataConfig, source: str) -> pd.Ser
         if parsed.dtype == object:
             parsed = pd.to_datetime(text, format=config.timestamp_format, dayfirst=config.dayfirst,
                                     errors="coerce", utc=True)
+        if midnight.any():
+            parsed = parsed.where(~midnight, parsed + pd.Timedelta(days=1))
         bad = parsed.isna() & text.notna()
         if bad.any() or parsed.isna().any():
             position = int(np.flatnonzero(bad.to_numpy() | parsed.isna().to_numpy())[0])

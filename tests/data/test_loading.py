@@ -265,3 +265,18 @@ def test_loading__a_windows_encoded_csv_is_read(tmp_path):
     path.write_bytes("Zeit;Last [MW];Temperatur [°C]\n01.01.2024 00:00;51234,5;-1,5\n".encode("cp1252"))
     table = read_table(path)
     assert list(table.columns) == ["Zeit", "Last [MW]", "Temperatur [°C]"] and table.iloc[0, 1] == 51234.5
+
+
+def test_loading__hour_ending_24_00_is_midnight_of_the_next_day():
+    # ERCOT-style: 'Hour Ending' from 01:00 to 24:00 each day, US Central time.
+    days = pd.date_range("2021-03-01", periods=3, freq="D")
+    stamps = [f"{day:%m/%d/%Y} {hour:02d}:00" for day in days for hour in range(1, 25)]
+    table = pd.DataFrame({"Hour Ending": stamps, "ERCOT": np.linspace(40_000, 45_000, len(stamps))})
+    config = DataConfig(timestamp_col="Hour Ending", target_col="ERCOT", timestamp_format="%m/%d/%Y %H:%M",
+                        timezone="US/Central", hour_ending=True)
+    data = frame_to_hourly(table, config)
+    index = data.frame.index
+    assert len(index) == 72 and (np.diff(index.asi8) == 3600 * 10**9).all()
+    assert index[0] == pd.Timestamp("2021-03-01 00:00", tz="US/Central")  # 01:00 ending: 00:00-01:00
+    assert index[23] == pd.Timestamp("2021-03-01 23:00", tz="US/Central")  # '03/01/2021 24:00' ending
+    assert data.load[23] == pytest.approx(table["ERCOT"].iloc[23])
