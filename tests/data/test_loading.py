@@ -280,3 +280,14 @@ def test_loading__hour_ending_24_00_is_midnight_of_the_next_day():
     assert index[0] == pd.Timestamp("2021-03-01 00:00", tz="US/Central")  # 01:00 ending: 00:00-01:00
     assert index[23] == pd.Timestamp("2021-03-01 23:00", tz="US/Central")  # '03/01/2021 24:00' ending
     assert data.load[23] == pytest.approx(table["ERCOT"].iloc[23])
+
+
+def test_loading__a_truncated_gzip_is_a_one_line_error(tmp_path):
+    import gzip
+
+    packed = gzip.compress(("timestamp,load\n" + "2024-01-01 00:00,1000\n" * 5000).encode())
+    path = tmp_path / "load.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataError, match=r"load\.csv\.gz: cannot be read \(Compressed file ended") as caught:
+        read_table(path)
+    assert "\n" not in str(caught.value)
