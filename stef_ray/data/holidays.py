@@ -17,10 +17,35 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.holiday import (
+    AbstractHolidayCalendar,
+    Holiday,
+    USFederalHolidayCalendar,
+    USLaborDay,
+    USMemorialDay,
+    USThanksgivingDay,
+    sunday_to_monday,
+)
 
 US_FEDERAL = "US"
 NERC = "NERC"
 HOLIDAY_COLUMN = "holiday"  # the input ``DataConfig.holidays`` adds
+
+
+class NercHolidayCalendar(AbstractHolidayCalendar):
+    """NERC's six off-peak holidays (see the module docstring)."""
+
+    rules = [  # noqa: RUF012 - pandas reads this class attribute
+        Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+        USMemorialDay,
+        Holiday("Independence Day", month=7, day=4, observance=sunday_to_monday),
+        USLaborDay,
+        USThanksgivingDay,
+        Holiday("Christmas Day", month=12, day=25, observance=sunday_to_monday),
+    ]
+
+
+PANDAS_CALENDARS = {US_FEDERAL: USFederalHolidayCalendar, NERC: NercHolidayCalendar}
 
 
 def split_calendar(name: str) -> tuple[str, str | None]:
@@ -31,7 +56,7 @@ def split_calendar(name: str) -> tuple[str, str | None]:
 
 def check_calendar(name: str) -> str:
     """``name`` normalised (``'au-vic'`` -> ``'AU-VIC'``), or ValueError saying what is known."""
-    if name.strip().upper() in (US_FEDERAL, NERC):
+    if name.strip().upper() in PANDAS_CALENDARS:
         return name.strip().upper()
     import holidays  # ~0.1 s to import; only where a calendar is asked for
 
@@ -56,12 +81,8 @@ def holiday_flags(index: pd.DatetimeIndex, calendar: str) -> np.ndarray:
     local_dates = index.tz_localize(None).normalize() if index.tz is not None else index.normalize()
     if not len(local_dates):
         return np.zeros(0)
-    if calendar.strip().upper() == US_FEDERAL:
-        from pandas.tseries.holiday import USFederalHolidayCalendar
-
-        days = USFederalHolidayCalendar().holidays(start=local_dates.min(), end=local_dates.max())
-    elif calendar.strip().upper() == NERC:
-        days = _nerc_days(local_dates.min(), local_dates.max())
+    if calendar.strip().upper() in PANDAS_CALENDARS:
+        days = PANDAS_CALENDARS[calendar.strip().upper()]().holidays(start=local_dates.min(), end=local_dates.max())
     else:
         import holidays
 
@@ -70,25 +91,3 @@ def holiday_flags(index: pd.DatetimeIndex, calendar: str) -> np.ndarray:
         days = pd.DatetimeIndex(sorted(holidays.country_holidays(country, subdiv=subdivision, years=years)))
     return np.isin(local_dates.values, days.values).astype(float)
 
-
-def _nerc_days(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
-    from pandas.tseries.holiday import (
-        AbstractHolidayCalendar,
-        Holiday,
-        USLaborDay,
-        USMemorialDay,
-        USThanksgivingDay,
-        sunday_to_monday,
-    )
-
-    class NercHolidays(AbstractHolidayCalendar):
-        rules = [  # noqa: RUF012 - pandas reads this class attribute
-            Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
-            USMemorialDay,
-            Holiday("Independence Day", month=7, day=4, observance=sunday_to_monday),
-            USLaborDay,
-            USThanksgivingDay,
-            Holiday("Christmas Day", month=12, day=25, observance=sunday_to_monday),
-        ]
-
-    return NercHolidays().holidays(start=start, end=end)

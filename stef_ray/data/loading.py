@@ -47,11 +47,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".gz"):
+            dialect = _csv_dialect(path)
             try:
-                return pd.read_csv(path, **_csv_dialect(path))
+                return pd.read_csv(path, **dialect)
             except UnicodeDecodeError:
                 # Not UTF-8: spreadsheet exports on Windows write cp1252 ('Originalauflösung', '°C').
-                return pd.read_csv(path, encoding="cp1252", **_csv_dialect(path))
+                return pd.read_csv(path, encoding="cp1252", **dialect)
     except (ValueError, OSError, EOFError, pd.errors.ParserError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{path}: cannot be read ({first_line}); check it is a valid CSV/Parquet file") from None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from stef_ray.data.holidays import HOLIDAY_COLUMN
+from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import ModelNotFoundError, ServiceUnavailableError
 
@@ -144,8 +144,6 @@ def predict_frame(model: Any, manifest: dict, rows: pd.DataFrame) -> pd.DataFram
 
 def _with_calendar(frame: pd.DataFrame, calendar: str) -> pd.DataFrame:
     """``frame`` with its missing holiday flags (or the whole column) taken from ``calendar``."""
-    from stef_ray.data.holidays import holiday_flags
-
     flags = pd.Series(holiday_flags(frame.index, calendar), index=frame.index)
     given = pd.to_numeric(frame[HOLIDAY_COLUMN], errors="coerce") if HOLIDAY_COLUMN in frame.columns else flags * np.nan
     return frame.assign(**{HOLIDAY_COLUMN: given.fillna(flags)})
