@@ -172,7 +172,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         return (time.perf_counter() - t0) / n * 1000
 
     def replica_work() -> None:
-        # What the ResidualLSTM replica does for one request: a fresh batch each time, as from the wire.
+        # What the Residual replica does for one request: a fresh batch each time, as from the wire.
         batch = ComponentBatch.stack([service.parse(body)])
         batch_residuals(model, batch, trend_log_batch(model.trend, batch),
                         season_log_batch(model.seasonality, batch), [None])
@@ -185,7 +185,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         ("residual: LSTM, batch of 16 (per batch)",
          timed(lambda: residual_log_batch(model, frame16, trend16, season16, n), n=50)),
         ("assemble answer", timed(lambda: service.assemble(prepared, trend, season, residual))),
-        ("ResidualLSTM replica, 1 request: parse + trend + seasonality + residual", timed(replica_work)),
+        ("Residual replica, 1 request: parse + trend + seasonality + residual", timed(replica_work)),
         ("whole forecast in process", timed(lambda: service.forecast(service.parse(body)))),
     ]
     params = sum(p.numel() for p in model.residual.net.parameters())
@@ -368,7 +368,7 @@ def main() -> int:
         mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
         rss = rss_table()
         kills = [kill_test(url, body, "ForecastIngress", args.kill_seconds, 5.0),
-                 kill_test(url, body, "ResidualLSTM", args.kill_seconds, 5.0)]
+                 kill_test(url, body, "Residual", args.kill_seconds, 5.0)]
         # The other composition, on the same machine: all three deployments called for every request.
         port = free_port()
         serve.shutdown()
@@ -390,7 +390,7 @@ def main() -> int:
     sections += [p.row() for p in phases]
     mode = ", ".join(f"{k}={os.environ.get(k, '')}" for k in THROUGHPUT_ENV)
     sections += ["", "Composed: `composition: residual_first` (the default: one handle call per request); "
-                 "fan_out calls Trend, Seasonality and ResidualLSTM for every request.",
+                 "fan_out calls Trend, Seasonality and Residual for every request.",
                  "", f"Composed p50 / plain p50 at 1 client: **{ratio:.1f}x**. Serve mode: {mode}. "
                  f"Requests per component call at 16 clients (stef_component_batch_size): {mean_batch:.1f}.", "",
                  "## Memory", "", *rss, "", "## Killing one replica under load (16 clients)", "",

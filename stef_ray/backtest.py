@@ -102,7 +102,7 @@ def run_backtest(
             model = HybridModel(config, data.exog)
             if "hybrid" in models:
                 model.fit(train, init_state=previous_state)
-                previous_state = model.residual.state_dict() if model.residual is not None else None
+                previous_state = model.neural.state_dict() if model.neural is not None else None
             else:
                 model.fit_base(train)
         fit_seconds += time.perf_counter() - started

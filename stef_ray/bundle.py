@@ -3,13 +3,15 @@
     manifest.json        format version, package version, configs, training window and metrics, features
     trend.json           log-linear trend parameters
     seasonality.json     Fourier/exogenous design spec and ridge coefficients
-    residual_scaler.json scaling of the LSTM's input channels
+    residual_scaler.json scaling of the residual models' input channels
     residual_linear.json linear residual model settings, when used
     residual_linear.npz  its ridge coefficients (numpy arrays, read with allow_pickle=False); format 1
                          bundles kept them in residual_linear.json
     residual_boosted.json  gradient-boosted residual trees' settings, when used
     residual_boosted.npz   their node arrays (feature, threshold, children, leaf value)
-    residual_lstm.pt     LSTM weights as a state_dict (read with weights_only=True)
+    residual_neural.pt   the neural residual's weights (every ensemble member's state_dict, keys prefixed by
+                         the member number; read with weights_only=True), when trained; residual_lstm.pt in
+                         bundles before format 7 (one LSTM without an origin-hour input)
     quantiles.json       conformal offsets per lead hour (log space)
 
 No pickle anywhere. A bundle is written to a temporary sibling folder and renamed into place, so a
@@ -45,9 +47,13 @@ from stef_ray.models.trend import LogLinearTrend
 # dropped_exog), whose residual channels must then be zero: a format 5 reader would feed them in. Older
 # formats still load (with the median point before 4, one row for every
 # origin hour before 5); an older stef_ray refuses a newer bundle with a clear message.
-FORMAT_VERSION = 6
+# 7: the neural residual (LSTM or MLP, an ensemble, with the origin hour as an input) in residual_neural.pt,
+# trained on the linear layers' out-of-fold errors and kept or dropped by the validation blocks (the
+# manifest's training.neural); a format 6 reader would load it as the old LSTM and fail.
+FORMAT_VERSION = 7
 MANIFEST = "manifest.json"
-WEIGHTS = "residual_lstm.pt"
+WEIGHTS = "residual_neural.pt"
+LEGACY_WEIGHTS = "residual_lstm.pt"  # formats 1-6
 LINEAR = "residual_linear.json"
 LINEAR_ARRAYS = "residual_linear.npz"
 BOOSTED = "residual_boosted.json"
@@ -82,7 +88,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             "lookback_hours": model.lookback,
             "horizon_hours": model.horizon,
             "training": model.training,
-            "has_residual": model.residual is not None,
+            "has_neural": model.neural is not None,
             "has_linear": model.linear is not None,
             "has_boosted": model.boosted is not None,
             "extra": extra or {},
@@ -100,8 +106,8 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             meta, arrays = model.boosted.to_parts()
             _write_json(staging / BOOSTED, meta)
             np.savez(staging / BOOSTED_ARRAYS, **arrays)
-        if model.residual is not None:
-            torch.save(model.residual.state_dict(), staging / WEIGHTS)
+        if model.neural is not None:
+            torch.save(model.neural.state_dict(), staging / WEIGHTS)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -139,12 +145,12 @@ def read_manifest(path: str | Path) -> dict:
 def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, dict]:
     """Read a bundle folder; returns the model and its manifest.
 
-    ``device`` (auto, cpu, cuda) says where the LSTM runs; by default the one the bundle was trained
+    ``device`` (auto, cpu, cuda) says where the neural residual runs; by default the one the bundle was trained
     with, except that a bundle trained on ``cuda`` runs where it can (``auto``): a model trained on a
     GPU node must still forecast on a CPU-only serving or laptop machine."""
     import torch
 
-    from stef_ray.models.residual_lstm import ResidualLSTM
+    from stef_ray.models.residual_neural import NeuralResidual
 
     path = Path(path)
     manifest = read_manifest(path)
@@ -170,10 +176,15 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         if manifest.get("has_boosted"):  # bundles from before the trees have none
             with np.load(path / BOOSTED_ARRAYS, allow_pickle=False) as arrays:
                 model.boosted = BoostedResidual.from_parts(json.loads((path / BOOSTED).read_text()), dict(arrays))
-        if manifest.get("has_residual"):
+        channels = len(manifest["feature_names"]["residual_channels"])
+        if manifest.get("has_neural"):
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-            residual = ResidualLSTM(config.residual, len(manifest["feature_names"]["residual_channels"]))
-            model.residual = residual.load_state_dict(state)
+            model.neural = NeuralResidual(config.residual, channels, model._hour_channels).load_state_dict(state)
+        elif manifest.get("has_residual"):  # formats 1-6: one LSTM, no origin-hour input
+            state = torch.load(path / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
+            config.residual.architecture, config.residual.ensemble = "lstm", 1
+            neural = NeuralResidual(config.residual, channels, model._hour_channels, origin_hour=False)
+            model.neural = neural.load_state_dict(state, members_prefixed=False)
     except FileNotFoundError as err:
         raise BundleError(f"bundle {path} is incomplete: {Path(err.filename).name} is missing; retrain it") from None
     except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as err:

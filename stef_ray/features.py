@@ -1,4 +1,4 @@
-"""Design matrices in numpy: time axes, Fourier terms, exogenous bases and the LSTM's calendar inputs.
+"""Design matrices in numpy: time axes, Fourier terms, exogenous bases and the residual models' calendar inputs.
 
 Seasonal terms run on the *local wall clock* (hours since 1970-01-01 00:00 local), so the daily profile
 follows local time across DST changes: a 23-hour day simply skips one hour of the profile.
@@ -189,7 +189,7 @@ CALENDAR_CHANNELS = ["hour_sin", "hour_cos", "week_sin", "week_cos"]
 
 
 def calendar_inputs(index: pd.DatetimeIndex) -> np.ndarray:
-    """The LSTM's calendar channels: hour-of-day and day-of-week on the unit circle; shape (n, 4)."""
+    """The residual models' calendar channels: hour-of-day and day-of-week on the unit circle; shape (n, 4)."""
     wall = wall_clock_hours(index)
     day = 2 * np.pi * wall / HOURS_PER_DAY
     week = 2 * np.pi * (wall - MONDAY_OFFSET_HOURS) / HOURS_PER_WEEK

@@ -5,7 +5,7 @@ whole series (a peer must read load only before each origin; the backtest's leak
 built-in models, and each peer here slices by origin explicitly).
 
 - ``ridge_residual``: ridge regression of the next 24 log residuals of trend + Fourier on the last 168
-  residuals and the future exogenous values (the linear cousin of the LSTM residual model).
+  residuals and the future exogenous values (a plain cousin of the hybrid's per-hour ridges).
 - ``lightgbm``: gradient-boosted trees on lags (same hour yesterday and last week, last observed value),
   calendar and exogenous features, direct multi-horizon with the lead hour as a feature (OpenSTEF-style).
 - ``mstl``: statsforecast's MSTL (daily + weekly seasonality, ETS trend) on the last eight weeks.

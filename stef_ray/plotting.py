@@ -8,9 +8,9 @@ import pandas as pd
 
 
 def plot_forecast(history: pd.Series, forecast: pd.DataFrame, path: str | Path,
-                  actual: pd.Series | None = None, title: str = "") -> Path:
+                  actual: pd.Series | None = None, title: str = "", residual_label: str = "residual") -> Path:
     """Top: the last 7 days of load, the forecast and its P10–P90 band (and actuals when known);
-    bottom: the forecast's components in MW."""
+    bottom: the forecast's components in MW, the residual labelled with the models in it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +32,7 @@ def plot_forecast(history: pd.Series, forecast: pd.DataFrame, path: str | Path,
     top.grid(alpha=0.3)
     bottom.plot(times, forecast["trend"] - forecast["trend"].mean(), label="trend (minus its mean)")
     bottom.plot(times, forecast["seasonality"], label="seasonality")
-    bottom.plot(times, forecast["residual"], label="residual (LSTM)")
+    bottom.plot(times, forecast["residual"], label=residual_label)
     bottom.axhline(0, color="0.6", lw=0.8)
     bottom.set_ylabel("MW")
     bottom.legend(loc="upper left", ncols=3, fontsize=8)

@@ -49,11 +49,11 @@ def test_bundle__contains_no_pickle(fitted_model, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     names = sorted(p.name for p in path.iterdir())
     assert names == ["manifest.json", "quantiles.json", "residual_boosted.json", "residual_boosted.npz",
-                     "residual_linear.json", "residual_linear.npz", "residual_lstm.pt",
+                     "residual_linear.json", "residual_linear.npz", "residual_neural.pt",
                      "residual_scaler.json", "seasonality.json", "trend.json"]
     import torch
 
-    torch.load(path / "residual_lstm.pt", weights_only=True)  # raises if anything but tensors were saved
+    torch.load(path / "residual_neural.pt", weights_only=True)  # raises if anything but tensors were saved
     np.load(path / "residual_linear.npz", allow_pickle=False)["coef"]  # raises if an object array was saved
     with np.load(path / "residual_boosted.npz", allow_pickle=False) as trees:
         assert {name: trees[name].dtype.kind for name in trees.files} == {

@@ -9,8 +9,9 @@ from stef_ray.cli.options import DATA_HELP, add_data_arguments
 DESCRIPTION = """\
 Rolling-origin backtest: one 24 h forecast per day at 00:00 local time from --start for --days days.
 The hybrid is refitted every --refit-every days on the data before the origin only (0 = fit once on the
-data before --start); the LSTM warm-starts from the previous fit. Baselines: seasonal_naive_week (same
-hour last week), seasonal_naive_day (same hour yesterday), trend_fourier (the hybrid without the LSTM).
+data before --start); the neural residual warm-starts from the previous fit. Baselines: seasonal_naive_week
+(same hour last week), seasonal_naive_day (same hour yesterday), trend_fourier (the hybrid without its
+residual models).
 Peers from the 'peers' extra: lightgbm (lags + calendar + exogenous, direct multi-horizon), mstl.
 
 Writes overall_metrics.csv (one row per model), horizon_metrics.csv (per model and lead hour 1-24) and

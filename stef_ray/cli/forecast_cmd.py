@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--future", metavar="FILE", help="known future exogenous values (same columns)")
     parser.add_argument("--out", default=".", metavar="DIR", help="folder for the CSV and PNG (default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the LSTM runs")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the neural residual runs")
     parser.add_argument("--influx", action="store_true",
                         help="also send the forecast (and metrics) to InfluxDB (settings from env/.env)")
     add_data_arguments(parser, data_required=True)
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"forecast from {result.origin:%Y-%m-%d %H:%M %Z} by {bundle_path}{f' (version {version})' if version else ''}")
     for column in ("trend", "seasonality", "residual", "forecast"):
         print(f"  {column:<12} [{frame[column].min():>10.1f}, {frame[column].max():>10.1f}] MW")
+    print(f"  residual models: {model.residual_summary()}")
     actual = data.frame[LOAD].reindex(pd.DatetimeIndex(frame["timestamp"]))
     metrics = None
     if actual.notna().all():
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
         history = data.frame[LOAD].loc[: result.origin - pd.Timedelta(hours=1)]
         png = plot_forecast(history, frame, out_dir / f"forecast_{stamp}.png",
-                            actual=actual if actual.notna().any() else None)
+                            actual=actual if actual.notna().any() else None,
+                            residual_label=f"residual ({model.residual_summary().split(';')[0]})")
         print(f"✓ wrote {png}")
     if args.influx:
         _send_to_influx(frame, metrics, manifest, result.origin, data)

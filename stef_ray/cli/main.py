@@ -23,8 +23,9 @@ SUBCOMMAND_MODULES = (
 )
 
 DESCRIPTION = """\
-Hourly electricity-demand forecasting: log-linear trend + Fourier seasonality + LSTM on the residuals,
-from the last 168 hours to the next 24.
+Hourly electricity-demand forecasting: log-linear trend + Fourier seasonality + residual models (per-hour
+ridges, trees on weather, and a neural residual kept where it beats them out of sample), from the last
+168 hours to the next 24.
 
 typical session:
   stef-ray data vic-elec --out data/vic_elec.csv          # built-in real dataset (Victoria 2014)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "serve forecasts over HTTP with Ray Serve (trend, seasonality and LSTM residual deployments)"
+HELP = "serve forecasts over HTTP with Ray Serve (trend, seasonality and residual deployments)"
 DESCRIPTION = """\
 Start Ray locally (this machine's CPUs), deploy the applications of a Serve config file (as
 `serve run CONFIG` does), print the URL and a curl example, and serve until Ctrl-C.

@@ -1,4 +1,4 @@
-"""``stef-ray train``: fit trend, seasonality and the LSTM residual model in one process; write a bundle."""
+"""``stef-ray train``: fit trend, seasonality and the residual models in one process; write a bundle."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import argparse
 from stef_ray.cli.options import DATA_HELP, add_data_arguments, train_config_from_args
 
 DESCRIPTION = """\
-Fit the hybrid model (log-linear trend -> Fourier seasonality -> LSTM on the residuals) on one file and
-write a model bundle folder. Hyperparameters come from --config (YAML with 'data' and 'model' sections,
-see configs/vic_elec.yaml); for a parallel search use 'stef-ray tune'.
+Fit the hybrid model (log-linear trend -> Fourier seasonality -> residual models: per-hour ridges, trees
+beside them where there is weather, and a neural residual (LSTM or MLP) kept only where it beats them on
+validation blocks spread over the last year) on one file and write a model bundle folder. Hyperparameters
+come from --config (YAML with 'data' and 'model' sections, see configs/vic_elec.yaml); to search them in
+parallel use 'stef-ray tune'. The output says which residual models are in the forecast and why.
 
 example:
   stef-ray train --config configs/vic_elec.yaml --data data/vic_elec.csv --out models/production
@@ -23,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", metavar="YAML", help="data + model config (default: built-in defaults)")
     parser.add_argument("--out", default="models/production", metavar="DIR", help="bundle folder (default: %(default)s)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the LSTM trains (default: auto)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the neural residual trains (default: auto)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override model.residual.max_epochs")
     parser.add_argument("--end", metavar="DATE", help="train only on data before this date (local time)")
     add_data_arguments(parser)
@@ -31,10 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 class EpochTable:
-    """The seed's per-epoch table: Epoch, Train Loss, Val Loss, Best Val, Status."""
+    """The seed's per-epoch table: Epoch, Train Loss, Val Loss (on the early-stopping days), Best Val, Status;
+    one table per ensemble member."""
 
-    def __call__(self, report, _model) -> None:
+    def __call__(self, report, model) -> None:
         if report.epoch == 1:
+            if len(model.nets) > 1:
+                print(f"ensemble member {report.member + 1} of {len(model.nets)} (seed {model.config.seed + report.member})")
             print(f"{'Epoch':>5}  {'Train Loss':>10}  {'Val Loss':>10}  {'Best Val':>10}  {'Time':>6}  Status")
         status = "✓ Best" if report.improved else ""
         print(f"{report.epoch:>5}  {report.train_loss:>10.4f}  {report.val_loss:>10.4f}  "

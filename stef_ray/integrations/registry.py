@@ -1,13 +1,17 @@
 """MLflow adapter: the search as runs, the best bundle as a registered pyfunc model, and the champion gate.
 
 - Experiment ``power-demand-hybrid-weekly``; one parent run ``weekly_retrain_YYYYMMDD`` per search (data
-  window, trend R², Fourier orders, search config, holdout scores, learning curves PNG, the model) and
-  one child run per trial (hyperparameters, train/val loss per epoch as step metrics). Everything is
-  logged from the driver after the search, from Ray Tune's result dataframes: no MLflow calls in workers.
+  window, trend R², Fourier orders, search config, the chosen configuration, holdout scores, a PNG of every
+  trial's score window by window, the model) and one child run per trial (its configuration, the rolling-origin
+  MAPE per window as step metrics). Everything is logged from the driver after the search, from Ray Tune's
+  result dataframes: no MLflow calls in workers.
 - The model is a pyfunc (models-from-code, no pickle) whose artifact is the bundle folder; ``predict``
   takes history + future rows and returns the 24 h forecast with its components and quantiles.
 - Champion gate: the new version takes the alias ``champion`` only if its holdout MAPE is at most the
-  current champion's MAPE, re-scored on the same holdout window, plus a margin; else ``challenger``.
+  current champion's MAPE on the same holdout window, plus a margin; else ``challenger``. Both are scored
+  as fitted on the data before the holdout: a champion whose bundle was trained into this holdout (last
+  week's, refitted on all its data) has its configuration refitted there first, so it gets no look at the
+  days it is judged on.
 
 Without ``$MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri``) the store is ``sqlite:///<cwd>/mlflow.db``
 with artifacts under ``<cwd>/mlartifacts`` (MLflow's own default for a SQLite store would be ``./mlruns``).
@@ -250,7 +254,8 @@ def champion_gate(
         try:
             with tempfile.TemporaryDirectory() as folder:
                 local = resolve_model_uri(f"models:/{name}/{current.version}", folder, mlflow.get_tracking_uri())
-                champion_model, _ = load_bundle(local)
+                champion_model, manifest = load_bundle(local)
+            champion_model = _before_holdout(champion_model, manifest, data, holdout_from)
             champion_mape = score_holdout(champion_model, data, holdout_from)["MAPE"]
         except StefRayError as err:
             # A champion that cannot forecast this data (e.g. other exogenous columns) cannot defend its title.
@@ -261,6 +266,24 @@ def champion_gate(
     client.set_model_version_tag(name, str(version), "holdout_mape", f"{new_mape:.4f}")
     client.set_model_version_tag(name, str(version), "gate_decision", alias)
     return GateDecision(alias, new_mape, champion_mape, champion_version, margin, reason)
+
+
+def _before_holdout(model: Any, manifest: dict, data: HourlyData, holdout_from: pd.Timestamp) -> Any:
+    """The champion as it would forecast the holdout without having seen it: the bundle itself when its
+    training ended before the holdout, else its configuration refitted on the data before the holdout."""
+    from stef_ray.config import ModelConfig
+    from stef_ray.exceptions import DataError
+    from stef_ray.models.hybrid import HybridModel
+
+    end = (manifest.get("training") or {}).get("end")
+    if end is None or pd.Timestamp(end) < holdout_from:
+        return model
+    if list(manifest.get("exog") or []) != list(data.exog):
+        raise DataError(f"its inputs {manifest.get('exog')} are not this data's {data.exog}")
+    config = ModelConfig.model_validate(manifest["model_config"])
+    logger.info("champion trained up to %s, into the holdout from %s: its configuration is refitted before it",
+                end, holdout_from)
+    return HybridModel(config, data.exog).fit(data.window(end=holdout_from))
 
 
 def register_and_gate(
@@ -295,20 +318,26 @@ class RegistryOutcome:
     child_run_ids: dict[str, str]
 
 
-def learning_curves_png(outcome: TuneOutcome, path: Path, top: int) -> Path:
+def search_progress_png(outcome: TuneOutcome, path: Path, top: int) -> Path:
+    """Every trial's mean daily MAPE after each rolling-origin window (grey), the best ``top`` in colour:
+    where ASHA stopped a trial, its line ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for trial in outcome.top(top):
-        line = ax.plot(trial.history["epoch"], trial.history["val_loss"], marker="o", ms=3,
-                       label=f"{trial.trial_id} val ({trial.best_val_loss:.4f})")[0]
-        ax.plot(trial.history["epoch"], trial.history["train_loss"], ls="--", color=line.get_color(), alpha=0.6)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (scaled residual)")
-    ax.set_title(f"top {top} trials: validation (solid) and training (dashed) loss")
+    best = {t.trial_id for t in outcome.top(top)}
+    for trial in outcome.trials:
+        if trial.history.empty:
+            continue
+        chosen = trial.trial_id in best
+        label = f"{trial.trial_id}{' *' if trial.trial_id == outcome.best_trial_id else ''} ({trial.mape:.3f} %)"
+        ax.plot(trial.history["window"], trial.history["mape"], marker="o", ms=3, lw=1.5 if chosen else 0.8,
+                color=None if chosen else "0.75", label=label if chosen else None, zorder=2 if chosen else 1)
+    ax.set_xlabel("rolling-origin windows evaluated")
+    ax.set_ylabel("mean day-ahead MAPE so far (%)")
+    ax.set_title(f"{len(outcome.trials)} trials; the best {top} in colour (* = chosen)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -321,7 +350,7 @@ def _chunks(items: list, size: int = 900) -> list[list]:
 
 
 def log_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, outcome: TuneOutcome) -> dict[str, str]:
-    """One child run per trial with its hyperparameters and learning curve (step = epoch)."""
+    """One child run per trial with its configuration and its score after each window (step = window)."""
     from mlflow.entities import Metric, Param, RunTag
 
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -331,11 +360,11 @@ def log_trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
                                 tags={"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id})
         params = [Param(k, str(v)) for k, v in trial.hyperparameters.items()]
         tags = [RunTag("stop_reason", trial.stop_reason), RunTag("best_trial", str(trial.trial_id == outcome.best_trial_id))]
-        metrics = [Metric(key, float(row[key]), now_ms, int(row["epoch"]))
-                   for _, row in trial.history.iterrows() for key in ("train_loss", "val_loss")]
-        if math.isfinite(trial.best_val_loss):
-            metrics.append(Metric("best_val_loss", trial.best_val_loss, now_ms, 0))
-        metrics.append(Metric("epochs_run", float(trial.epochs_run), now_ms, 0))
+        metrics = [Metric(key, float(row[key]), now_ms, int(row["window"]))
+                   for _, row in trial.history.iterrows() for key in ("window_mape", "mape")]
+        if math.isfinite(trial.mape):
+            metrics.append(Metric("objective_mape", trial.mape, now_ms, 0))
+        metrics.append(Metric("windows", float(trial.windows), now_ms, 0))
         for i, chunk in enumerate(_chunks(metrics) or [[]]):
             client.log_batch(run.info.run_id, metrics=chunk, params=params if i == 0 else [],
                              tags=tags if i == 0 else [])
@@ -355,35 +384,41 @@ def log_search(outcome: TuneOutcome, config: TuneConfig, data: HourlyData, run_d
     experiment_id = ensure_experiment(client, settings.experiment, artifact_location)
     run_name = f"weekly_retrain_{(run_date or datetime.now(UTC)):%Y%m%d}"
     training = outcome.model.training
+    best = next(t for t in outcome.trials if t.trial_id == outcome.best_trial_id)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         run_id = run.info.run_id
         mlflow.log_params({
             **dict(outcome.data_window.items()),
             "data_hours": len(data),
             "fourier_orders": json.dumps(training.get("fourier_orders")),
+            "residual_models": outcome.model.residual_summary()[:500],
             "trend_enabled": config.model.trend.enabled,
             "num_samples": len(outcome.trials),
+            "search_algorithm": config.search.algorithm,
             "scheduler": config.scheduler.type,
-            "max_epochs": config.scheduler.max_epochs,
+            "objective_windows": config.objective.windows,
+            "objective_window_days": config.objective.window_days,
+            "objective_span_days": config.objective.span_days,
             "grace_period": config.scheduler.grace_period,
             "reduction_factor": config.scheduler.reduction_factor,
             "cpus_per_trial": config.resources.cpus_per_trial,
             "gpus_per_trial": outcome.gpus_per_trial,
-            "search_space": json.dumps(config.search.space.model_dump(exclude_none=True)),
+            "search_space": json.dumps(config.search.space.model_dump(mode="json"))[:6000],
             "best_trial_id": outcome.best_trial_id,
-            "model_source": "best checkpoint of the best trial",
+            "model_source": "the best trial's configuration, refitted on all the data",
         })
         mlflow.log_metrics({
             "trend_r2": float(training.get("trend_r2", float("nan"))),
-            "best_val_loss": float(outcome.model.training.get("val_loss", float("nan"))),
-            "trial_epochs": float(outcome.trial_epochs),
+            "objective_mape": best.mape,
+            "trial_windows": float(outcome.trial_windows),
             "search_seconds": outcome.wall_seconds,
             **{f"holdout_{k}": v for k, v in outcome.holdout_metrics.items() if k != "origins"},
         })
         mlflow.log_dict(config.model_dump(mode="json"), "tune_config.json")
+        mlflow.log_dict(outcome.best_config.model_dump(mode="json"), "best_model_config.json")
         child_ids = log_trial_runs(client, experiment_id, run_id, outcome)
         with tempfile.TemporaryDirectory() as folder:
-            png = learning_curves_png(outcome, Path(folder) / "learning_curves.png", settings.top_trials_plotted)
+            png = search_progress_png(outcome, Path(folder) / "search_progress.png", settings.top_trials_plotted)
             mlflow.log_artifact(str(png))
         example = example_input(data, outcome.holdout_start, outcome.model.lookback, outcome.model.horizon,
                                 outcome.model.exog)

@@ -1,10 +1,15 @@
-"""Ray Tune adapter: the residual-LSTM search, run in parallel with ASHA early stopping.
+"""Ray Tune adapter: a search over whole hybrid configurations, ranked on the backtest's own metric.
 
-The driver fits trend + Fourier once (``HybridModel.fit_base``), builds the residual windows once and
-hands their arrays to every trial through the object store (``tune.with_parameters``); a trial only
-trains a :class:`ResidualLSTM` and reports each epoch (``tune.report``) with a checkpoint of its weights.
-After the search the best trial's best checkpoint is attached to the driver's hybrid, scored on the
-holdout window (the last days, never seen in training or validation) and written as a bundle.
+One trial is one hybrid configuration (Fourier orders, the ridges' and trees' settings, the neural residual's
+architecture or none, ...). Its score is a rolling-origin backtest before the holdout: ``objective.windows``
+windows spread over the last ``objective.span_days``, each a refit of the full hybrid on the data before it
+and a day-ahead forecast from every 00:00 for ``objective.window_days``; the trial reports the mean daily MAPE
+so far after each window (``tune.report``, with a checkpoint of the windows done), which is ASHA's resource.
+So a trial's rank is the thing users get, not a loss on a component that may then be dropped.
+
+After the search the best configuration among the trials that evaluated every window is fitted on the data
+before the holdout and scored there (for the champion gate, which scores the champion on the same days),
+then refitted on all the data and written as the bundle that is registered.
 
 The same code runs on a laptop (a local Ray) and on a cluster (``ray job submit``): only the resources
 found differ. Ray is imported inside the functions that need it, so importing this module stays cheap.
@@ -26,22 +31,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stef_ray.config import ResidualConfig
+from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError, StefRayError
-from stef_ray.integrations.tune_config import SearchSpace, TuneConfig
+from stef_ray.integrations.tune_config import ObjectiveConfig, SearchSpace, TuneConfig, apply_sampled
 from stef_ray.metrics import point_metrics
-from stef_ray.models.hybrid import HybridModel, ResidualWindows
-from stef_ray.models.residual_lstm import EpochReport, ResidualLSTM
+from stef_ray.models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "residual_lstm.pt"
-PROGRESS_FILE = "progress.json"
+PROGRESS_FILE = "windows.json"
+METRIC = "mape"
 
 
 class SearchFailedError(StefRayError):
-    """No trial of the search produced a model."""
+    """No trial of the search produced a score."""
 
 
 class SearchInterruptedError(StefRayError):
@@ -50,7 +54,7 @@ class SearchInterruptedError(StefRayError):
     exit_code = 130
 
 
-# --------------------------------------------------------------------------- holdout
+# --------------------------------------------------------------------------- holdout and windows
 def holdout_start(data: HourlyData, holdout_days: int) -> pd.Timestamp:
     """First hour of the holdout: ``holdout_days`` whole days before the end of the data."""
     return data.frame.index[-1] + pd.Timedelta(hours=1) - pd.Timedelta(days=holdout_days)
@@ -73,6 +77,43 @@ def score_holdout(model: HybridModel, data: HourlyData, start: pd.Timestamp) -> 
     return point_metrics(actual, forecast) | {"origins": float(len(positions))}
 
 
+def objective_windows(data: HourlyData, before: pd.Timestamp, objective: ObjectiveConfig) -> list[pd.Timestamp]:
+    """The windows' first origins (00:00 local), spread evenly over ``span_days`` before ``before`` (the
+    holdout), in the order a trial evaluates them: the most recent, then the oldest, then the ones farthest
+    from those already taken, so the first rungs of ASHA already see different seasons."""
+    tz = data.frame.index.tz
+    last = (before - pd.Timedelta(days=objective.window_days)).tz_convert(tz).normalize()
+    count = objective.windows
+    step = max(objective.span_days - objective.window_days, 0) / max(count - 1, 1)
+    starts = [last - pd.Timedelta(days=round(step * (count - 1 - i))) for i in range(count)]
+    order = [count - 1]
+    while len(order) < count:
+        order.append(max((i for i in range(count) if i not in order), key=lambda i: min(abs(i - j) for j in order)))
+    return [starts[i] for i in order]
+
+
+def score_window(config: ModelConfig, data: HourlyData, start: pd.Timestamp, days: int) -> dict[str, Any]:
+    """Fit the hybrid on the data before ``start`` and forecast from each 00:00 for ``days``: daily MAPE (%)
+    and P10-P90 coverage, as the backtest scores them."""
+    frame = data.frame
+    model = HybridModel(config, data.exog).fit(data.window(end=start))
+    origins = [start + pd.DateOffset(days=d) for d in range(days)]
+    positions = frame.index.get_indexer(origins)
+    positions = positions[(positions >= model.lookback) & (positions + model.horizon <= len(frame))]
+    if not len(positions):
+        raise InsufficientHistoryError(f"no forecast fits in the window from {start:%Y-%m-%d}")
+    out = model.to_megawatts(model.predict_components(frame, positions))
+    actual = frame[LOAD].to_numpy(dtype=float)[positions[:, None] + np.arange(model.horizon)]
+    scored = np.isfinite(actual).all(axis=1)
+    daily = np.mean(np.abs(out["forecast"][scored] / actual[scored] - 1), axis=1) * 100
+    low, high = out.get("p10"), out.get("p90")
+    covered = (float(np.mean((actual[scored] >= low[scored]) & (actual[scored] <= high[scored])) * 100)
+               if low is not None and high is not None else float("nan"))
+    neural = model.training.get("neural") or {}
+    return {"start": start.isoformat(), "daily_mape": daily.tolist(), "coverage": covered,
+            "neural_kept": bool(neural.get("kept", False))}
+
+
 # --------------------------------------------------------------------------- search space
 def param_space(space: SearchSpace) -> dict[str, Any]:
     """The YAML dimensions as Ray Tune sampling domains."""
@@ -91,75 +132,76 @@ def param_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def trial_residual_config(base: dict, sampled: dict, max_epochs: int, device: str) -> ResidualConfig:
-    """The base residual config with a trial's sampled values; ints stay ints whatever the sampler gave."""
-    return ResidualConfig.model_validate({**base, **sampled, "max_epochs": max_epochs, "device": device})
+def searcher(config: TuneConfig) -> Any:
+    """The search algorithm: random (seeded), or Optuna's / HyperOpt's TPE from Ray Tune's integrations."""
+    from stef_ray.exceptions import ConfigError
+
+    search = config.search
+    if search.algorithm == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent_trials or 0)
+    try:
+        if search.algorithm == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            algorithm = OptunaSearch(seed=search.seed)
+        else:
+            from ray.tune.search.hyperopt import HyperOptSearch
+
+            algorithm = HyperOptSearch(random_state_seed=search.seed)
+    except (ImportError, AssertionError):
+        raise ConfigError(f"search.algorithm {search.algorithm} needs the {search.algorithm} package: "
+                          f"pip install {search.algorithm} (or use search.algorithm: random)") from None
+    if search.max_concurrent_trials:
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(algorithm, max_concurrent=search.max_concurrent_trials)
+    return algorithm
 
 
 # --------------------------------------------------------------------------- the trial
-def train_trial(
-    sampled: dict,
-    series: np.ndarray,
-    train_origins: np.ndarray,
-    val_origins: np.ndarray,
-    base_residual: dict,
-    max_epochs: int,
-    device: str,
-    torch_threads: int,
-    baseline: np.ndarray | None = None,
-) -> None:
-    """Ray Tune function trainable: train one LSTM, report every epoch with a checkpoint.
-
-    On a restart (crash retry or ``--resume``) it continues from its last checkpoint: the weights are
-    reloaded and the remaining epochs run; AdamW's moment estimates start afresh.
-    """
+def limit_threads(threads: int) -> None:
+    """One trial, its share of the CPUs: torch's and the BLAS pools sized to ``threads`` (else each starts
+    one thread per core and trials spin against each other)."""
     import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
+def run_trial(sampled: dict, data: HourlyData, base_model: dict, windows: list[str], window_days: int,
+              threads: int) -> None:
+    """Ray Tune function trainable: score one hybrid configuration window by window.
+
+    On a restart (crash retry or ``--resume``) it continues after the last window of its checkpoint."""
     from ray import tune
 
-    torch.set_num_threads(torch_threads)
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    # The object store hands out read-only views; torch wants arrays it may write (else a warning per trial).
-    series, train_origins, val_origins = np.array(series), np.array(train_origins), np.array(val_origins)
-    baseline = None if baseline is None else np.array(baseline)
-    done_epochs, best_so_far, stale = 0, float("inf"), 0
-    init_state = None
+    limit_threads(threads)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per window is noise
+    config = apply_sampled(ModelConfig.model_validate(base_model), sampled)
+    done: list[dict] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            init_state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-            progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
-        done_epochs, best_so_far, stale = progress["epoch"], progress["best_val_loss"], progress["stale"]
-        logger.info("trial resumes after epoch %d (best val loss %.4f)", done_epochs, best_so_far)
-    remaining = max_epochs - done_epochs
-    config = trial_residual_config(base_residual, sampled, max(remaining, 1), device)
-    if remaining <= 0 or stale >= config.patience:
-        return
-    state = {"best": best_so_far, "stale": stale}
-
-    def report_epoch(report: EpochReport, lstm: ResidualLSTM) -> None:
-        epoch = done_epochs + report.epoch
-        if report.val_loss < state["best"] - 1e-6:
-            state["best"], state["stale"] = report.val_loss, 0
-        else:
-            state["stale"] += 1
+            done = json.loads((Path(folder) / PROGRESS_FILE).read_text())
+        logger.info("trial resumes after window %d", len(done))
+    for start in windows[len(done):]:
+        started = time.perf_counter()
+        done.append(score_window(config, data, pd.Timestamp(start), window_days) | {"seconds": time.perf_counter() - started})
+        days = np.concatenate([w["daily_mape"] for w in done])
         metrics = {
-            "epoch": epoch,
-            "train_loss": report.train_loss,
-            "val_loss": report.val_loss,
-            "best_val_loss": state["best"],
-            "patience_exhausted": state["stale"] >= config.patience,
-            "epoch_seconds": report.seconds,
+            METRIC: float(days.mean()),
+            "windows": len(done),
+            "window_mape": float(np.mean(done[-1]["daily_mape"])),
+            "coverage": float(np.nanmean([w["coverage"] for w in done])),
+            "neural_kept": sum(w["neural_kept"] for w in done),
+            "window_seconds": done[-1]["seconds"],
         }
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(lstm.state_dict(), Path(folder) / WEIGHTS_FILE)
-            progress = {"epoch": epoch, "best_val_loss": state["best"], "stale": state["stale"]}
-            (Path(folder) / PROGRESS_FILE).write_text(json.dumps(progress))
+            (Path(folder) / PROGRESS_FILE).write_text(json.dumps(done))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-    lstm = ResidualLSTM(config, series.shape[1])
-    # Patience across a resume is ours (state["stale"]); the LSTM's own counter restarts with the fit.
-    # The driver's linear residual model carries the linear part; the LSTM learns what it misses.
-    lstm.fit(series, train_origins, val_origins, callbacks=[report_epoch], init_state=init_state, baseline=baseline)
 
 
 # --------------------------------------------------------------------------- the outcome
@@ -169,16 +211,19 @@ class TrialSummary:
 
     trial_id: str
     hyperparameters: dict
-    best_val_loss: float
-    epochs_run: int
-    stopped_early: bool
-    stop_reason: str  # "completed", "asha", "patience", "error"
-    history: pd.DataFrame  # epoch, train_loss, val_loss
+    mape: float  # mean daily MAPE (%) over the windows it evaluated; inf when it failed
+    windows: int
+    stop_reason: str  # "completed", "asha", "error"
+    history: pd.DataFrame  # window, window_start, window_mape, mape
+
+    @property
+    def completed(self) -> bool:
+        return self.stop_reason == "completed"
 
 
 @dataclass
 class TuneOutcome:
-    """What a search produced: the best hybrid, its bundle, its holdout score and every trial."""
+    """What a search produced: the best configuration's hybrid, its bundle, its holdout score, every trial."""
 
     model: HybridModel
     bundle_path: Path
@@ -186,19 +231,22 @@ class TuneOutcome:
     holdout_start: pd.Timestamp
     trials: list[TrialSummary]
     best_trial_id: str
+    best_config: ModelConfig
     experiment_path: str
     data_window: dict
     wall_seconds: float
+    windows: list[str] = field(default_factory=list)
     dashboard_url: str | None = None
     gpus_per_trial: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def top(self, n: int = 5) -> list[TrialSummary]:
-        return sorted(self.trials, key=lambda t: t.best_val_loss)[:n]
+        """The best ``n``: trials that evaluated every window first, by MAPE."""
+        return sorted(self.trials, key=lambda t: (-t.windows, t.mape))[:n]
 
     @property
-    def trial_epochs(self) -> int:
-        return sum(t.epochs_run for t in self.trials)
+    def trial_windows(self) -> int:
+        return sum(t.windows for t in self.trials)
 
 
 # --------------------------------------------------------------------------- running
@@ -259,13 +307,13 @@ def run_search(
     bundle_out: str | Path | None = None,
     callbacks: Sequence[Any] = (),
 ) -> TuneOutcome:
-    """Fit the base on the driver, search the LSTM with Ray Tune, build and save the best hybrid.
+    """Search hybrid configurations with Ray Tune, then fit, score and save the best one.
 
     Args:
         name: experiment prefix; a new search runs in ``<storage_path>/<name>_<UTC timestamp>``.
         resume: continue the latest interrupted ``<name>_*`` experiment instead of starting one.
         num_samples: overrides ``search.num_samples`` (a new search only).
-        callbacks: extra ``ray.tune.Callback`` objects (tests use one to interrupt a search).
+        callbacks: extra ``ray.tune.Callback`` objects (the CLI's progress lines; tests interrupt a search).
 
     Raises:
         InsufficientHistoryError, ConfigError: bad data or config; SearchFailedError: every trial failed;
@@ -273,34 +321,27 @@ def run_search(
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    # Checkpoints every epoch force frequent experiment snapshots; tiny here, so Ray's warning is noise.
+    # Checkpoints every window force frequent experiment snapshots; tiny here, so Ray's warning is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.perf_counter()
     holdout_from = holdout_start(data, config.mlflow.holdout_days)
-    train_data = data.window(end=holdout_from)
-    model = HybridModel(config.model, exog=data.exog)
-    _, season_log, residual_log = model.fit_base(train_data)
-    windows = model.residual_windows(train_data, season_log, residual_log)
-    logger.info("base fitted on %s .. %s (trend R² %.3f); %d training / %d validation windows",
-                model.training["start"], model.training["end"], model.training["trend_r2"],
-                len(windows.train_origins), len(windows.val_origins))
-
+    searched = data.window(end=holdout_from)
+    windows = objective_windows(data, holdout_from, config.objective)
+    first_needed = windows[0] if len(windows) == 1 else min(windows)
+    if first_needed - searched.frame.index[0] < pd.Timedelta(days=config.model.residual.validation_days + 7):
+        raise InsufficientHistoryError(
+            f"the objective's oldest window starts {first_needed:%Y-%m-%d}, too close to the data's start "
+            f"{searched.frame.index[0]:%Y-%m-%d}: lower objective.span_days or give more history")
     dashboard_url = ensure_ray(address)
     gpus, gpu_note = resolve_gpus(config.resources.gpus_per_trial)
-    sched = config.scheduler
+    base_model = config.model.model_copy(deep=True)
+    base_model.residual.device = "cuda" if gpus > 0 else "cpu"
     trainable = tune.with_resources(
         tune.with_parameters(
-            train_trial,
-            series=windows.series,
-            train_origins=windows.train_origins,
-            val_origins=windows.val_origins,
-            baseline=windows.baseline,
-            base_residual=config.model.residual.model_dump(mode="json"),
-            max_epochs=sched.max_epochs,
-            device="cuda" if gpus > 0 else "cpu",
-            torch_threads=max(1, int(config.resources.cpus_per_trial)),
+            run_trial, data=searched, base_model=base_model.model_dump(mode="json"),
+            windows=[w.isoformat() for w in windows], window_days=config.objective.window_days,
+            threads=max(1, int(config.resources.cpus_per_trial)),
         ),
         resources={"cpu": config.resources.cpus_per_trial, "gpu": gpus},
     )
@@ -314,8 +355,9 @@ def run_search(
         logger.info("resuming %s", path)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     else:
+        sched = config.scheduler
         scheduler = (
-            ASHAScheduler(time_attr="training_iteration", max_t=sched.max_epochs,
+            ASHAScheduler(time_attr="training_iteration", max_t=config.objective.windows,
                           grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
             if sched.type == "asha" else FIFOScheduler()
         )
@@ -323,21 +365,14 @@ def run_search(
             trainable,
             param_space=param_space(config.search.space),
             tune_config=tune.TuneConfig(
-                metric=config.search.metric,
-                mode="min",
-                num_samples=num_samples or config.search.num_samples,
-                scheduler=scheduler,
-                search_alg=BasicVariantGenerator(
-                    random_state=config.search.seed, max_concurrent=config.search.max_concurrent_trials or 0
-                ),
+                metric=METRIC, mode="min", num_samples=num_samples or config.search.num_samples,
+                scheduler=scheduler, search_alg=searcher(config),
             ),
             run_config=tune.RunConfig(
                 name=f"{name}_{datetime.now(UTC):%Y%m%d_%H%M%S}",
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=2, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
-                ),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=list(callbacks),
                 verbose=0,
             ),
@@ -351,50 +386,45 @@ def run_search(
             f"search interrupted with {unfinished} of {expected_trials} trials unfinished; "
             f"continue it with --resume (state in {experiment_path})"
         )
-    summaries = summarize_trials(result_grid, sched.max_epochs)
-    finished = [s for s in summaries if np.isfinite(s.best_val_loss)]
-    if not finished:
-        first_error = next((str(e).splitlines()[0] for e in result_grid.errors), "no result reported")
-        raise SearchFailedError(f"every trial failed ({first_error}); see the trial logs in {experiment_path}")
-
-    best = result_grid.get_best_result(metric="val_loss", mode="min", scope="all")
-    best_summary = next(s for s in summaries if s.trial_id == best.metrics["trial_id"])
-    residual = residual_from_checkpoint(best, config, windows)
-    residual.epochs_run, residual.stopped_early = best_summary.epochs_run, best_summary.stopped_early
-    model.attach_residual(residual, windows)
+    summaries = summarize_trials(result_grid, config.objective.windows)
+    completed = [s for s in summaries if s.completed and np.isfinite(s.mape)]
+    if not completed:
+        first_error = next((str(e).splitlines()[0] for e in result_grid.errors), "no trial evaluated every window")
+        raise SearchFailedError(f"no trial finished ({first_error}); see the trial logs in {experiment_path}")
+    best = min(completed, key=lambda s: s.mape)
+    best_config = apply_sampled(config.model, best.hyperparameters)
+    # Scored on the holdout from the data before it (the champion is scored on the same days), then
+    # refitted on everything: the registered model forecasts from the newest data.
+    model = HybridModel(best_config, data.exog).fit(searched)
     holdout_metrics = score_holdout(model, data, holdout_from)
+    model = HybridModel(best_config, data.exog).fit(data)
     data_window = {
         "data_start": data.frame.index[0].isoformat(),
         "data_end": data.frame.index[-1].isoformat(),
-        "train_end": (holdout_from - pd.Timedelta(hours=1)).isoformat(),
+        "train_end": data.frame.index[-1].isoformat(),
         "holdout_start": holdout_from.isoformat(),
         "holdout_days": config.mlflow.holdout_days,
     }
     extra = {
         "tune": {
-            "best_trial_id": best_summary.trial_id,
-            "hyperparameters": best_summary.hyperparameters,
+            "best_trial_id": best.trial_id,
+            "hyperparameters": best.hyperparameters,
+            "objective_mape": best.mape,
+            "objective_windows": [w.isoformat() for w in windows],
             "experiment_path": experiment_path,
             "trials": len(summaries),
-            "source": "best checkpoint of the best trial (not retrained on train+validation)",
+            "source": "the best trial's configuration, refitted on all the data",
         },
-        "holdout": {**data_window, **holdout_metrics},
+        "holdout": {**data_window, **holdout_metrics, "scored_by": "the same configuration fitted before the holdout"},
     }
     from stef_ray.bundle import save_bundle
 
     bundle_path = save_bundle(model, Path(bundle_out or config.bundle_out), config.data, extra=extra)
     return TuneOutcome(
-        model=model,
-        bundle_path=bundle_path,
-        holdout_metrics=holdout_metrics,
-        holdout_start=holdout_from,
-        trials=summaries,
-        best_trial_id=best_summary.trial_id,
-        experiment_path=experiment_path,
-        data_window=data_window,
-        wall_seconds=time.perf_counter() - started,
-        dashboard_url=dashboard_url,
-        gpus_per_trial=gpus,
+        model=model, bundle_path=bundle_path, holdout_metrics=holdout_metrics, holdout_start=holdout_from,
+        trials=summaries, best_trial_id=best.trial_id, best_config=best_config, experiment_path=experiment_path,
+        data_window=data_window, wall_seconds=time.perf_counter() - started,
+        windows=[w.isoformat() for w in windows], dashboard_url=dashboard_url, gpus_per_trial=gpus,
         notes=[gpu_note] if gpu_note else [],
     )
 
@@ -415,55 +445,27 @@ def unfinished_trials(experiment_path: str, expected: int | None) -> int:
     return open_trials + max((expected or 0) - len(trials), 0)
 
 
-def residual_from_checkpoint(result: Any, config: TuneConfig, windows: ResidualWindows) -> ResidualLSTM:
-    """The LSTM of ``result``'s lowest-val-loss checkpoint, with the trial's hyperparameters."""
-    import torch
-
-    checkpoint = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
-    if checkpoint is None:
-        raise SearchFailedError(f"the best trial left no checkpoint under {result.path}")
-    residual_config = trial_residual_config(
-        config.model.residual.model_dump(mode="json"), hyperparameters_of(result.config),
-        config.scheduler.max_epochs, config.model.residual.device,
-    )
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        progress = json.loads((Path(folder) / PROGRESS_FILE).read_text())
-    residual = ResidualLSTM(residual_config, windows.series.shape[1]).load_state_dict(state)
-    residual.best_val_loss = float(progress["best_val_loss"])
-    residual.keep_if_better(windows.series, windows.val_origins, windows.baseline)  # as `stef-ray train` does
-    return residual
-
-
-def hyperparameters_of(trial_config: dict) -> dict:
-    return {k: v for k, v in trial_config.items() if k in ResidualConfig.model_fields}
-
-
-def summarize_trials(result_grid: Any, max_epochs: int) -> list[TrialSummary]:
-    """Per-trial hyperparameters, learning curve and why it stopped, from the result grid (driver side)."""
+def summarize_trials(result_grid: Any, windows: int) -> list[TrialSummary]:
+    """Per-trial configuration, scores window by window and why it stopped, from the result grid."""
     statuses = {t.trial_id: t.status for t in result_grid._experiment_analysis.trials}  # only Trials have them
     out = []
     for result in result_grid:
         frame = result.metrics_dataframe
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        if frame is None or frame.empty or "val_loss" not in frame:
-            out.append(TrialSummary(trial_id, hyperparameters_of(result.config or {}), float("inf"), 0, True,
-                                    "error", pd.DataFrame(columns=["epoch", "train_loss", "val_loss"])))
+        sampled = dict(result.config or {})
+        if frame is None or frame.empty or METRIC not in frame:
+            out.append(TrialSummary(trial_id, sampled, float("inf"), 0, "error",
+                                    pd.DataFrame(columns=["window", "window_mape", METRIC])))
             continue
-        # A restored trial may repeat epochs it had reported before the interruption: keep the last report.
-        history = (frame[["epoch", "train_loss", "val_loss"]].drop_duplicates("epoch", keep="last")
-                   .sort_values("epoch").reset_index(drop=True))
-        history["epoch"] = history["epoch"].astype(int)
-        last = frame.iloc[-1]
-        epochs = int(history["epoch"].max())
-        if epochs >= max_epochs:
+        # A restored trial may repeat windows it had reported before the interruption: keep the last report.
+        history = (frame[["windows", "window_mape", METRIC]].drop_duplicates("windows", keep="last")
+                   .sort_values("windows").rename(columns={"windows": "window"}).reset_index(drop=True))
+        done = int(history["window"].max())
+        if done >= windows:
             reason = "completed"
-        elif bool(last.get("patience_exhausted", False)):
-            reason = "patience"
         elif statuses.get(trial_id) == "ERROR" or result.error is not None:
             reason = "error"
         else:
             reason = "asha"
-        out.append(TrialSummary(trial_id, hyperparameters_of(result.config), float(history["val_loss"].min()),
-                                epochs, epochs < max_epochs, reason, history))
+        out.append(TrialSummary(trial_id, sampled, float(history[METRIC].iloc[-1]), done, reason, history))
     return out

@@ -1,18 +1,21 @@
 """What ``stef-ray tune`` reads from YAML: the data and base model (as ``stef-ray train``), the search space
-of the residual LSTM, the ASHA scheduler, per-trial resources and the MLflow registry settings.
+over the whole hybrid, the rolling-origin objective, the ASHA scheduler, per-trial resources and the MLflow
+registry settings.
 
-Search dimensions are typed (``{type: loguniform, low: 1e-4, high: 1e-2}``, ``{type: choice, values: [..]}``)
-and every value a dimension can produce is checked against :class:`stef_ray.config.ResidualConfig`'s own
-limits on load, so a bad range fails before Ray starts, with the key named.
+Search dimensions are keyed by their path in the model config (``seasonality.daily_order``,
+``residual.linear_alpha``, ``residual.architecture`` with ``none`` for no neural residual) and typed
+(``{type: loguniform, low: 1e-4, high: 1e-2}``, ``{type: choice, values: [..]}``); every value a dimension can
+produce is checked against :class:`stef_ray.config.ModelConfig`'s own limits on load, so a bad key or range
+fails before Ray starts, with the key named.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, RootModel, ValidationError, model_validator
 
-from stef_ray.config import DataConfig, ModelConfig, ResidualConfig, StrictModel
+from stef_ray.config import DataConfig, ModelConfig, StrictModel
 
 
 class LogUniform(StrictModel):
@@ -78,66 +81,86 @@ class Choice(StrictModel):
 
 Dimension = Annotated[LogUniform | Uniform | RandInt | Choice, Field(discriminator="type")]
 
-# Not the loss: val_loss is measured in the training loss, so trials with different losses are not comparable.
-TUNABLE = ("hidden_size", "num_layers", "dropout", "learning_rate", "batch_size", "weight_decay")
+NO_NEURAL = "none"  # `residual.architecture: none` in a search space: the trial has no neural residual
 
 
-class SearchSpace(StrictModel):
-    """LSTM hyperparameters to search; one left out keeps ``model.residual``'s value in every trial."""
+def apply_sampled(base: ModelConfig, sampled: dict[str, Any]) -> ModelConfig:
+    """``base`` with a trial's values set at their dotted paths (``residual.architecture: none`` turns the
+    neural residual off); validated as a whole, so a value outside a field's limits is refused."""
+    raw = base.model_dump(mode="json")
+    for path, value in sampled.items():
+        section, _, key = path.partition(".")
+        if not key or section not in raw or not isinstance(raw[section], dict):
+            raise ValueError(f"{path}: not a key of the model config (write it as section.key, e.g. "
+                             "seasonality.daily_order)")
+        if path == "residual.architecture" and value == NO_NEURAL:
+            raw["residual"]["enabled"] = False
+            continue
+        raw[section][key] = value
+    return ModelConfig.model_validate(raw)
 
-    hidden_size: Dimension | None = Field(None, description="LSTM hidden units")
-    num_layers: Dimension | None = Field(None, description="stacked LSTM layers")
-    dropout: Dimension | None = Field(None, description="dropout in the head and between layers")
-    learning_rate: Dimension | None = Field(None, description="AdamW learning rate")
-    batch_size: Dimension | None = Field(None, description="windows per batch")
-    weight_decay: Dimension | None = Field(None, description="AdamW weight decay")
+
+class SearchSpace(RootModel[dict[str, Dimension]]):
+    """Model-config keys to search (``seasonality.daily_order``, ``residual.hidden_size``, ...); a key left out
+    keeps the base ``model`` section's value in every trial."""
 
     @model_validator(mode="after")
-    def _values_fit_residual_config(self) -> SearchSpace:
-        # Check every end/choice against ResidualConfig's limits, so a trial never fails on a sampled value.
-        for name in TUNABLE:
-            dimension = getattr(self, name)
-            if dimension is None:
-                continue
+    def _values_fit_model_config(self) -> SearchSpace:
+        # Every end or choice is tried on the model config, so a trial never fails on a sampled value.
+        for path, dimension in self.root.items():
             for value in dimension.candidates():
                 try:
-                    ResidualConfig.model_validate({name: value})
+                    apply_sampled(ModelConfig(), {path: value})
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    where = ".".join(str(part) for part in first["loc"])
+                    reason = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+                    raise ValueError(f"{path}: value {value!r} is not allowed ({where}: {reason})") from None
                 except ValueError as err:
-                    reason = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
-                    raise ValueError(f"{name}: value {value!r} is not allowed ({reason})") from None
+                    raise ValueError(str(err)) from None
         return self
 
     def dimensions(self) -> dict[str, Dimension]:
-        return {name: getattr(self, name) for name in TUNABLE if getattr(self, name) is not None}
+        return dict(self.root)
 
 
 class SearchConfig(StrictModel):
-    num_samples: int = Field(4, ge=1, le=10_000, description="trials (random configurations) to run")
-    metric: Literal["val_loss"] = Field("val_loss", description="what the scheduler and the pick minimise")
-    seed: int = Field(0, description="seed of the random search, so a rerun samples the same configurations")
+    num_samples: int = Field(4, ge=1, le=10_000, description="trials (hybrid configurations) to run")
+    algorithm: Literal["random", "optuna", "hyperopt"] = Field(
+        "random", description="how configurations are drawn: random, or model-based from the trials so far "
+        "(optuna: TPE, needs `pip install optuna`; hyperopt: TPE, needs `pip install hyperopt`)"
+    )
+    seed: int = Field(0, description="seed of the search, so a rerun samples the same configurations")
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="trials running at once (default: as many as the resources allow)"
     )
-    space: SearchSpace = Field(default_factory=SearchSpace, description="the hyperparameters searched")
+    space: SearchSpace = Field(default_factory=lambda: SearchSpace({}), description="the model-config keys searched")
+
+
+class ObjectiveConfig(StrictModel):
+    """A trial's score: the full hybrid's day-ahead MAPE over rolling-origin windows before the holdout, each
+    window a refit on the data before it and a forecast from every 00:00 for ``window_days`` (the backtest's
+    own metric, so a trial's rank is what users get)."""
+
+    windows: int = Field(4, ge=1, le=52, description="rolling-origin windows (also ASHA's resource: a trial is "
+                         "compared with the others after each window)")
+    window_days: int = Field(7, ge=1, le=91, description="daily 00:00 forecasts in each window")
+    span_days: int = Field(364, ge=7, description="the windows are spread evenly over this many days before the "
+                           "holdout (seasons differ); the first windows a trial evaluates are the most recent "
+                           "and then the farthest apart, so ASHA's early rungs already see several seasons")
 
 
 class SchedulerConfig(StrictModel):
     type: Literal["asha", "fifo"] = Field("asha", description="asha: stop poor trials early; fifo: run all")
-    max_epochs: int = Field(10, ge=1, le=1000, description="epochs a trial runs at most (ASHA's max_t)")
-    grace_period: int = Field(1, ge=1, description="epochs every trial runs before ASHA may stop it")
+    grace_period: int = Field(1, ge=1, description="windows every trial evaluates before ASHA may stop it")
     reduction_factor: float = Field(3.0, gt=1, description="ASHA keeps the best 1/reduction_factor per rung")
-
-    @model_validator(mode="after")
-    def _grace_within_max(self) -> SchedulerConfig:
-        if self.grace_period > self.max_epochs:
-            raise ValueError(f"grace_period ({self.grace_period}) exceeds max_epochs ({self.max_epochs})")
-        return self
 
 
 class ResourcesConfig(StrictModel):
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial (also its torch threads)")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved by each trial (also its torch and BLAS threads)")
     gpus_per_trial: float = Field(
-        0.0, ge=0, description="GPU share per trial (0.25: four trials per GPU); 0 on a cluster without GPUs"
+        0.0, ge=0, description="GPU share per trial (0.25: four trials per GPU), for the neural residual; 0 on "
+        "a cluster without GPUs"
     )
 
 
@@ -161,8 +184,9 @@ class TuneConfig(StrictModel):
     """A ``tune_configs/*.yaml`` file."""
 
     data: DataConfig = Field(default_factory=DataConfig, description="input data, as for `stef-ray train`")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="base model; residual = fixed values")
-    search: SearchConfig = Field(default_factory=SearchConfig, description="random search")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="base model: every trial starts from it")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="the search over the model config")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="how a trial is scored")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="trial scheduler")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="per-trial resources")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="tracking and registry")
@@ -175,6 +199,7 @@ class TuneConfig(StrictModel):
     def _exog_not_target(self) -> TuneConfig:
         if self.data.target_col in self.data.exog:
             raise ValueError(f"data.exog lists the target column '{self.data.target_col}'")
-        if not self.model.residual.enabled:
-            raise ValueError("model.residual.enabled is false: there is no LSTM to tune")
+        if self.scheduler.grace_period > self.objective.windows:
+            raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds objective.windows "
+                             f"({self.objective.windows})")
         return self

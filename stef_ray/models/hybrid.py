@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,11 +39,13 @@ from stef_ray.features import (
     calendar_inputs,
     is_binary,
     season_weights,
+    wall_clock_days,
     wall_clock_hours,
 )
+from stef_ray.models.crossfit import GAP, STOP, TRAIN, VALID, FoldPlan, plan_folds
 from stef_ray.models.residual_boosted import HISTORY_HOURS, BoostedResidual
 from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origin_hours
-from stef_ray.models.residual_lstm import EpochCallback, ResidualLSTM, valid_origins
+from stef_ray.models.residual_neural import EpochCallback, NeuralResidual, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 
@@ -70,26 +72,30 @@ class ComponentForecast:
 
 @dataclass
 class ResidualWindows:
-    """Everything the residual search needs, built once on the driver and shared with every trial."""
+    """The residual models' training material: the scaled input array, the cross-fitted period (folds,
+    roles, the linear layers' out-of-fold forecasts) and the served ridges' windows."""
 
     series: np.ndarray  # (hours, channels) float32
-    train_origins: np.ndarray
-    val_origins: np.ndarray
-    channel_names: list[str] = field(default_factory=list)
-    baseline: np.ndarray | None = None  # (hours, horizon) ridge (+ trees) residual prediction per origin row
-    linear_origins: np.ndarray | None = None  # the ridges' and trees' training origins (None: train_origins)
-    linear_weight: np.ndarray | None = None  # per window of linear_origins, then of val_origins; None: equal
+    plan: FoldPlan
+    linear_origins: np.ndarray  # the served ridges' and trees' training origins
+    linear_weight: np.ndarray | None = None  # per window of linear_origins; None: equal
+    out_of_fold: np.ndarray | None = None  # (len(plan.origins), horizon) scaled; zeros without linear layers
+    days: np.ndarray | None = None  # local day number of every row (the gate pairs by validation day)
+
+    def rows(self, role: int) -> np.ndarray:
+        return np.flatnonzero(self.plan.role == role)
 
 
 class HybridModel:
-    """Trend + Fourier seasonality + LSTM residual, fitted in that order on one hourly series."""
+    """Trend + Fourier seasonality + residual models (ridges, trees, a neural residual), fitted in that order
+    on one hourly series."""
 
     def __init__(self, config: ModelConfig | None = None, exog: Sequence[str] = ()) -> None:
         self.config = config or ModelConfig()
         self.exog = list(exog)
         self.trend = LogLinearTrend(self.config.trend.enabled)
         self.seasonality = FourierSeasonality(self.config.seasonality)
-        self.residual: ResidualLSTM | None = None
+        self.neural: NeuralResidual | None = None
         self.linear: LinearResidual | None = None
         self.boosted: BoostedResidual | None = None
         self.scaler: dict = {}
@@ -124,7 +130,7 @@ class HybridModel:
         }
 
     def residual_series(self, frame: pd.DataFrame, residual_log: np.ndarray, season_log: np.ndarray) -> np.ndarray:
-        """The LSTM's input array: scaled residual, scaled seasonal level, scaled exog, calendar."""
+        """The residual models' input array: scaled residual, scaled seasonal level, scaled exog, calendar."""
         s = self.scaler
         columns = [
             (residual_log - s["residual_mean"]) / s["residual_std"],
@@ -133,7 +139,7 @@ class HybridModel:
         for i, name in enumerate(self.exog):
             if name in self.seasonality.dropped_exog:
                 # An input the seasonality's cross-validation found to carry nothing about load would only
-                # give the ridges and trees chance patterns to fit; a zero channel keeps the LSTM's shape.
+                # give the ridges and trees chance patterns to fit; a zero channel keeps the array's shape.
                 columns.append(np.zeros(len(frame)))
                 continue
             columns.append((frame[name].to_numpy(dtype=float) - s["exog_mean"][i]) / s["exog_std"][i])
@@ -174,34 +180,35 @@ class HybridModel:
         return trend_log, season_log, residual_log
 
     def residual_windows(self, data: HourlyData, season_log: np.ndarray, residual_log: np.ndarray) -> ResidualWindows:
-        """Scale the residual series and split its origins in time: validation = the last days."""
+        """Scale the residual series, plan the folds and validation blocks over the last ``train_days`` and
+        set up (unfitted) the ridges and trees."""
         frame = data.frame
         self._fit_scaler(residual_log, frame, season_log)
         series = self.residual_series(frame, residual_log, season_log)
         valid = np.isfinite(series).all(axis=1)
         c = self.config.residual
         origins = valid_origins(valid, c.lookback_hours, c.horizon_hours)
-        split = len(frame) - c.validation_days * 24 - c.horizon_hours
-        before = origins[origins + c.horizon_hours <= split]
-        if c.window_stride_hours > 1 and len(before):
-            before = before[(before - before[0]) % c.window_stride_hours == 0]
-
-        def recent(days: int) -> np.ndarray:
-            return before[before >= split - days * 24] if days else before
-
-        train = recent(c.train_days)
-        val = origins[origins >= split]
-        if len(train) < 24 or len(val) < 24:
+        end = len(frame) - c.horizon_hours + 1
+        plan = plan_folds(origins, end, c.train_days, c.validation_blocks, c.validation_days, c.stop_days,
+                          c.lookback_hours, c.horizon_hours)
+        if c.window_stride_hours > 1:
+            thin = (plan.role == TRAIN) & ((plan.origins - plan.origins[0]) % c.window_stride_hours != 0)
+            plan.role[thin] = GAP
+        train, val = plan.of(TRAIN), plan.of(VALID)
+        if len(val) < 24 or (c.enabled and len(train) < 24):
             raise InsufficientHistoryError(
                 f"{len(train)} training and {len(val)} validation windows without gaps; at least 24 of each "
                 "are needed: give more history or fewer/shorter gaps"
             )
-        windows = ResidualWindows(series, train, val, self.channel_names)
+        linear_origins = origins if not c.linear_train_days else origins[origins >= end - 24 * c.linear_train_days]
+        windows = ResidualWindows(series, plan, linear_origins, days=wall_clock_days(frame.index))
+        self.training["validation"] = {
+            "blocks": [[frame.index[a].isoformat(), frame.index[min(b, len(frame)) - 1].isoformat()]
+                       for a, b in plan.block_bounds],
+            "windows": len(val),
+        }
         if c.linear:
-            self.linear = LinearResidual(
-                c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
-                c.linear_hour_width if c.linear_hour_width >= 0 else None, self._hour_channels,
-            )
+            self.linear = self._new_linear()
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
             weather = [name for name in self.exog if not is_binary(frame[name].to_numpy(dtype=float))]
             # Weather the seasonality's cross-validation left out is a zero channel: nothing to respond to.
@@ -216,56 +223,79 @@ class HybridModel:
                 self.training["boosted"] = ("off: the seasonality's cross-validation left out every weather input, "
                                             "so the trees would have only load and calendar (which added noise)")
             else:
-                self.boosted = BoostedResidual(
-                    c.horizon_hours, self.channel_names, (self.scaler["residual_std"], self.scaler["season_std"]),
-                    c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
-        if self.linear is not None or self.boosted is not None:
-            # Fitted on the training windows only for now, so the LSTM's early stopping and the conformal
-            # calibration see honest out-of-sample errors on validation; `finalize` refits them on all.
-            windows.linear_origins = recent(c.linear_train_days)
-            # Weights for the linear windows, then the validation ones (`finalize` fits on both).
-            windows.linear_weight = self._season_weight(
-                frame.index, windows.linear_origins, np.concatenate([windows.linear_origins, val]))
-            weight = None if windows.linear_weight is None else windows.linear_weight[: len(windows.linear_origins)]
-            self._fit_ridges_and_trees(series, windows.linear_origins, weight)
-            if c.enabled:  # what the LSTM learns on top of (the Tune trials too)
-                windows.baseline = np.zeros((len(series), c.horizon_hours), dtype=np.float32)
-                used = np.union1d(train, val)
-                windows.baseline[used] = self._scaled_linear_part(series, used)
+                self.boosted = self._new_boosted()
+        if self.linear is not None:
+            windows.linear_weight = self._season_weight(frame.index, linear_origins, linear_origins, frame.index[-1])
         return windows
 
-    def _fit_ridges_and_trees(self, series: np.ndarray, origins: np.ndarray, weight: np.ndarray | None) -> None:
-        if self.linear is not None:
-            self.linear.fit(series, origins, weight)
-        if self.boosted is not None:
-            self.boosted.fit(series, origins, weight)
+    def _new_linear(self) -> LinearResidual:
+        c = self.config.residual
+        return LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
+                              c.linear_hour_width if c.linear_hour_width >= 0 else None, self._hour_channels)
 
-    def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    def _new_boosted(self) -> BoostedResidual:
+        c = self.config.residual
+        return BoostedResidual(c.horizon_hours, self.channel_names,
+                               (self.scaler["residual_std"], self.scaler["season_std"]),
+                               c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
+
+    def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
+        """The linear layers' out-of-fold forecasts (``windows.out_of_fold``): per fold, ridges and trees fitted
+        without it, weighted toward its season, on the same span of windows as the served ones. With the neural
+        residual off only the validation blocks need them, so only those (and their surroundings) are left out."""
+        plan, c = windows.plan, self.config.residual
+        windows.out_of_fold = np.zeros((len(plan.origins), self.horizon), dtype=np.float32)
+        if self.linear is None:
+            return
+        whole_fold = c.enabled
+        for k in range(plan.folds):
+            lo, hi = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
+            fit_on = windows.linear_origins[(windows.linear_origins < lo) | (windows.linear_origins >= hi)]
+            start, stop = plan.fold_bounds[k] if whole_fold else plan.block_bounds[k]
+            reference = index[min((start + stop) // 2, len(index) - 1)]
+            linear = self._new_linear()
+            boosted = self._new_boosted() if self.boosted is not None else None
+            weight = self._season_weight(index, fit_on, fit_on, reference, note=False)
+            linear.fit(windows.series, fit_on, weight)
+            if boosted is not None:
+                boosted.fit(windows.series, fit_on, weight)
+            rows = np.flatnonzero((plan.fold == k) if whole_fold else
+                                  ((plan.fold == k) & (plan.role == VALID)))
+            windows.out_of_fold[rows] = self._blend(windows.series, plan.origins[rows], linear, boosted)
+
+    def _blend(self, series: np.ndarray, origins: np.ndarray, linear: LinearResidual | None,
+               boosted: BoostedResidual | None) -> np.ndarray:
         """The ridges' residual forecast, scaled, with the trees' averaged in at ``boosted_weight`` (trees
         exist only next to ridges); zeros where there are neither."""
-        if self.linear is None:
+        if linear is None:
             return np.zeros((len(origins), self.horizon))
-        ridges = self.linear.predict(series, origins)
-        if self.boosted is None:
+        ridges = linear.predict(series, origins)
+        if boosted is None:
             return ridges
         share = self.config.residual.boosted_weight
-        return (1 - share) * ridges + share * self.boosted.predict(series, origins)
+        return (1 - share) * ridges + share * boosted.predict(series, origins)
 
-    def _season_weight(self, index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray) -> np.ndarray | None:
-        """Weights of the linear residual's windows at ``origins`` by their day of the year (see
-        ``linear_season_days``), or None (equal weights) when off or when ``fitted_on`` spans too few years
-        for each season to hold enough windows."""
+    def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        return self._blend(series, origins, self.linear, self.boosted)
+
+    def _season_weight(self, index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray,
+                       reference: pd.Timestamp, note: bool = True) -> np.ndarray | None:
+        """Weights of the linear residual's windows at ``origins`` by how near their day of the year lies to
+        ``reference``'s (see ``linear_season_days``), or None (equal weights) when off or when ``fitted_on``
+        spans too few years for each season to hold enough windows."""
         c = self.config.residual
         if not c.linear_season_days or not len(fitted_on):
             return None
         years = (index[fitted_on[-1]] - index[fitted_on[0]]) / pd.Timedelta(days=DAYS_PER_YEAR)
         if years < c.linear_season_min_years:
-            self.training["linear_season_weighting"] = (
-                f"off: {years:.1f} years of linear residual windows, fewer than linear_season_min_years "
-                f"({c.linear_season_min_years:g})")
+            if note:
+                self.training["linear_season_weighting"] = (
+                    f"off: {years:.1f} years of linear residual windows, fewer than linear_season_min_years "
+                    f"({c.linear_season_min_years:g})")
             return None
-        self.training["linear_season_weighting"] = f"on: {years:.1f} years, ±{c.linear_season_days:g} days"
-        return season_weights(index[origins], index[-1], c.linear_season_days, c.linear_season_floor)
+        if note:
+            self.training["linear_season_weighting"] = f"on: {years:.1f} years, ±{c.linear_season_days:g} days"
+        return season_weights(index[origins], reference, c.linear_season_days, c.linear_season_floor)
 
     def fit(
         self,
@@ -274,7 +304,7 @@ class HybridModel:
         init_state: dict | None = None,
         on_stage: Callable[[str], None] | None = None,
     ) -> HybridModel:
-        """Fit all three components in order. ``init_state`` warm-starts the LSTM (rolling refits);
+        """Fit all components in order. ``init_state`` warm-starts the neural residual (rolling refits);
         ``on_stage`` receives one human-readable line per stage (the CLI prints them)."""
         say = on_stage or logger.debug
         say("TRAINING TREND MODEL (log-linear regression)")
@@ -288,74 +318,130 @@ class HybridModel:
         say(f"✓ Fourier orders  Kd (daily): {kd}  Kw (weekly): {kw}  Ky (yearly): {ky}  "
             f"exogenous: {', '.join(self.exog) or 'none'}")
         windows = self.residual_windows(data, season_log, residual_log)
+        plan, c = windows.plan, self.config.residual
+        blocks = self.training["validation"]["blocks"]
+        say(f"✓ Validation: {plan.folds} block(s) of up to {c.validation_days} days spread over the last "
+            f"{c.train_days} days ({blocks[0][0][:10]} .. {blocks[-1][1][:10]}), {len(plan.of(VALID)):,} windows")
         if "linear_season_weighting" in self.training:
             say(f"  note: linear residual windows weighted by day of the year: {self.training['linear_season_weighting']}")
-        if self.boosted is not None:
-            say(f"✓ Gradient-boosted residual trees: {len(self.boosted.roots)} trees, depth ≤ {self.boosted.depth}, "
-                f"{self.config.residual.boosted_weight:.0%} of the residual forecast next to the ridges")
-        elif "boosted" in self.training:
+        if self.boosted is None and "boosted" in self.training:
             say(f"  note: gradient-boosted residual trees {self.training['boosted']} (residual.boosted_weight)")
-        if self.config.residual.enabled:
-            residual = ResidualLSTM(self.config.residual, windows.series.shape[1])
-            say(f"TRAINING LSTM RESIDUAL MODEL on {residual.device}  parameters: {residual.parameter_count:,}  "
-                f"windows: {len(windows.train_origins):,} train / {len(windows.val_origins):,} validation")
-            residual.fit(windows.series, windows.train_origins, windows.val_origins, callbacks, init_state,
-                         baseline=windows.baseline)
-            ended = "early stop" if residual.stopped_early else "max epochs"
-            say(f"✓ LSTM trained: best val loss {residual.best_val_loss:.4f} after {residual.epochs_run} epochs ({ended})")
-            if not residual.kept:
-                say(f"  note: the LSTM did not lower the linear residual's validation loss by {self.config.residual.min_gain:.0%}, "
-                    "so it adds zero (residual.min_gain)")
-            self.attach_residual(residual, windows)
-        else:
-            self.finalize(windows)
+        if self.linear is not None:
+            say(f"CROSS-FITTING RIDGES{' AND TREES' if self.boosted is not None else ''} "
+                f"({plan.folds} fold(s), each left out once)")
+        self.cross_fit(windows, data.frame.index)
+        if c.enabled:
+            self._fit_neural(windows, callbacks, init_state, say)
+        self._fit_served_linear(windows)
+        if self.linear is not None:
+            say(f"✓ Ridges fitted on {len(windows.linear_origins):,} windows"
+                + (f"; gradient-boosted trees beside them: {len(self.boosted.roots)} trees, depth ≤ "
+                   f"{self.boosted.depth}, {c.boosted_weight:.0%} of the residual forecast" if self.boosted else ""))
+        self.calibrate(windows)
+        say(f"✓ Residual models in the forecast: {self.residual_summary()}")
         if "point_log_adjust" in self.training:
             below = -np.expm1(np.asarray(self.training["point_log_adjust"])) * 100
             say(f"  note: the forecast is the MAPE point, {below.min():.2f}-{below.max():.2f} % below the median "
                 "across lead hours (point_forecast)")
         return self
 
-    def attach_residual(self, residual: ResidualLSTM, windows: ResidualWindows) -> HybridModel:
-        """Adopt an LSTM trained elsewhere (a Ray Tune trial) on ``windows``, then calibrate."""
-        self.residual = residual
-        self.config = self.config.model_copy(update={"residual": residual.config})
-        self.training |= {
-            "val_loss": residual.best_val_loss,
-            "epochs_run": residual.epochs_run,
-            "stopped_early": residual.stopped_early,
-            "lstm_kept": residual.kept,
-            "parameters": residual.parameter_count,
+    def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
+        """Train the neural residual on the linear layers' out-of-fold errors (early stopping on the stopping
+        days), then keep it only where it beats them on the validation blocks (``_gate``)."""
+        plan, c = windows.plan, self.config.residual
+        neural = NeuralResidual(c, windows.series.shape[1], self._hour_channels)
+        train, stop = windows.rows(TRAIN), windows.rows(STOP)
+        say(f"TRAINING NEURAL RESIDUAL ({neural.label}) on {neural.device}  parameters: {neural.parameter_count:,}  "
+            f"windows: {len(train):,} train / {len(stop):,} early stopping (targets: the ridges' and trees' "
+            "out-of-fold errors)")
+        neural.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
+                   windows.out_of_fold[stop], callbacks, init_state)
+        ended = "early stop" if neural.stopped_early else "max epochs"
+        say(f"✓ Neural residual trained: best early-stopping loss {neural.best_val_loss:.4f} after "
+            f"{neural.epochs_run} epochs ({ended})")
+        self.neural = neural
+        gate = self._gate(windows, neural)
+        self.training["neural"] = {
+            "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
+            "epochs_run": neural.epochs_run, "stopped_early": neural.stopped_early,
+            "stop_loss": neural.best_val_loss, **gate,
         }
-        self.finalize(windows)
-        return self
+        verdict = "kept" if gate["kept"] else "dropped (adds zero)"
+        say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
+            f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "
+            f"{gate['gain_se']:.5f} (kept where gain > {c.gate_z:g} x its standard error: residual.gate_z)")
 
-    def finalize(self, windows: ResidualWindows) -> None:
-        """Calibrate the quantiles on validation, then refit the linear residual model on training and
-        validation windows: the most recent weeks matter most and a ridge needs no early stopping.
+    def _gate(self, windows: ResidualWindows, neural: NeuralResidual) -> dict:
+        """The neural residual's keep-or-drop evidence: per validation day (the local date of the origins),
+        mean |log error| of the linear layers' out-of-fold forecast with and without the net, paired."""
+        rows = windows.rows(VALID)
+        origins = windows.plan.origins[rows]
+        without = self._unscale(windows.out_of_fold[rows])
+        with_net = self._unscale(windows.out_of_fold[rows] + neural.predict(windows.series, origins))
+        actual = self._actual(windows.series, origins)
+        days = windows.days[origins]
+        daily = pd.DataFrame({"day": days, "without": np.abs(actual - without).mean(axis=1),
+                              "with": np.abs(actual - with_net).mean(axis=1)}).groupby("day").mean()
+        gain = daily["without"] - daily["with"]
+        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+        kept = bool(gain.mean() > 0 and gain.mean() > self.config.residual.gate_z * se)
+        return {"kept": kept, "days": len(gain), "gain": float(gain.mean()), "gain_se": se,
+                "mae_without": float(daily["without"].mean()), "mae_with": float(daily["with"].mean())}
 
-        Not where an LSTM is kept: it learnt the errors of the ridge fitted without the validation weeks,
-        and a refitted ridge errs differently, so the correction it adds no longer matches. (Measured with
-        the former 2 % gate, which kept the LSTM in 2 of 14 PJM 2016 refits: 3.188 % with the refit, 3.186 %
-        without; vic-elec 2.690 / 2.693 %. Kept for consistency rather than for a measured gain.)"""
-        self.calibrate(windows)
-        if self.residual is not None and self.residual.kept:
-            self.training["linear_refit_on_validation"] = False
-            return
-        if self.linear is not None or self.boosted is not None:
-            self.training["linear_refit_on_validation"] = True
-            fitted_on = windows.train_origins if windows.linear_origins is None else windows.linear_origins
-            self._fit_ridges_and_trees(
-                windows.series, np.concatenate([fitted_on, windows.val_origins]), windows.linear_weight)
+    def _fit_served_linear(self, windows: ResidualWindows) -> None:
+        """The ridges and trees that forecast: fitted on every window of their span, weighted toward the end."""
+        if self.linear is not None:
+            self.linear.fit(windows.series, windows.linear_origins, windows.linear_weight)
+        if self.boosted is not None:
+            self.boosted.fit(windows.series, windows.linear_origins, windows.linear_weight)
+
+    def _unscale(self, scaled: np.ndarray) -> np.ndarray:
+        return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
+
+    def _actual(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        return self._unscale(series[origins[:, None] + np.arange(self.horizon), 0].astype(np.float64))
+
+    @property
+    def neural_kept(self) -> bool:
+        """Whether the neural residual adds to the forecast (bundles before format 7 record `lstm_kept`)."""
+        if self.neural is None:
+            return False
+        neural = self.training.get("neural")
+        return bool(neural["kept"]) if isinstance(neural, dict) else bool(self.training.get("lstm_kept", True))
+
+    def residual_summary(self) -> str:
+        """Which residual models are in the forecast, and why the others are not: one line."""
+        parts = []
+        if self.linear is not None:
+            parts.append("per-hour ridges")
+        if self.boosted is not None:
+            parts.append(f"gradient-boosted trees ({self.config.residual.boosted_weight:.0%})")
+        if self.neural is not None and self.neural_kept:
+            parts.append(f"neural residual ({self.neural.label})")
+        out = " + ".join(parts) or "none (trend and seasonality only)"
+        neural = self.training.get("neural")
+        if self.neural is not None and not self.neural_kept and isinstance(neural, dict):
+            out += (f"; neural residual ({self.neural.label}) dropped by the validation blocks "
+                    f"(gain {neural['gain']:+.5f} ± {neural['gain_se']:.5f})")
+        elif not self.config.residual.enabled:
+            out += "; neural residual off (residual.enabled: false)"
+        return out
 
     def calibrate(self, windows: ResidualWindows) -> None:
-        """Conformal quantile offsets per lead hour from the validation windows' log errors."""
-        origins = windows.val_origins
+        """Conformal quantile offsets per lead hour from the validation blocks' log errors: the out-of-fold
+        errors of the linear layers, plus the neural residual where it is kept (the model that is served)."""
+        rows = windows.rows(VALID)
+        origins = windows.plan.origins[rows]
         series = windows.series
-        ahead = origins[:, None] + np.arange(self.horizon)
-        actual = series[ahead, 0] * self.scaler["residual_std"] + self.scaler["residual_mean"]
-        predicted = self._predict_residual_log(series, origins)
-        errors = actual - predicted
+        scaled = windows.out_of_fold[rows].astype(np.float64)
+        if self.neural is not None and self.neural_kept:
+            scaled = scaled + self.neural.predict(series, origins)
+        predicted = self._unscale(scaled) if (self.linear is not None or self.neural is not None) else scaled
+        errors = self._actual(series, origins) - predicted
         hours = origin_hours(series, origins, self._hour_channels)
+        # Kept for inspection (benchmarks/neural_residual.py --dump-calibration); not part of the bundle.
+        self.calibration_errors = {"errors": errors, "origin_hour": hours, "block": windows.plan.fold[rows],
+                                   "origins": origins}
         # The spread per origin hour, the centre pooled: a 00:00 origin's lead 15 (the afternoon) errs more
         # widely than a 12:00 origin's (the night), but a fifth of the windows is too few to move the
         # median by: shifting it by the validation weeks' median error already costs accuracy pooled
@@ -400,13 +486,12 @@ class HybridModel:
     # ----------------------------------------------------------- predicting
     def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         scaled = self._scaled_linear_part(series, origins)
-        # A dropped LSTM is a fresh net whose last layers are zero: it adds exactly nothing, so it is not
-        # run (about 1 ms of a served request). Bundles from before the gate record no `lstm_kept`.
-        if self.residual is not None and self.training.get("lstm_kept", True):
-            scaled += self.residual.predict(series, origins)
-        if self.linear is None and self.residual is None:  # (trees come only with the ridges)
+        # A dropped neural residual adds exactly nothing, so it is not run (about 1 ms of a served request).
+        if self.neural is not None and self.neural_kept:
+            scaled = scaled + self.neural.predict(series, origins)
+        if self.linear is None and self.neural is None:  # (trees come only with the ridges)
             return scaled
-        return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
+        return self._unscale(scaled)
 
     def predict_components(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
         """Forecast from several origins of one frame at once.
@@ -423,7 +508,7 @@ class HybridModel:
         trend_log, season_log = self.base_components(frame)
         ahead = positions[:, None] + np.arange(self.horizon)
         hours = (wall_clock_hours(frame.index)[positions] % HOURS_PER_DAY).astype(int)
-        if self.residual is None and self.linear is None:
+        if self.neural is None and self.linear is None:
             return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape), origin_hour=hours)
         residual, scale = self.residual_components(frame, trend_log, season_log, positions)
         return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale, hours)

@@ -1,7 +1,7 @@
 """Closed-form linear residual model: ridge regression of the next ``horizon`` scaled residuals on the
 last ``lookback`` residuals and the known future features. It carries the linear part of the residual
-dynamics (persistence, linear weather response) so the LSTM only has to learn what is left, which makes
-the LSTM converge in fewer epochs and never do worse than a linear autoregression on validation.
+dynamics (persistence, linear weather response), so the neural residual only has to learn what is left
+(out of sample: see ``crossfit.py``).
 
 How the last week's residuals map to the next day depends on the hour the forecast starts (lead 1 is the
 night after a 00:00 origin, the afternoon after a 12:00 one), so by default there is one ridge per local

@@ -1,6 +1,6 @@
 """The HTTP forecast API: a Ray-free ``ForecastService`` (service.py), its request/response models
 (schemas.py), the routes as a FastAPI app that also runs on its own (plain_app.py), and the Ray Serve
-application that composes trend, seasonality and LSTM-residual deployments behind it (app.py).
+application that composes trend, seasonality and residual deployments behind it (app.py).
 
 Import the submodule you need; this package imports nothing heavy (no Ray, no torch) on its own.
 """

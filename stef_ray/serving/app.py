@@ -1,10 +1,11 @@
-"""The Ray Serve application: Trend, Seasonality and ResidualLSTM deployments composed by a FastAPI
+"""The Ray Serve application: Trend, Seasonality and Residual (the residual models: ridges, trees and, where
+the validation blocks kept it, the neural residual) deployments composed by a FastAPI
 ingress through deployment handles, in one of two ways (``composition`` in the app's args):
 
 ``residual_first`` (default)::
 
     POST /forecast -> ForecastIngress: validate (ForecastService.parse), batch concurrent requests
-                        └─ ResidualLSTM.predict  (@serve.batch: one pass for both ingress replicas) returns
+                        └─ Residual.predict  (@serve.batch: one pass for both ingress replicas) returns
                              trend, seasonality and residual; it computes the history's trend and
                              seasonality anyway, as its input
                            on failure or timeout:
@@ -104,7 +105,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     composition: Literal["residual_first", "fan_out"] = Field(
-        "residual_first", description="residual_first: one call to ResidualLSTM, which returns all three "
+        "residual_first", description="residual_first: one call to Residual, which returns all three "
         "components; Trend and Seasonality answer (concurrently) when it fails or times out. fan_out: all "
         "three called concurrently for every request (more CPU per request; see the module docstring)"
     )
@@ -121,7 +122,7 @@ class AppArgs(BaseModel):
     )
     api_key: str | None = Field(None, description="the API key itself (tests; prefer api_key_env)")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="larger bodies get 413")
-    max_batch_size: int = Field(16, ge=1, le=256, description="ingress batches joined into one LSTM pass")
+    max_batch_size: int = Field(16, ge=1, le=256, description="ingress batches joined into one residual pass")
     batch_wait_timeout_s: float = Field(
         0.0, ge=0, le=1, description="how long the residual deployment waits to fill a batch (0: it joins the calls that queued while the previous pass ran)"
     )
@@ -196,11 +197,11 @@ class IngressConfig(BaseModel):
 
 
 class ResidualConfig(BaseModel):
-    """ResidualLSTM's ``user_config``: batching, and a fault switch for chaos tests."""
+    """Residual's ``user_config``: batching, and a fault switch for chaos tests."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(16, ge=1, le=256, description="requests per LSTM pass")
+    max_batch_size: int = Field(16, ge=1, le=256, description="requests per residual pass")
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="wait to fill a batch")
     fault: str | None = Field(
         None, pattern="^(raise|hang)$", description="test hook: 'raise' fails every call, 'hang' holds calls until unset"
@@ -247,7 +248,7 @@ class SeasonalityDeployment:
 
 
 class ResidualAnswer(NamedTuple):
-    """ResidualLSTM's answer to one call of B requests (log space)."""
+    """Residual's answer to one call of B requests (log space)."""
 
     residual: np.ndarray  # (B, horizon)
     scale: np.ndarray  # (B,): the quantile band's scale
@@ -255,9 +256,9 @@ class ResidualAnswer(NamedTuple):
     season: np.ndarray  # (B, n): as Seasonality returns it
 
 
-@serve.deployment(name="ResidualLSTM", **COMPONENT_OPTIONS)
+@serve.deployment(name="Residual", **COMPONENT_OPTIONS)
 class ResidualDeployment:
-    """The LSTM residual forecast. Each call is one ingress replica's batch of requests; ``@serve.batch``
+    """The residual forecast (per-hour ridges, trees, and the neural residual where the bundle keeps it). Each call is one ingress replica's batch of requests; ``@serve.batch``
     also joins the calls that arrive together (from several ingress replicas) into one forward pass.
 
     Its input, the history's residual, needs the history's trend and seasonality: it computes them from
@@ -274,7 +275,7 @@ class ResidualDeployment:
         self._fault: str | None = None
 
     def reconfigure(self, user_config: dict) -> None:
-        config = _validated(ResidualConfig, user_config, "ResidualLSTM user_config")
+        config = _validated(ResidualConfig, user_config, "Residual user_config")
         self.predict.set_max_batch_size(config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         self._fault = config.fault
@@ -288,7 +289,7 @@ class ResidualDeployment:
         self, keys: list[ModelKey], batches: list[ComponentBatch], longs: list[list[pd.DataFrame | None]],
     ) -> list[ResidualAnswer]:
         if self._fault == "raise":
-            raise RuntimeError("injected fault (ResidualLSTM user_config fault=raise)")
+            raise RuntimeError("injected fault (Residual user_config fault=raise)")
         while self._fault == "hang":  # until reconfigured: a stuck model that recovers
             await asyncio.sleep(0.05)
         out: list[ResidualAnswer | None] = [None] * len(keys)

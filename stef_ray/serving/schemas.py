@@ -130,7 +130,7 @@ class ForecastResponse(BaseModel):
     forecast: list[float] = Field(description="point forecast (MW)")
     trend: list[float] = Field(description="trend part (MW)")
     seasonality: list[float] = Field(description="seasonal and exogenous part (MW)")
-    residual: list[float] = Field(description="LSTM residual part (MW); 0 when degraded")
+    residual: list[float] = Field(description="the residual models' part (MW: ridges, trees and the neural residual where kept; see /model); 0 when degraded")
     p10: list[float] | None = Field(None, description="10 % quantile (MW); null when degraded")
     p50: list[float] | None = Field(None, description="50 % quantile (MW); null when degraded")
     p90: list[float] | None = Field(None, description="90 % quantile (MW); null when degraded")
@@ -159,6 +159,14 @@ class ModelInfo(BaseModel):
     holdout_mape: float | None = Field(None, description="MAPE (%) on held-out data, if recorded at training")
     validation_mape_log_approx: float | None = Field(
         None, description="mean absolute log error (%) on the validation windows, from calibration"
+    )
+    residual_models: str = Field(
+        "", description="which residual models are in the forecast and why the others are not (e.g. 'per-hour "
+        "ridges; neural residual (LSTM) dropped by the validation blocks (gain -0.00012 ± 0.00020)')"
+    )
+    neural_residual: dict | None = Field(
+        None, description="the neural residual's record: architecture, ensemble, whether it is kept, and the "
+        "paired gain over the ridges and trees on the validation days that decided it"
     )
     lookback_hours: int = Field(description="history the model reads")
     horizon_hours: int = Field(description="hours the model forecasts")

@@ -122,7 +122,7 @@ def bundle_fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
     for name in ("manifest.json", "trend.json", "seasonality.json", "residual_scaler.json", "quantiles.json",
                  "residual_linear.json", "residual_linear.npz", "residual_boosted.json", "residual_boosted.npz",
-                 "residual_lstm.pt"):
+                 "residual_neural.pt", "residual_lstm.pt"):
         part = path / name
         if part.is_file():
             digest.update(name.encode())
@@ -132,7 +132,8 @@ def bundle_fingerprint(path: Path) -> str:
 
 def _holdout_mape(manifest: dict) -> float | None:
     extra = manifest.get("extra") or {}
-    for where in (extra, extra.get("metrics") or {}, manifest.get("training") or {}):
+    # `stef-ray tune` writes extra.holdout.MAPE; the other places are for bundles written by hand.
+    for where in (extra.get("holdout") or {}, extra, extra.get("metrics") or {}, manifest.get("training") or {}):
         for key in ("holdout_mape", "holdout_MAPE", "mape"):
             value = where.get(key)
             if isinstance(value, int | float):
@@ -185,6 +186,8 @@ def load_model(source: str, tracking_uri: str | None = None, version: str | None
                                        hours=training.get("hours")),
         holdout_mape=_holdout_mape(manifest),
         validation_mape_log_approx=training.get("val_mape_log_approx"),
+        residual_models=model.residual_summary(),
+        neural_residual=training.get("neural") if isinstance(training.get("neural"), dict) else None,
         lookback_hours=model.lookback,
         horizon_hours=model.horizon,
         exog=list(model.exog),
@@ -271,7 +274,7 @@ class ComponentBatch:
     values: np.ndarray  # (B, n, 1 + k): load, exog
     columns: tuple[str, ...]
     timezone: str
-    # flat_frame() once per batch: ResidualLSTM reads it for the seasonality and for the residual inputs.
+    # flat_frame() once per batch: Residual reads it for the seasonality and for the residual inputs.
     _flat: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -336,7 +339,7 @@ def batch_residuals(
     model: Any, batch: ComponentBatch, trend: np.ndarray, season: np.ndarray,
     long_frames: Sequence[pd.DataFrame | None],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ResidualLSTM deployment's work for a batch: residual (log) forecasts ``(B, horizon)`` and the
+    """The Residual deployment's work for a batch: residual (log) forecasts ``(B, horizon)`` and the
     quantile band's scale ``(B,)``, from the components' ``(B, n)`` trend and seasonality, and for
     requests that sent older hours (``long_frames[i]`` not None) the scale from those."""
     residual, scale = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(),

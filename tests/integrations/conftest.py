@@ -121,22 +121,25 @@ def ray_session(local_ray):
 
 
 def tiny_tune_config(storage_path, **overrides):
-    """A search that trains in about a second per trial: 60 days of hourly data, 48 h lookback, 4 units."""
+    """A search whose trials fit the hybrid in a second or two per window: 60 days of hourly data, 48 h
+    lookback, ridges only or a one-epoch MLP, 2 windows of 3 days."""
     from stef_ray.integrations.tune_config import TuneConfig
 
     raw = {
         "data": {"exog": ["temperature", "workday"]},
         "model": {
-            "seasonality": {"yearly_order": 0, "weekly_order": 3},
-            "residual": {"lookback_hours": 48, "horizon_hours": 24, "validation_days": 7,
-                         "window_stride_hours": 4, "hidden_size": 4, "patience": 10,
-                         "min_gain": 0.0},  # a 2-epoch net beats zero output by little: keep it, to check its weights
+            "seasonality": {"yearly_order": 0, "weekly_order": 3, "cross_validate": False},
+            "residual": {"lookback_hours": 48, "horizon_hours": 24, "validation_days": 3, "validation_blocks": 2,
+                         "train_days": 30, "window_stride_hours": 4, "hidden_size": 4, "max_epochs": 1,
+                         "architecture": "mlp", "boosted_weight": 0.0},
         },
         "search": {"num_samples": 3, "seed": 1, "space": {
-            "hidden_size": {"type": "choice", "values": [4, 8]},
-            "learning_rate": {"type": "loguniform", "low": 3e-3, "high": 3e-2},
+            "seasonality.daily_order": {"type": "choice", "values": [2, 4]},
+            "residual.linear_alpha": {"type": "loguniform", "low": 0.1, "high": 10.0},
+            "residual.architecture": {"type": "choice", "values": ["none", "mlp"]},
         }},
-        "scheduler": {"type": "asha", "max_epochs": 2, "grace_period": 1, "reduction_factor": 2},
+        "objective": {"windows": 2, "window_days": 3, "span_days": 14},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpus_per_trial": 1},
         "mlflow": {"holdout_days": 7},
         "storage_path": str(storage_path),
@@ -164,7 +167,7 @@ def tiny_hourly():
 
 @pytest.fixture(scope="session")
 def tiny_search(ray_session, tiny_hourly, tmp_path_factory):
-    """One finished tiny search (3 trials x 2 epochs, ASHA) and its config."""
+    """One finished tiny search (3 trials x 2 windows, ASHA) and its config."""
     from stef_ray.integrations.tune import run_search
 
     root = tmp_path_factory.mktemp("tiny_search")

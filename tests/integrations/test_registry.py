@@ -43,6 +43,17 @@ def worse_bundle(bundle: Path, out: Path) -> Path:
     return save_bundle(model, out, extra={"deliberately": "worse"})
 
 
+def worse_recipe(data, out: Path, config) -> Path:
+    """A worse configuration (a trend and a weekly shape only) fitted on all of ``data``."""
+    from stef_ray.models.hybrid import HybridModel
+
+    model_config = config.model.model_copy(deep=True)
+    model_config.residual.enabled = model_config.residual.linear = False
+    model_config.seasonality.daily_order = model_config.seasonality.weekday_profiles = 0
+    model_config.seasonality.use_exog = False
+    return save_bundle(HybridModel(model_config, data.exog).fit(data), out, extra={"deliberately": "worse"})
+
+
 def test_decide__gate_rules():
     assert registry.decide(5.0, None, 0.0)[0] == "champion"
     assert registry.decide(5.0, 5.0, 0.0)[0] == "champion"  # no worse: takes the title
@@ -60,21 +71,22 @@ def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hou
     parent = client.get_run(result.run_id)
     assert parent.info.run_name == f"weekly_retrain_{datetime.now(UTC):%Y%m%d}"
     assert parent.data.params["holdout_start"] == outcome.holdout_start.isoformat()
-    assert parent.data.params["fourier_orders"] == "[3, 3, 0]"
+    assert parent.data.params["fourier_orders"] == f"[{outcome.best_config.seasonality.daily_order}, 3, 0]"
     assert parent.data.metrics["trend_r2"] == pytest.approx(outcome.model.training["trend_r2"])
     assert parent.data.metrics["holdout_MAPE"] == pytest.approx(outcome.holdout_metrics["MAPE"])
     assert parent.data.tags["gate_decision"] == "champion"
     assert parent.info.artifact_uri.startswith((sqlite_store / "mlartifacts").as_uri())
-    assert {a.path for a in client.list_artifacts(result.run_id)} >= {"learning_curves.png", "tune_config.json"}
+    assert {a.path for a in client.list_artifacts(result.run_id)} >= {"search_progress.png", "tune_config.json",
+                                                                     "best_model_config.json"}
 
     children = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert len(children) == len(outcome.trials) == 3
     for trial in outcome.trials:
         run = client.get_run(result.child_run_ids[trial.trial_id])
-        assert int(run.data.params["hidden_size"]) == trial.hyperparameters["hidden_size"]
-        curve = client.get_metric_history(run.info.run_id, "val_loss")
-        assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, trial.epochs_run + 1))
-        assert min(m.value for m in curve) == pytest.approx(trial.best_val_loss)
+        assert int(run.data.params["seasonality.daily_order"]) == trial.hyperparameters["seasonality.daily_order"]
+        curve = client.get_metric_history(run.info.run_id, "mape")
+        assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, trial.windows + 1))
+        assert sorted(curve, key=lambda m: m.step)[-1].value == pytest.approx(trial.mape)
 
     assert result.version == "1"
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
@@ -100,20 +112,24 @@ def test_champion_gate__worse_model_gets_challenger_equal_one_takes_champion(
     experiment_id = registry.ensure_experiment(client, "gate-test")
     example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
 
-    def register(bundle: Path) -> tuple[str, registry.GateDecision, str]:
-        model, _ = load_bundle(bundle)
-        mape = score_holdout(model, tiny_hourly, outcome.holdout_start)["MAPE"]
+    def register(bundle: Path, mape: float) -> tuple[str, registry.GateDecision, str]:
         with mlflow.start_run(experiment_id=experiment_id) as run:
             info = registry.log_bundle_model(bundle, example)
             version, decision = registry.register_and_gate(
                 client, info.model_uri, config.mlflow, mape, tiny_hourly, outcome.holdout_start, run.info.run_id)
         return version, decision, run.info.run_id
 
-    first, decision, _ = register(outcome.bundle_path)
+    first, decision, _ = register(outcome.bundle_path, outcome.holdout_metrics["MAPE"])
     assert (first, decision.alias, decision.champion_mape) == ("1", "champion", None)
 
-    worse = worse_bundle(outcome.bundle_path, sqlite_store / "worse")
-    version, decision, run_id = register(worse)
+    # The champion's bundle was refitted on all the data, the holdout too: the gate refits its configuration
+    # on the data before the holdout, which gives what the search scored it at.
+    worse = worse_recipe(tiny_hourly, sqlite_store / "worse", config)
+    worse_config = load_bundle(worse)[0].config
+    from stef_ray.models.hybrid import HybridModel
+
+    refitted = HybridModel(worse_config, tiny_hourly.exog).fit(tiny_hourly.window(end=outcome.holdout_start))
+    version, decision, run_id = register(worse, score_holdout(refitted, tiny_hourly, outcome.holdout_start)["MAPE"])
     assert version == "2"
     assert decision.alias == "challenger", decision.reason
     assert decision.new_mape > decision.champion_mape == pytest.approx(outcome.holdout_metrics["MAPE"])
@@ -124,9 +140,35 @@ def test_champion_gate__worse_model_gets_challenger_equal_one_takes_champion(
     assert run.data.metrics["holdout_mape"] == pytest.approx(decision.new_mape)
     assert run.data.metrics["champion_holdout_mape"] == pytest.approx(decision.champion_mape)
 
-    version, decision, _ = register(outcome.bundle_path)  # as good as the champion: no worse, takes over
+    version, decision, _ = register(outcome.bundle_path, outcome.holdout_metrics["MAPE"])  # no worse: takes over
     assert (version, decision.alias, decision.champion_version) == ("3", "champion", "1")
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "3"
+
+
+
+def test_champion_gate__a_champion_trained_before_the_holdout_is_scored_as_it_is(tiny_search, tiny_hourly, sqlite_store):
+    # It never saw the holdout, so no refit: a bundle made worse after fitting (its level raised by 40 %)
+    # is found out as it stands.
+    from stef_ray.models.hybrid import HybridModel
+
+    outcome, config = tiny_search
+    client = registry.connect()
+    experiment_id = registry.ensure_experiment(client, "gate-before-test")
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+    before = save_bundle(HybridModel(config.model, tiny_hourly.exog).fit(tiny_hourly.window(end=outcome.holdout_start)),
+                         sqlite_store / "before")
+    worse = worse_bundle(before, sqlite_store / "worse-before")
+    decisions = []
+    for bundle in (worse, before):
+        mape = score_holdout(load_bundle(bundle)[0], tiny_hourly, outcome.holdout_start)["MAPE"]
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = registry.log_bundle_model(bundle, example)
+            decisions.append(registry.register_and_gate(client, info.model_uri, config.mlflow, mape, tiny_hourly,
+                                                        outcome.holdout_start, run.info.run_id)[1])
+    assert decisions[0].alias == "champion"  # the first version
+    assert decisions[1].alias == "champion" and decisions[1].champion_mape > decisions[1].new_mape
+    assert decisions[1].champion_mape == pytest.approx(
+        score_holdout(load_bundle(worse)[0], tiny_hourly, outcome.holdout_start)["MAPE"])  # as it is
 
 
 def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqlite_store):
@@ -141,7 +183,7 @@ def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqli
     model, manifest = load_bundle(local)
     assert manifest["extra"]["tune"]["best_trial_id"] == outcome.best_trial_id
     assert score_holdout(model, tiny_hourly, outcome.holdout_start)["MAPE"] == pytest.approx(
-        outcome.holdout_metrics["MAPE"])
+        score_holdout(outcome.model, tiny_hourly, outcome.holdout_start)["MAPE"])
     with pytest.raises(ModelNotFoundError, match="cannot fetch models:/power-demand-hybrid@nobody"):
         registry.resolve_model_uri(f"models:/{MODEL}@nobody")
 

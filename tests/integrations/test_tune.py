@@ -13,21 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-import torch
 import yaml
 from ray import tune
 
 from stef_ray.bundle import load_bundle
 from stef_ray.config import load_config
 from stef_ray.exceptions import ConfigError
-from stef_ray.integrations.tune import (
-    PROGRESS_FILE,
-    WEIGHTS_FILE,
-    SearchInterruptedError,
-    resolve_gpus,
-    run_search,
-)
+from stef_ray.integrations.tune import SearchInterruptedError, resolve_gpus, run_search
 from stef_ray.integrations.tune_config import TuneConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,27 +35,36 @@ def write_yaml(path: Path, payload: dict) -> Path:
 
 # --------------------------------------------------------------------------- config
 def test_tune_config__unknown_key_is_named(tmp_path):
-    path = write_yaml(tmp_path / "t.yaml", {"search": {"space": {"hidden_sise": {"type": "choice", "values": [8]}}}})
-    with pytest.raises(ConfigError, match=r"search\.space\.hidden_sise: unknown key"):
+    space = {"residual.hidden_sise": {"type": "choice", "values": [8]}}
+    path = write_yaml(tmp_path / "t.yaml", {"search": {"space": space}})
+    with pytest.raises(ConfigError, match=r"search\.space: .*residual\.hidden_sise: value 8 is not allowed "
+                                          r"\(residual\.hidden_sise: unknown key\)"):
+        load_config(TuneConfig, path)
+
+
+def test_tune_config__a_key_without_its_section_is_named(tmp_path):
+    path = write_yaml(tmp_path / "t.yaml", {"search": {"space": {"hidden_size": {"type": "choice", "values": [8]}}}})
+    with pytest.raises(ConfigError, match=r"hidden_size: not a key of the model config \(write it as section\.key"):
         load_config(TuneConfig, path)
 
 
 def test_tune_config__inverted_range_is_named(tmp_path):
-    space = {"learning_rate": {"type": "loguniform", "low": 0.1, "high": 0.001}}
+    space = {"residual.learning_rate": {"type": "loguniform", "low": 0.1, "high": 0.001}}
     path = write_yaml(tmp_path / "t.yaml", {"search": {"space": space}})
-    with pytest.raises(ConfigError, match=r"search\.space\.learning_rate\.loguniform: .*low \(0\.1\) must be below"):
+    with pytest.raises(ConfigError, match=r"search\.space\.residual\.learning_rate\.loguniform: .*low \(0\.1\) must be below"):
         load_config(TuneConfig, path)
 
 
 def test_tune_config__value_outside_model_limits_is_named(tmp_path):
-    path = write_yaml(tmp_path / "t.yaml", {"search": {"space": {"hidden_size": {"type": "choice", "values": [8, 4096]}}}})
-    with pytest.raises(ConfigError, match=r"search\.space: .*hidden_size: value 4096 is not allowed"):
+    space = {"residual.hidden_size": {"type": "choice", "values": [8, 4096]}}
+    path = write_yaml(tmp_path / "t.yaml", {"search": {"space": space}})
+    with pytest.raises(ConfigError, match=r"search\.space: .*residual\.hidden_size: value 4096 is not allowed"):
         load_config(TuneConfig, path)
 
 
-def test_tune_config__grace_beyond_max_epochs_is_refused(tmp_path):
-    path = write_yaml(tmp_path / "t.yaml", {"scheduler": {"max_epochs": 3, "grace_period": 5}})
-    with pytest.raises(ConfigError, match=r"scheduler: .*grace_period \(5\) exceeds max_epochs \(3\)"):
+def test_tune_config__grace_beyond_the_windows_is_refused(tmp_path):
+    path = write_yaml(tmp_path / "t.yaml", {"objective": {"windows": 3}, "scheduler": {"grace_period": 5}})
+    with pytest.raises(ConfigError, match=r"grace_period \(5\) exceeds objective\.windows \(3\)"):
         load_config(TuneConfig, path)
 
 
@@ -68,9 +72,34 @@ def test_tune_config__shipped_configs_load_with_their_sizes():
     sizes = {}
     for name in ("smoke", "quick", "prod"):
         config = load_config(TuneConfig, REPO / "tune_configs" / f"{name}.yaml")
-        sizes[name] = (config.search.num_samples, config.scheduler.max_epochs, config.resources.gpus_per_trial)
-        assert config.data.exog == ["temperature", "workday"]
-    assert sizes == {"smoke": (4, 2, 0), "quick": (5, 10, 0), "prod": (50, 100, 0.125)}
+        sizes[name] = (config.search.num_samples, config.objective.windows, config.search.algorithm)
+        assert "residual.architecture" in config.search.space.dimensions()  # the neural part is searched, "none" too
+    assert sizes == {"smoke": (4, 2, "random"), "quick": (8, 4, "random"), "prod": (50, 8, "optuna")}
+
+
+def test_apply_sampled__sets_dotted_keys_and_none_turns_the_neural_residual_off():
+    from stef_ray.config import ModelConfig
+    from stef_ray.integrations.tune_config import apply_sampled
+
+    base = ModelConfig()
+    config = apply_sampled(base, {"seasonality.daily_order": 6, "residual.architecture": "mlp"})
+    assert config.seasonality.daily_order == 6 and config.residual.architecture == "mlp" and config.residual.enabled
+    off = apply_sampled(base, {"residual.architecture": "none"})
+    assert not off.residual.enabled and base.residual.enabled  # the base is not changed
+
+
+def test_objective_windows__spread_over_the_span_most_recent_first(tiny_hourly):
+    import pandas as pd
+
+    from stef_ray.integrations.tune import holdout_start, objective_windows
+    from stef_ray.integrations.tune_config import ObjectiveConfig
+
+    end = holdout_start(tiny_hourly, 7)
+    windows = objective_windows(tiny_hourly, end, ObjectiveConfig(windows=4, window_days=3, span_days=30))
+    assert windows[0] == max(windows) and windows[1] == min(windows)  # the newest, then the oldest
+    assert all(w.hour == 0 for w in windows) and len(set(windows)) == 4
+    assert max(windows) + pd.Timedelta(days=3) <= end  # every forecast before the holdout
+    assert (max(windows) - min(windows)).days >= 26
 
 
 def test_tune_cmd__bad_config_is_one_line_nonzero(tmp_path, capsys):
@@ -92,45 +121,54 @@ def test_resolve_gpus__cpu_only_cluster_runs_gpu_config_on_cpu(ray_session):
     assert resolve_gpus(0) == (0.0, None)
 
 
-def test_run_search__tiny_search_builds_best_bundle(tiny_search, tiny_hourly):
-    outcome, _config = tiny_search
+def test_run_search__the_best_configuration_by_rolling_origin_mape_is_the_bundle(tiny_search, tiny_hourly):
+    from stef_ray.integrations.tune import score_window
+    from stef_ray.integrations.tune_config import apply_sampled
+
+    outcome, config = tiny_search
     assert len(outcome.trials) == 3
     for trial in outcome.trials:
-        assert list(trial.history["epoch"]) == list(range(1, trial.epochs_run + 1))
+        assert list(trial.history["window"]) == list(range(1, trial.windows + 1))
         assert trial.stop_reason in ("completed", "asha")
-        assert trial.best_val_loss == pytest.approx(trial.history["val_loss"].min())
-    best = min(outcome.trials, key=lambda t: t.best_val_loss)
+        assert trial.mape == pytest.approx(trial.history["mape"].iloc[-1])
+    completed = [t for t in outcome.trials if t.completed]
+    best = min(completed, key=lambda t: t.mape)
     assert outcome.best_trial_id == best.trial_id
-    # The model was trained on data before the holdout and the holdout is the last 7 days.
+    # A trial's score is the backtest's: refit before each window, MAPE of every 00:00 forecast in it.
+    chosen = apply_sampled(config.model, best.hyperparameters)
+    searched = tiny_hourly.window(end=outcome.holdout_start)
+    days = [d for w in outcome.windows for d in score_window(chosen, searched, pd.Timestamp(w), 3)["daily_mape"]]
+    assert best.mape == pytest.approx(float(np.mean(days)), rel=1e-6)
+    # Holdout: the last 7 days, scored by the chosen configuration fitted before them; the bundle is that
+    # configuration refitted on all the data.
     assert outcome.holdout_start == tiny_hourly.frame.index[-24 * 7]
-    assert outcome.model.training["end"] < outcome.holdout_start.isoformat()
-    assert outcome.holdout_metrics["origins"] == 7
-    assert 0 < outcome.holdout_metrics["MAPE"] < 10
-    # The bundle holds the best trial's hyperparameters and its best checkpoint's weights.
+    assert outcome.holdout_metrics["origins"] == 7 and 0 < outcome.holdout_metrics["MAPE"] < 10
     model, manifest = load_bundle(outcome.bundle_path)
+    assert manifest["training"]["end"] == tiny_hourly.frame.index[-1].isoformat()
     assert manifest["extra"]["tune"]["best_trial_id"] == best.trial_id
-    assert model.config.residual.hidden_size == best.hyperparameters["hidden_size"]
-    assert model.config.residual.learning_rate == pytest.approx(best.hyperparameters["learning_rate"])
-    trial_dir = next(Path(outcome.experiment_path).glob(f"*{best.trial_id}*"))
-    best_checkpoint = min(
-        (c for c in trial_dir.glob("checkpoint_*")),
-        key=lambda c: json.loads((c / PROGRESS_FILE).read_text())["best_val_loss"],
-    )
-    weights = torch.load(best_checkpoint / WEIGHTS_FILE, weights_only=True)
-    assert model.training["lstm_kept"]  # it beat adding nothing on validation (min_gain 0 here)
-    for key, value in model.residual.state_dict().items():
-        assert torch.equal(value, weights[key]), key
+    assert model.config.seasonality.daily_order == best.hyperparameters["seasonality.daily_order"]
+    assert model.config.residual.linear_alpha == pytest.approx(best.hyperparameters["residual.linear_alpha"])
+    assert model.config.residual.enabled == (best.hyperparameters["residual.architecture"] != "none")
+
+
+def test_run_search__optuna_draws_the_configurations(ray_session, tiny_hourly, tmp_path, make_tune_config):
+    pytest.importorskip("optuna")
+    config = make_tune_config(tmp_path / "ray_results", **{"search.algorithm": "optuna", "search.num_samples": 2,
+                                                           "scheduler.type": "fifo", "objective.windows": 1})
+    outcome = run_search(config, tiny_hourly, name="optuna", bundle_out=tmp_path / "bundle")
+    assert len(outcome.trials) == 2 and all(t.completed for t in outcome.trials)
+    assert {"seasonality.daily_order", "residual.linear_alpha"} <= set(outcome.trials[0].hyperparameters)
 
 
 class InterruptSecondTrial(tune.Callback):
-    """Presses Ctrl-C once the second trial has reported epoch 2. Tune keeps its callbacks in the
+    """Presses Ctrl-C once the second trial has reported window 2. Tune keeps its callbacks in the
     experiment state, so the restored search has it too: the flag file makes it fire only once."""
 
     def __init__(self, flag: Path):
         self.flag = flag
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.flag.exists() and trials.index(trial) == 1 and result["epoch"] == 2:
+        if self.flag.exists() and trials.index(trial) == 1 and result["windows"] == 2:
             self.flag.unlink()
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -141,27 +179,27 @@ def test_run_search__interrupted_search_resumes_without_rerunning_finished_trial
     flag = tmp_path / "interrupt-once"
     flag.touch()
     config = make_tune_config(
-        tmp_path / "ray_results", **{"scheduler.type": "fifo", "scheduler.max_epochs": 4,
+        tmp_path / "ray_results", **{"scheduler.type": "fifo", "objective.windows": 4,
                                      "search.max_concurrent_trials": 1}
     )
     with pytest.raises(SearchInterruptedError, match="--resume"):
         run_search(config, tiny_hourly, name="resume", bundle_out=tmp_path / "bundle",
                    callbacks=[InterruptSecondTrial(flag)])
     experiment = next((tmp_path / "ray_results").glob("resume_*"))
-    trial_dirs = sorted(p for p in experiment.iterdir() if p.is_dir() and p.name.startswith("train_trial"))
+    trial_dirs = sorted(p for p in experiment.iterdir() if p.is_dir() and p.name.startswith("run_trial"))
     first_results = (trial_dirs[0] / "result.json").read_text()
     assert len(first_results.splitlines()) == 4  # the first trial had finished before the interruption
-    second_epochs = [json.loads(line)["epoch"] for line in (trial_dirs[1] / "result.json").read_text().splitlines()]
-    assert 2 <= max(second_epochs) < 4  # the second was midway
+    second = [json.loads(line)["windows"] for line in (trial_dirs[1] / "result.json").read_text().splitlines()]
+    assert 2 <= max(second) < 4  # the second was midway
 
     outcome = run_search(config, tiny_hourly, name="resume", resume=True, bundle_out=tmp_path / "bundle")
 
     assert Path(outcome.experiment_path) == experiment
     assert (trial_dirs[0] / "result.json").read_text() == first_results  # not rerun
     assert len(outcome.trials) == 3
-    assert all(t.epochs_run == 4 for t in outcome.trials)
-    resumed = [json.loads(line)["epoch"] for line in (trial_dirs[1] / "result.json").read_text().splitlines()]
-    assert resumed.count(1) == 1  # continued from its checkpoint, not from epoch 1
+    assert all(t.windows == 4 for t in outcome.trials)
+    resumed = [json.loads(line)["windows"] for line in (trial_dirs[1] / "result.json").read_text().splitlines()]
+    assert resumed.count(1) == 1  # continued from its checkpoint, not from the first window
     assert resumed[-1] == 4
     assert not flag.exists()
 
@@ -230,7 +268,7 @@ def test_ray_job_submit__tune_cli_succeeds_on_a_started_cluster(tmp_path, tiny_h
         logs = client.get_job_logs(job_id)
         assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
         assert "champion gate: power-demand-hybrid version 1 -> champion" in logs
-        assert "best val loss" in logs  # the top-trials table
+        assert "by rolling-origin MAPE" in logs  # the top-trials table
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` takes its cluster down with it
         try:

@@ -52,7 +52,7 @@ def test_hybrid__too_little_history_is_a_clear_error(synthetic_frame, tiny_model
 def test_hybrid__residual_disabled_still_calibrates_quantiles(synthetic_hourly):
     config = ModelConfig(residual=ResidualConfig(enabled=False, linear=False, validation_days=7), point_forecast="median")
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
-    assert model.residual is None and set(model.quantile_offsets) == {"0.1", "0.5", "0.9"}
+    assert model.neural is None and set(model.quantile_offsets) == {"0.1", "0.5", "0.9"}
     assert "point_log_adjust" not in model.training  # point_forecast: median
     frame = synthetic_hourly.frame
     mw = model.to_megawatts(model.predict_components(frame, np.array([len(frame) - 24])))
@@ -139,57 +139,66 @@ def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
     actual = np.log(frame["load"].to_numpy()[positions[:, None] + np.arange(24)])
     base_error = np.mean(np.abs(components.trend + components.seasonality - actual))
     assert np.mean(np.abs(components.final - actual)) < 0.8 * base_error
-    assert model.linear is not None and model.residual is None
+    assert model.linear is not None and model.neural is None
 
 
-def test_hybrid__linear_model_trains_on_its_own_window_of_days(synthetic_hourly, monkeypatch):
-    # The LSTM learns from the last `train_days`; the ridge, which has no epochs, from `linear_train_days`
-    # (0 = all), and the refit after calibration adds the validation windows to the ridge's own set.
+def _record_linear_fits(monkeypatch) -> list[tuple[np.ndarray, np.ndarray | None]]:
     from stef_ray.models.residual_linear import LinearResidual
 
-    fitted_on: list[np.ndarray] = []
-    real_fit = LinearResidual.fit
-    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None: fitted_on.append(origins) or real_fit(self, series, origins, weight))
-    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, train_days=14, linear_train_days=0))
-    model = HybridModel(config, synthetic_hourly.exog)
-    _, season_log, residual_log = model.fit_base(synthetic_hourly)
-    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
-    model.finalize(windows)
-    first_fit, refit = fitted_on
-    assert len(windows.train_origins) <= 14 * 24 and windows.train_origins[-1] == first_fit[-1]
-    assert first_fit[0] == 168 and len(first_fit) > 2 * len(windows.train_origins)  # every earlier window too
-    np.testing.assert_array_equal(refit, np.concatenate([first_fit, windows.val_origins]))
-    assert windows.baseline is None  # what an LSTM would learn on top of: none here
-
-    fitted_on.clear()
-    config.residual.linear_train_days = 21
-    HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
-    assert 20 * 24 <= len(fitted_on[0]) <= 21 * 24
-
-
-@pytest.mark.parametrize("kept", [True, False])
-def test_hybrid__ridge_refit_on_validation_only_without_a_kept_lstm(synthetic_hourly, monkeypatch, kept):
-    # A kept LSTM learnt the errors of the ridge fitted without the validation weeks: refitting the ridge
-    # under it would change what it corrects. A dropped (or no) LSTM leaves the ridge free to refit.
-    from stef_ray.models.residual_linear import LinearResidual
-    from stef_ray.models.residual_lstm import ResidualLSTM
-
-    fits: list[int] = []
+    fits: list[tuple[np.ndarray, np.ndarray | None]] = []
     real_fit = LinearResidual.fit
     monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None:
-                        fits.append(len(origins)) or real_fit(self, series, origins, weight))
-    config = ModelConfig(residual=ResidualConfig(validation_days=7, max_epochs=1))
+                        fits.append((origins, weight)) or real_fit(self, series, origins, weight))
+    return fits
+
+
+@pytest.mark.parametrize("neural", [True, False])
+def test_hybrid__each_fold_is_forecast_by_ridges_fitted_without_it(synthetic_hourly, monkeypatch, neural):
+    # Out of sample: no window a fold's ridges learnt from shares a row (history or target) with a window they
+    # forecast. With the neural residual, every window of the fold needs that forecast (the net's targets);
+    # without it, only the validation blocks. The served ridges come last, on every window of their span.
+    from stef_ray.models.crossfit import VALID
+
+    fits = _record_linear_fits(monkeypatch)
+    config = ModelConfig(residual=ResidualConfig(enabled=neural, validation_days=5, max_epochs=1, boosted_weight=0,
+                                                 linear_train_days=50))
     model = HybridModel(config, synthetic_hourly.exog)
     _, season_log, residual_log = model.fit_base(synthetic_hourly)
     windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
-    coef = model.linear.coef.copy()
-    model.residual = ResidualLSTM(config.residual, windows.series.shape[1])
-    model.residual.kept = kept
-    model.finalize(windows)
-    assert (windows.baseline[windows.train_origins] != 0).any()  # the LSTM's baseline on its own windows
-    assert len(fits) == (1 if kept else 2)
-    assert model.training["linear_refit_on_validation"] is not kept
-    assert np.array_equal(model.linear.coef, coef) is kept
+    model.cross_fit(windows, synthetic_hourly.frame.index)
+    plan = windows.plan
+    assert len(fits) == plan.folds >= 2
+    window_rows = 168 + 24 - 1  # two windows closer than this share a row
+    for k, (fit_on, _) in enumerate(fits):
+        forecast = plan.origins[(plan.fold == k) & ((plan.role == VALID) | neural)]
+        assert np.abs(fit_on[:, None] - forecast[None, :]).min() > window_rows
+        assert not np.isin(windows.linear_origins, fit_on).all()
+        assert np.isin(fit_on, windows.linear_origins).all()  # the served span, less the fold
+    scored = plan.role == VALID if not neural else np.ones(len(plan.origins), bool)
+    assert (windows.out_of_fold[scored] != 0).any(axis=1).all()
+    model._fit_served_linear(windows)
+    np.testing.assert_array_equal(fits[-1][0], windows.linear_origins)
+    assert windows.linear_origins[0] >= len(synthetic_hourly.frame) - 24 - 50 * 24
+
+
+def test_hybrid__calibration_reads_the_out_of_fold_errors_of_the_validation_blocks(synthetic_hourly):
+    from stef_ray.models.crossfit import VALID
+
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=5, boosted_weight=0),
+                         calibration_hour_width=-1, point_forecast="median")
+    model = HybridModel(config, synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
+    model.cross_fit(windows, synthetic_hourly.frame.index)
+    model._fit_served_linear(windows)
+    model.calibrate(windows)
+    rows = windows.plan.role == VALID
+    origins = windows.plan.origins[rows]
+    errors = model._actual(windows.series, origins) - model._unscale(windows.out_of_fold[rows].astype(np.float64))
+    np.testing.assert_allclose(model.quantile_offsets["0.9"], np.quantile(errors, 0.9, axis=0))
+    # Not the served ridges' errors there: they learnt those windows.
+    in_sample = model._actual(windows.series, origins) - model._predict_residual_log(windows.series, origins)
+    assert np.abs(in_sample).mean() < np.abs(errors).mean()
 
 
 def test_hybrid__trees_take_boosted_weight_of_the_ridges_residual_forecast(synthetic_hourly):
@@ -223,38 +232,63 @@ def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synth
 
 
 @pytest.mark.parametrize("kept", [True, False])
-def test_hybrid__a_dropped_lstm_is_not_run_and_changes_nothing(synthetic_hourly, monkeypatch, kept):
-    from stef_ray.models.residual_lstm import ResidualLSTM
+def test_hybrid__a_dropped_neural_residual_is_not_run_and_changes_nothing(synthetic_hourly, monkeypatch, kept):
+    from stef_ray.models.residual_neural import NeuralResidual
 
-    config = ModelConfig(residual=ResidualConfig(validation_days=7, max_epochs=1, boosted_weight=0.0))
-    model = HybridModel(config, synthetic_hourly.exog)
-    _, season_log, residual_log = model.fit_base(synthetic_hourly)
-    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
-    lstm = ResidualLSTM(config.residual, windows.series.shape[1])
-    lstm.kept = kept
-    if kept:  # non-zero last layers, as trained weights have
-        torch = pytest.importorskip("torch")
-        with torch.no_grad():
-            lstm.net.highway.bias.fill_(0.1)
-    model.attach_residual(lstm, windows)
+    config = ModelConfig(residual=ResidualConfig(validation_days=5, max_epochs=1, boosted_weight=0.0))
+    model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
+    model.training["neural"]["kept"] = kept
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():  # non-zero last layers, as trained weights have
+        model.neural.nets[0].highway.bias.fill_(0.1)
     frame, positions = synthetic_hourly.frame, np.array([len(synthetic_hourly.frame) - 24])
-    with_lstm = model.predict_components(frame, positions).residual
+    with_net = model.predict_components(frame, positions).residual
     calls = []
-    real_predict = ResidualLSTM.predict
-    monkeypatch.setattr(ResidualLSTM, "predict", lambda self, *a: calls.append(1) or real_predict(self, *a))
-    model.residual = None
+    real_predict = NeuralResidual.predict
+    monkeypatch.setattr(NeuralResidual, "predict", lambda self, *a: calls.append(1) or real_predict(self, *a))
+    neural, model.neural = model.neural, None
     without = model.predict_components(frame, positions).residual
-    model.residual = lstm
+    model.neural = neural
     again = model.predict_components(frame, positions).residual
-    np.testing.assert_array_equal(again, with_lstm)
+    np.testing.assert_array_equal(again, with_net)
     assert bool(calls) is kept
     assert np.array_equal(again, without) is not kept
+
+
+def test_hybrid__the_gate_keeps_a_neural_residual_that_helps_and_records_why():
+    # Spells that last days (as weather's do) on top of synthetic load: without ridges the net alone faces
+    # their persistence, which it learns, a clear paired gain on the validation days. With `gate_z` out of
+    # reach the same net is dropped, and the forecast says so.
+    from stef_ray.data.synthetic import synthetic_load
+
+    synthetic_frame = synthetic_load(hours=24 * 240, seed=1)
+    rng = np.random.default_rng(7)
+    spell = np.zeros(len(synthetic_frame))
+    for i in range(1, len(spell)):
+        spell[i] = 0.995 * spell[i - 1] + rng.normal(0, 0.004)
+    data = frame_to_hourly(synthetic_frame.assign(load=synthetic_frame["load"] * np.exp(spell)),
+                           DataConfig(exog=["temperature", "workday"]))
+    config = ModelConfig(residual=ResidualConfig(linear=False, validation_days=5, max_epochs=10, hidden_size=16,
+                                                 batch_size=16, learning_rate=5e-3, patience=10, device="cpu"))
+    said: list[str] = []
+    model = HybridModel(config, data.exog).fit(data, on_stage=said.append)
+    neural = model.training["neural"]
+    assert neural["kept"] and neural["gain"] > neural["gain_se"] > 0 and neural["days"] >= 10
+    assert neural["mae_with"] < neural["mae_without"]
+    assert any(line.startswith("  gate: kept") for line in said)
+    assert "neural residual (LSTM)" in model.residual_summary()
+
+    config.residual.gate_z = 1e6
+    strict = HybridModel(config, data.exog).fit(data)
+    assert not strict.training["neural"]["kept"] and not strict.neural_kept
+    assert "dropped by the validation blocks" in strict.residual_summary()
 
 
 def test_hybrid__training_summary_is_recorded(fitted_model):
     training = fitted_model.training
     assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
-    assert training["epochs_run"] >= 1 and np.isfinite(training["val_loss"])
+    assert training["neural"]["epochs_run"] >= 1 and np.isfinite(training["neural"]["stop_loss"])
+    assert len(training["validation"]["blocks"]) >= 2
     assert pd.Timestamp(training["start"]) < pd.Timestamp(training["end"])
 
 
@@ -290,31 +324,27 @@ def test_hybrid__calibration_records_the_validation_error_scale(fitted_model):
 
 
 def test_hybrid__linear_model_weights_its_windows_by_season_given_the_years(synthetic_hourly, monkeypatch):
+    # The served ridges weight their windows toward the season the forecasts are in (the end of the data);
+    # each fold's ridges toward that fold's (here: its validation block's) middle.
     from stef_ray.features import season_weights
-    from stef_ray.models.residual_linear import LinearResidual
 
-    weights: list[np.ndarray | None] = []
-    real_fit = LinearResidual.fit
-    monkeypatch.setattr(LinearResidual, "fit", lambda self, series, origins, weight=None:
-                        weights.append(weight) or real_fit(self, series, origins, weight))
-    residual = ResidualConfig(enabled=False, validation_days=7, linear_season_days=10, linear_season_min_years=0)
-    model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog)
-    _, season_log, residual_log = model.fit_base(synthetic_hourly)
-    windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
-    model.finalize(windows)
+    fits = _record_linear_fits(monkeypatch)
+    residual = ResidualConfig(enabled=False, validation_days=5, linear_season_days=10, linear_season_min_years=0,
+                              boosted_weight=0)
+    model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog).fit(synthetic_hourly)
     index = synthetic_hourly.frame.index
-    every = np.concatenate([windows.linear_origins, windows.val_origins])
-    expected = season_weights(index[every], index[-1], 10)
-    np.testing.assert_allclose(weights[0], expected[: len(windows.linear_origins)])
-    np.testing.assert_allclose(weights[1], expected)  # the refit on training and validation windows
-    assert weights[1][-1] > 0.99 and weights[0][0] < 0.01  # 60 days: the first weeks count little
+    *folds, (served_on, served_weight) = fits
+    np.testing.assert_allclose(served_weight, season_weights(index[served_on], index[-1], 10))
+    assert served_weight[-1] > 0.99 and served_weight[0] < 0.01  # 60 days: the first weeks count little
+    fold_on, fold_weight = folds[0]
+    assert fold_weight is not None and not np.allclose(fold_weight, season_weights(index[fold_on], index[-1], 10))
     assert model.training["linear_season_weighting"].startswith("on")
 
-    weights.clear()  # 60 days are fewer than the years asked for: equal weights
+    fits.clear()  # 60 days are fewer than the years asked for: equal weights
     residual.linear_season_min_years = 2
     said: list[str] = []
     model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog).fit(synthetic_hourly, on_stage=said.append)
-    assert weights == [None, None] and model.training["linear_season_weighting"].startswith("off: 0.1 years")
+    assert all(weight is None for _, weight in fits) and model.training["linear_season_weighting"].startswith("off: 0.1 years")
     assert any("day of the year: off: 0.1 years" in line for line in said)  # `stef-ray train` says so
 
 

@@ -106,7 +106,7 @@ class ServedApp:
     headers: dict
 
     def deploy(self, **changes) -> None:
-        """Re-deploy the config with deployment changes, e.g. ResidualLSTM={"user_config": {...}}."""
+        """Re-deploy the config with deployment changes, e.g. Residual={"user_config": {...}}."""
         from stef_ray.serving.app import deploy_config
 
         for deployment in self.config["applications"][0]["deployments"]:

@@ -132,7 +132,7 @@ def test_interpolated__short_gap_is_flagged(served, make_body):
 @pytest.mark.parametrize("fault", ["raise", "hang"])
 def test_degraded__residual_failure_answers_trend_plus_seasonality(served, make_body, fault):
     healthy = served.post(make_body()).json()
-    served.deploy(ResidualLSTM={"user_config": {"fault": fault}})
+    served.deploy(Residual={"user_config": {"fault": fault}})
     try:
         response = served.post(make_body())
         assert response.status_code == 200, response.text
@@ -145,7 +145,7 @@ def test_degraded__residual_failure_answers_trend_plus_seasonality(served, make_
         np.testing.assert_allclose(answer["forecast"], np.add(healthy["trend"], healthy["seasonality"]), rtol=1e-9)
         assert any("residual model unavailable" in note for note in answer["notes"])
     finally:
-        served.deploy(ResidualLSTM={"user_config": {"fault": None}})
+        served.deploy(Residual={"user_config": {"fault": None}})
     assert served.post(make_body()).json()["quality"] == "ok"
 
 
@@ -186,11 +186,11 @@ def test_fan_out__same_answer_and_degraded_mode_as_residual_first(served, make_b
         assert answer["quality"] == "ok"
         for column in ("forecast", "trend", "seasonality", "residual", "p10", "p90"):
             np.testing.assert_allclose(answer[column], first[column], rtol=1e-9)
-        served.deploy(ResidualLSTM={"user_config": {"fault": "raise"}})
+        served.deploy(Residual={"user_config": {"fault": "raise"}})
         degraded = served.post(make_body()).json()
         assert degraded["quality"] == "degraded"
         np.testing.assert_allclose(degraded["forecast"], np.add(first["trend"], first["seasonality"]), rtol=1e-9)
     finally:
-        served.deploy(ResidualLSTM={"user_config": {"fault": None}})
+        served.deploy(Residual={"user_config": {"fault": None}})
         served.deploy_args(composition="residual_first")
     assert served.post(make_body()).json()["quality"] == "ok"

@@ -23,7 +23,7 @@ def test_serve_config__valid_against_ray_serve_schema():
     app = schema.applications[0]
     assert app.import_path == "stef_ray.serving.app:build_app"
     deployments = {d.name: d for d in app.deployments}
-    assert set(deployments) == {"ForecastIngress", "Trend", "Seasonality", "ResidualLSTM"}
+    assert set(deployments) == {"ForecastIngress", "Trend", "Seasonality", "Residual"}
     for deployment in deployments.values():
         options = deployment.ray_actor_options
         assert 0 < options.num_cpus < 1
