@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of stef_ray on one CUDA machine, inside a wall-clock deadline:
-#   1. `stef-ray train` on vic-elec with the LSTM on --device cuda, then on --device cpu (wall time each);
+#   1. `stef-ray train` on vic-elec with the neural residual on --device cuda, then on --device cpu (wall time each);
 #      both bundles scored on the same 28-day holdout (day-ahead forecasts from every midnight);
 #   2. `stef-ray forecast` from the CUDA-trained bundle with --device cpu, --device cuda, and with no
 #      --device on a process that sees no GPU;
 #   3. the Ray Tune search of $TUNE_CONFIG (default tune_configs/prod.yaml) with 0.25 GPU + 2 CPUs per trial via
-#      benchmarks/tune_gpu.py (max epochs $MAX_EPOCHS, a Tune time budget that fits the deadline); if
-#      enough time is left, the same search again at the config's own max epochs.
+#      benchmarks/tune_gpu.py ($WINDOWS rolling-origin windows per trial, a Tune time budget that fits the
+#      deadline); if enough time is left, the same search again at the config's own windows.
 # Needs stef_ray and its dependencies importable (no MLflow needed) and data/vic_elec.csv
 # (`stef-ray data vic-elec --out data/vic_elec.csv`). Each step is guarded by `timeout`; one failing step
 # does not stop the next. Logs and JSON go to $OUT (at most 8 files).
@@ -15,7 +15,7 @@ set -u
 PY=${PY:-python3}
 OUT=${OUT:-out/gpu_check}
 DEADLINE=${DEADLINE:-380}     # seconds from start for everything, Ray shutdown included
-MAX_EPOCHS=${MAX_EPOCHS:-30}  # first search: the tune config with this max epochs
+WINDOWS=${WINDOWS:-4}         # first search: the tune config with this many objective windows
 TUNE_CONFIG=${TUNE_CONFIG:-tune_configs/prod.yaml}
 TUNE_EXTRA=${TUNE_EXTRA:-}    # more benchmarks/tune_gpu.py flags (a CPU rehearsal: --num-samples 2)
 TRAIN_EXTRA=${TRAIN_EXTRA:-}  # more `stef-ray train` flags (a CPU rehearsal: --epochs 1)
@@ -77,25 +77,26 @@ for path in sys.argv[1:]:
         start = holdout_start(data, 28)
         m = score_holdout(model, data, start)
         t = manifest.get("training", {})
-        print(f"{path}: trained on {manifest['model_config']['residual']['device']}, val loss {t.get('val_loss')}, "
-              f"epochs {t.get('epochs_run')}; holdout from {start} ({int(m['origins'])} day-ahead forecasts): "
+        n = t.get('neural') or {}
+        print(f"{path}: trained on {manifest['model_config']['residual']['device']}, neural kept {n.get('kept')}, "
+              f"epochs {n.get('epochs_run')}; holdout from {start} ({int(m['origins'])} day-ahead forecasts): "
               f"MAPE {m['MAPE']:.3f} %  MAE {m['MAE']:.1f} MW  RMSE {m['RMSE']:.1f} MW")
     except Exception as err:
         print(f"{path}: FAILED {type(err).__name__}: {err}")
 EOF
-grep -E "TRAINING LSTM|LSTM trained|evaluation against|holdout from|error|Error" "$OUT/train.txt" | tee -a "$SUMMARY"
+grep -E "TRAINING NEURAL|Neural residual trained|gate:|evaluation against|holdout from|error|Error" "$OUT/train.txt" | tee -a "$SUMMARY"
 
 # 2. the Ray Tune search, fractional GPUs; the budget leaves ~60 s for Ray start, the driver's base fit,
 # holdout scoring and shutdown
-tune_run() {  # tune_run MAX_EPOCHS JSON
+tune_run() {  # tune_run WINDOWS JSON
   local budget=$(($(left) - 60)) limit=$(($(left) - 8))
-  if [ "$budget" -lt 60 ]; then echo "skip tune max_epochs=$1: only $(left) s left" | tee -a "$SUMMARY"; return 1; fi
-  step "tune_max_epochs_$1" "$OUT/tune.txt" "$limit" $PY benchmarks/tune_gpu.py --config "$TUNE_CONFIG" $TUNE_EXTRA \
-    --data $DATA --max-epochs "$1" --time-budget-s "$budget" --storage "$W/ray_results" \
+  if [ "$budget" -lt 60 ]; then echo "skip tune windows=$1: only $(left) s left" | tee -a "$SUMMARY"; return 1; fi
+  step "tune_windows_$1" "$OUT/tune.txt" "$limit" $PY benchmarks/tune_gpu.py --config "$TUNE_CONFIG" $TUNE_EXTRA \
+    --data $DATA --windows "$1" --time-budget-s "$budget" --storage "$W/ray_results" \
     --bundle-out "$W/bundle_tuned_$1" --name "tune_gpu_$1" --out "$2"
   local rc=$?
   {
-    echo "===== ray logs after tune max_epochs=$1 (rc $rc)"
+    echo "===== ray logs after tune windows=$1 (rc $rc)"
     ls -la /tmp/ray/session_latest/logs 2>&1 | head -40
     for f in gcs_server.err raylet.err raylet.out; do
       echo "--- $f"; tail -n 25 "/tmp/ray/session_latest/logs/$f" 2>&1
@@ -105,12 +106,12 @@ tune_run() {  # tune_run MAX_EPOCHS JSON
   } >>"$OUT/ray_logs.txt" 2>&1
   return $rc
 }
-tune_run "$MAX_EPOCHS" "$OUT/tune_gpu_${MAX_EPOCHS}ep.json"
-# The config's own max epochs (prod: 100) if there is room for a real try
-FULL=$($PY -c "import yaml; print(yaml.safe_load(open('$TUNE_CONFIG'))['scheduler']['max_epochs'])")
-if [ "$(left)" -gt 200 ] && [ "$FULL" != "$MAX_EPOCHS" ]; then
-  tune_run "$FULL" "$OUT/tune_gpu_${FULL}ep.json"
+tune_run "$WINDOWS" "$OUT/tune_gpu_${WINDOWS}w.json"
+# The config's own windows (prod: 8) if there is room for a real try
+FULL=$($PY -c "import yaml; print(yaml.safe_load(open('$TUNE_CONFIG'))['objective']['windows'])")
+if [ "$(left)" -gt 200 ] && [ "$FULL" != "$WINDOWS" ]; then
+  tune_run "$FULL" "$OUT/tune_gpu_${FULL}w.json"
 fi
-grep -E "trials \(|best val loss|holdout from|epoch seconds|search ended early|a trial's resources" "$OUT/tune.txt" |
+grep -E "trials \(|best rolling-origin MAPE|holdout from|window seconds|search ended early|a trial's resources" "$OUT/tune.txt" |
   tee -a "$SUMMARY"
 echo "end after ${SECONDS}s" | tee -a "$SUMMARY"

@@ -1,19 +1,19 @@
-"""The residual-LSTM Ray Tune search on GPUs (fractional GPUs per trial), measured without MLflow.
+"""The hybrid Ray Tune search on GPUs (fractional GPUs per trial for the neural residual), measured without MLflow.
 
 Loads the config and data as ``stef-ray tune`` does, calls ``stef_ray.integrations.tune.run_search``
 directly (no MLflow logging or registration, so it runs where MLflow is not installed), and records what
-the search did: wall time, trials, trial-epochs, why each trial stopped (ASHA, patience, max epochs),
-the best validation loss, how many trials ran at once, the GPU a trial sees and the GPU memory in use.
+the search did: wall time, trials, windows evaluated, why each trial stopped (ASHA or every window), the
+best rolling-origin MAPE, how many trials ran at once, the GPU a trial sees and the GPU memory in use.
 
     python benchmarks/tune_gpu.py --config tune_configs/prod.yaml --data data/vic_elec.csv \\
-        --max-epochs 30 --time-budget-s 240 --out out/tune_gpu.json        # a GPU machine
+        --time-budget-s 540 --out out/tune_gpu.json                          # a GPU machine
     python benchmarks/tune_gpu.py --config tune_configs/smoke.yaml --data data/vic_elec.csv \\
-        --num-samples 2 --max-epochs 2 --out /tmp/tune_gpu.json             # a CPU machine: a rehearsal
+        --num-samples 2 --windows 1 --out /tmp/tune_gpu.json                 # a CPU machine: a rehearsal
 
 Without a GPU in the Ray cluster the config's gpus_per_trial becomes 0 (the library's own rule) and the
 same script runs on CPU. ``--time-budget-s`` hands Ray Tune a wall budget (``TuneConfig.time_budget_s``,
 which run_search does not expose: this script wraps ``ray.tune.TuneConfig`` for the call); a search cut
-short by it is summarised from the per-epoch results this script collected. Not a test.
+short by it is summarised from the per-window results this script collected. Not a test.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ class GpuSampler:
         }
 
 
-# --------------------------------------------------------------------------- per-epoch results
+# --------------------------------------------------------------------------- per-window results
 def make_recorder() -> Any:
-    """A ray.tune.Callback that keeps every reported epoch and how many trials ran at once."""
+    """A ray.tune.Callback that keeps every reported window and how many trials ran at once."""
     from ray.tune import Callback
 
     class Recorder(Callback):
@@ -116,7 +116,7 @@ def make_recorder() -> Any:
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if self.first_result_s is None:
                 self.first_result_s = time.perf_counter() - self.started
-            keep = ("epoch", "train_loss", "val_loss", "best_val_loss", "patience_exhausted", "epoch_seconds")
+            keep = ("windows", "window_mape", "mape", "neural_kept", "window_seconds")
             self.epochs.setdefault(trial.trial_id, []).append({k: result.get(k) for k in keep})
             self._count(trials)
 
@@ -159,9 +159,9 @@ def build_config(args: argparse.Namespace):
     config = load_config(TuneConfig, args.config)
     raw = config.model_dump(mode="json")
     sched = raw["scheduler"]
-    if args.max_epochs is not None:
-        sched["max_epochs"] = args.max_epochs
-        sched["grace_period"] = min(sched["grace_period"], args.max_epochs)
+    if args.windows is not None:
+        raw["objective"]["windows"] = args.windows
+        sched["grace_period"] = min(sched["grace_period"], args.windows)
     for key, value in (("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor)):
         if value is not None:
             sched[key] = value
@@ -169,8 +169,6 @@ def build_config(args: argparse.Namespace):
         raw["resources"]["gpus_per_trial"] = args.gpus_per_trial
     if args.cpus_per_trial is not None:
         raw["resources"]["cpus_per_trial"] = args.cpus_per_trial
-    if args.patience is not None:
-        raw["model"]["residual"]["patience"] = args.patience
     raw["mlflow"]["enabled"] = False
     raw["storage_path"] = str(Path(args.storage).absolute())
     raw["bundle_out"] = str(Path(args.bundle_out).absolute())
@@ -198,37 +196,32 @@ def with_time_budget(budget_s: float | None):
 
 
 # --------------------------------------------------------------------------- summary
-def trials_from_recorder(recorder, max_epochs: int) -> list[dict[str, Any]]:
-    """Per-trial rows from the collected epochs (used when run_search did not return an outcome)."""
-    from stef_ray.integrations.tune import hyperparameters_of
-
+def trials_from_recorder(recorder, windows: int) -> list[dict[str, Any]]:
+    """Per-trial rows from the collected windows (used when run_search did not return an outcome)."""
     rows = []
     for trial_id, config in recorder.configs.items():
         epochs = recorder.epochs.get(trial_id, [])
-        losses = [e["val_loss"] for e in epochs if e.get("val_loss") is not None]
         last = epochs[-1] if epochs else {}
-        ran = int(last.get("epoch") or 0)
+        ran = int(last.get("windows") or 0)
         if not epochs:
-            reason = "error" if recorder.status.get(trial_id) == "error" else "no epoch reported"
-        elif ran >= max_epochs:
+            reason = "error" if recorder.status.get(trial_id) == "error" else "no window reported"
+        elif ran >= windows:
             reason = "completed"
-        elif last.get("patience_exhausted"):
-            reason = "patience"
         elif recorder.status.get(trial_id) == "error":
             reason = "error"
         elif recorder.status.get(trial_id) == "complete":
             reason = "asha"
         else:
             reason = "cut by time budget"
-        rows.append({"trial_id": trial_id, "hyperparameters": hyperparameters_of(config),
-                     "best_val_loss": min(losses) if losses else math.inf, "epochs_run": ran,
+        rows.append({"trial_id": trial_id, "hyperparameters": dict(config),
+                     "mape": last.get("mape", math.inf) if epochs else math.inf, "windows": ran,
                      "stop_reason": reason})
     return rows
 
 
 def epoch_seconds(recorder) -> dict[str, float]:
-    values = sorted(e["epoch_seconds"] for es in recorder.epochs.values() for e in es
-                    if isinstance(e.get("epoch_seconds"), int | float))
+    values = sorted(e["window_seconds"] for es in recorder.epochs.values() for e in es
+                    if isinstance(e.get("window_seconds"), int | float))
     if not values:
         return {}
     return {"mean": round(sum(values) / len(values), 3), "median": round(values[len(values) // 2], 3),
@@ -236,15 +229,15 @@ def epoch_seconds(recorder) -> dict[str, float]:
 
 
 def print_table(rows: list[dict[str, Any]], best_id: str | None, n: int = 8) -> None:
-    top = sorted(rows, key=lambda r: r["best_val_loss"])[:n]
+    top = sorted(rows, key=lambda r: (-r["windows"], r["mape"]))[:n]
     names = sorted({k for r in top for k in r["hyperparameters"]})
-    header = ["trial", *names, "best val loss", "epochs", "stopped"]
+    header = ["trial", *names, "MAPE %", "windows", "stopped"]
     body = []
     for r in top:
         values = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (r["hyperparameters"].get(k) for k in names)]
-        loss = f"{r['best_val_loss']:.4f}" if math.isfinite(r["best_val_loss"]) else "failed"
+        loss = f"{r['mape']:.3f}" if math.isfinite(r["mape"]) else "failed"
         body.append([r["trial_id"] + (" *" if r["trial_id"] == best_id else ""), *values, loss,
-                     str(r["epochs_run"]), r["stop_reason"]])
+                     str(r["windows"]), r["stop_reason"]])
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
@@ -269,12 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("tune_configs/prod.yaml"), help="tune YAML")
     parser.add_argument("--data", type=Path, help="CSV/Parquet (default: data.path in the config)")
     parser.add_argument("--num-samples", type=int, help="trials (default: the config's)")
-    parser.add_argument("--max-epochs", type=int, help="ASHA max_t (default: the config's)")
+    parser.add_argument("--windows", type=int, help="objective.windows, ASHA's max_t (default: the config's)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace period (default: the config's)")
     parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the config's)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPU share per trial (default: the config's)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the config's)")
-    parser.add_argument("--patience", type=int, help="model.residual.patience (default: the config's)")
     parser.add_argument("--time-budget-s", type=float, help="wall budget handed to Ray Tune (default: none)")
     parser.add_argument("--storage", default="ray_results", help="Ray Tune storage folder (default: %(default)s)")
     parser.add_argument("--bundle-out", default="models/tune_gpu", help="bundle of the best trial")
@@ -297,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "config": str(args.config), "data": str(args.data or config.data.path), "num_samples": num_samples,
             "scheduler": sched.model_dump(mode="json"), "resources": config.resources.model_dump(mode="json"),
-            "patience": config.model.residual.patience, "time_budget_s": args.time_budget_s,
+            "objective": config.objective.model_dump(mode="json"), "time_budget_s": args.time_budget_s,
             "space": {k: v.model_dump(mode="json") for k, v in config.search.space.dimensions().items()},
         },
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -330,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     search_wall = time.perf_counter() - search_started
 
     if outcome is not None:
-        rows = [{"trial_id": t.trial_id, "hyperparameters": t.hyperparameters, "best_val_loss": t.best_val_loss,
-                 "epochs_run": t.epochs_run, "stop_reason": t.stop_reason} for t in outcome.trials]
+        rows = [{"trial_id": t.trial_id, "hyperparameters": t.hyperparameters, "mape": t.mape,
+                 "windows": t.windows, "stop_reason": t.stop_reason} for t in outcome.trials]
         best_id = outcome.best_trial_id
         result |= {
             "completed": True, "gpus_per_trial": outcome.gpus_per_trial, "notes": outcome.notes,
@@ -340,39 +332,39 @@ def main(argv: list[str] | None = None) -> int:
             "bundle": str(outcome.bundle_path), "experiment_path": outcome.experiment_path,
         }
     else:
-        rows = trials_from_recorder(recorder, sched.max_epochs)
-        finite = [r for r in rows if math.isfinite(r["best_val_loss"])]
-        best_id = min(finite, key=lambda r: r["best_val_loss"])["trial_id"] if finite else None
+        rows = trials_from_recorder(recorder, config.objective.windows)
+        finite = [r for r in rows if math.isfinite(r["mape"]) and r["stop_reason"] == "completed"]
+        best_id = min(finite, key=lambda r: r["mape"])["trial_id"] if finite else None
         result |= {"completed": False, "error": error, "gpus_per_trial": gpus}
-    finite = [r for r in rows if math.isfinite(r["best_val_loss"])]
-    best = min(finite, key=lambda r: r["best_val_loss"]) if finite else None
+    finite = [r for r in rows if math.isfinite(r["mape"]) and r["stop_reason"] == "completed"]
+    best = min(finite, key=lambda r: r["mape"]) if finite else None
     result |= {
         "search_wall_s": round(search_wall, 1),
         "total_wall_s": round(time.perf_counter() - started, 1),
-        "first_epoch_reported_after_s": round(recorder.first_result_s, 1) if recorder.first_result_s else None,
+        "first_window_reported_after_s": round(recorder.first_result_s, 1) if recorder.first_result_s else None,
         "trials": len(rows),
         "trials_never_started": max(num_samples - len(rows), 0),
         "trials_with_results": len(finite),
-        "trial_epochs": sum(r["epochs_run"] for r in rows),
+        "trial_windows": sum(r["windows"] for r in rows),
         "stop_reasons": dict(Counter(r["stop_reason"] for r in rows)),
         "max_concurrent_trials": recorder.max_running,
-        "epoch_seconds_in_trial": epoch_seconds(recorder),
+        "window_seconds_in_trial": epoch_seconds(recorder),
         "best_trial_id": best_id,
-        "best_val_loss": best["best_val_loss"] if best else None,
+        "best_mape": best["mape"] if best else None,
         "best_hyperparameters": best["hyperparameters"] if best else None,
         "gpu": sampler.summary(),
-        "trial_rows": sorted(rows, key=lambda r: r["best_val_loss"]),
+        "trial_rows": sorted(rows, key=lambda r: (-r["windows"], r["mape"])),
     }
-    print(f"\n{result['trials']} trials ({result['stop_reasons']}), {result['trial_epochs']} trial-epochs, "
+    print(f"\n{result['trials']} trials ({result['stop_reasons']}), {result['trial_windows']} windows, "
           f"search {search_wall:.0f} s (total {result['total_wall_s']:.0f} s), at most "
           f"{recorder.max_running} trials at once, {result['gpus_per_trial']:g} GPU per trial")
     if best:
-        print(f"best val loss {best['best_val_loss']:.4f} (trial {best_id})")
+        print(f"best rolling-origin MAPE {best['mape']:.3f} % (trial {best_id})")
     if "holdout" in result:
         h = result["holdout"]
         print(f"holdout from {h['start']} ({int(h['origins'])} day-ahead forecasts): MAPE {h['MAPE']:.3f} %, "
               f"MAE {h['MAE']:.1f} MW, RMSE {h['RMSE']:.1f} MW")
-    print(f"epoch seconds in a trial: {result['epoch_seconds_in_trial']}; GPU: {result['gpu']}\n")
+    print(f"window seconds in a trial: {result['window_seconds_in_trial']}; GPU: {result['gpu']}\n")
     print_table(rows, best_id)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(finite_only(result), indent=2, default=str))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy.linalg import blas
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +120,13 @@ class LinearResidual:
         (features and targets centred by the weights)."""
         weight = weight / weight.sum()
         z_mean, y_mean = weight @ z, weight @ y
-        centred = z - z_mean
-        weighted = centred * (weight * windows)[:, None]
-        gram = weighted.T @ centred + self.alpha * np.eye(z.shape[1])
-        coef = np.linalg.solve(gram, weighted.T @ (y - y_mean))
+        root = np.sqrt(weight * windows)[:, None]
+        rooted = (z - z_mean) * root
+        # The Gram matrix by a symmetric rank-k update (BLAS syrk): half the multiplications of a general
+        # product, and the bulk of a fit (24 ridges x 4 reweighting passes on up to 70,000 windows).
+        gram = blas.dsyrk(1.0, rooted.T, trans=0, lower=0)  # rooted.T is Fortran-ordered: no copy
+        gram = np.triu(gram) + np.triu(gram, 1).T + self.alpha * np.eye(z.shape[1])
+        coef = np.linalg.solve(gram, rooted.T @ ((y - y_mean) * root))
         return coef, y_mean - z_mean @ coef
 
     def predict(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
