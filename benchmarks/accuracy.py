@@ -75,7 +75,7 @@ def ablations(config: TrainConfig) -> dict[str, object]:
     lstm_only.residual.linear = False
     return {
         "trend + Fourier": ("trend_fourier", no_exog),
-        "+ exogenous (temperature, calendar)": ("trend_fourier", base),
+        "+ exogenous inputs (weather, calendar: what the data has)": ("trend_fourier", base),
         "+ linear residual (ridge on 168 h)": ("hybrid", ridges_only),
         "+ gradient-boosted trees next to the ridges": ("hybrid", linear_only),
         "+ LSTM residual, no linear part": ("hybrid", lstm_only),

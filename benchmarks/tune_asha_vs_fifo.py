@@ -8,7 +8,7 @@ configuration's holdout MAPE.
 
     python benchmarks/tune_asha_vs_fifo.py [--trials 12] [--windows 4] [--grace 1] [--reduction 2]
 
-Writes benchmarks/results/tune_asha_vs_fifo.md. Not a test; figures go to the README.
+Writes benchmarks/results/tune_asha_vs_fifo.md (docs/benchmarks.md gathers it: benchmarks/make_docs.py). Not a test.
 """
 
 from __future__ import annotations

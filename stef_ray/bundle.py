@@ -12,7 +12,8 @@
     residual_neural.pt   the neural residual's weights (every ensemble member's state_dict, keys prefixed by
                          the member number; read with weights_only=True), when trained; residual_lstm.pt in
                          bundles before format 7 (one LSTM without an origin-hour input)
-    quantiles.json       conformal offsets per lead hour (log space)
+    quantiles.json       conformal offsets per local origin hour and lead hour (log space; one row for every
+                         origin hour before format 5)
 
 No pickle anywhere. A bundle is written to a temporary sibling folder and renamed into place, so a
 crash never leaves a half-written bundle where a model is expected.

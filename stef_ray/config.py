@@ -1,5 +1,5 @@
 """Typed configuration: pydantic models loaded from YAML, ``extra="forbid"`` so a typo is an error that
-names the key. Every field carries a description; ``stef-ray ... --help`` and the README draw on them."""
+names the key. Every field carries a description; ``stef-ray ... --help`` and the docs draw on them."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from stef_ray.models.residual_lstm import valid_origins
 
 from stef_ray.config import TrainConfig, load_config
 from stef_ray.data import load_hourly
@@ -28,6 +27,7 @@ from stef_ray.features import season_weights
 from stef_ray.models.hybrid import HybridModel
 from stef_ray.models.residual_boosted import BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
+from stef_ray.models.residual_neural import valid_origins
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stef_ray.cli.options import DATA_HELP, add_data_arguments, train_config_from_args
+from stef_ray.cli.options import DATA_HELP, add_data_arguments, local_date, train_config_from_args
 
 DESCRIPTION = """\
 Fit the hybrid model (log-linear trend -> Fourier seasonality -> residual models: per-hour ridges, trees
@@ -51,11 +51,9 @@ def print_line(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
 
     from stef_ray.bundle import save_bundle
     from stef_ray.data import load_hourly
-    from stef_ray.exceptions import ConfigError
     from stef_ray.models.hybrid import HybridModel
 
     config = train_config_from_args(args)
@@ -67,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
     for line in data.report.lines():
         print(f"data: {line}")
     if args.end:
-        try:
-            end = pd.Timestamp(args.end)
-        except ValueError:
-            raise ConfigError(f"--end {args.end!r} is not a date; use e.g. 2014-10-03") from None
-        data = data.window(end=end.tz_localize(data.frame.index.tz) if end.tzinfo is None else end)
+        data = data.window(end=local_date(args.end, data.frame.index.tz))
     model = HybridModel(config.model, data.exog).fit(data, callbacks=[EpochTable()], on_stage=print_line)
     path = save_bundle(model, args.out, config.data)
     print(f"✓ bundle written to {path}")

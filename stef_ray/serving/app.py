@@ -95,7 +95,7 @@ LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000
 # (C) in place of the Python proxy actor, requests straight to the ingress replicas, gRPC between
 # deployments, user code on each replica's own event loop. Ray's processes read these when they start,
 # so they belong in the environment of `ray start`, `serve run` or ray.init; `stef-ray serve` sets them.
-# On 2 cores they cut the server's CPU per request about in half (README, benchmarks/serve_latency.py).
+# On 2 cores they cut the server's CPU per request about in half (docs/serving.md, benchmarks/serve_latency.py).
 # Ray's 30 s minimum drain of a stopping ingress replica is for external load balancers; Serve's own
 # HAProxy takes a replica out after two failed health checks 5 s apart, so 10 s is enough (and Ctrl-C on
 # `stef-ray serve` returns in 10 s, not 30).
