@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--variant", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model.residual overrides for the 'with' run, e.g. architecture=mlp ensemble=3")
     parser.add_argument("--without-only", action="store_true", help="only the run without the neural residual")
+    parser.add_argument("--reuse-without", metavar="TAG", help="take the run without the neural residual from an "
+                        "earlier result of this dataset with this tag (it does not depend on the net's settings)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--dump-calibration", metavar="DIR", help="save each refit's validation errors and test "
                         "forecasts (research: benchmarks/research/calibration.py)")
@@ -159,6 +161,13 @@ def main() -> None:
         without_cfg.residual.enabled = False
         scores, timing, record = {}, {}, []
         runs = [("without", without_cfg)] + ([] if args.without_only else [("with", with_cfg)])
+        if args.reuse_without:
+            earlier = pd.read_csv(RESULTS / f"neural_residual_{name}{args.reuse_without}.csv")
+            scores["without"] = earlier[["origin", "mape_without", "covered_without"]].rename(
+                columns={"mape_without": "mape", "covered_without": "covered"})
+            scores["without"]["origin"] = pd.to_datetime(scores["without"]["origin"], utc=True).dt.tz_convert(data.frame.index.tz)
+            timing["without"] = float("nan")
+            runs = runs[1:]
         for label, model_config in runs:
             started = time.perf_counter()
             dump = Path(args.dump_calibration) / name / label if args.dump_calibration else None
@@ -180,7 +189,7 @@ def main() -> None:
                     "kept": f"{sum(bool(r.get('kept')) for r in record)}/{len(record)}",
                     "seconds_with": timing["with"]}
             paired.to_csv(RESULTS / f"neural_residual_{name}{args.tag}.csv", index=False)
-            print(json.dumps(record, default=str)[:2000])
+            (RESULTS / f"neural_residual_{name}{args.tag}_refits.json").write_text(json.dumps(record, indent=1, default=str))
         summary.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     table = pd.DataFrame(summary)

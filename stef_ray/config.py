@@ -246,8 +246,8 @@ class ResidualConfig(StrictModel):
     )
     validation_days: int = Field(14, ge=1, description="days of origins in each validation block")
     stop_days: int = Field(
-        7, ge=1, description="days of origins before each validation block on which the neural residual's "
-        "early stopping is decided (out-of-sample targets too; not used for training)"
+        7, ge=1, description="days of origins in the middle of each fold, weeks from any validation block, on "
+        "which the neural residual's early stopping is decided (out-of-sample targets too; not used for training)"
     )
     window_stride_hours: int = Field(1, ge=1, le=24, description="hours between training origins")
     train_days: int = Field(

@@ -52,6 +52,8 @@ from stef_ray.models.trend import LogLinearTrend
 logger = logging.getLogger(__name__)
 
 P10_P90_WIDTH_IN_SIGMAS = 2.5631  # a normal's P90 - P10, in standard deviations
+MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
+MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
 MIN_CALIBRATION_WINDOWS = 24  # per origin hour's share of the validation windows, else the pooled values
 
 
@@ -80,6 +82,8 @@ class ResidualWindows:
     linear_origins: np.ndarray  # the served ridges' and trees' training origins
     linear_weight: np.ndarray | None = None  # per window of linear_origins; None: equal
     out_of_fold: np.ndarray | None = None  # (len(plan.origins), horizon) scaled; zeros without linear layers
+    neural: np.ndarray | None = None  # (len(plan.origins), horizon): each validation block's walked-forward net
+    neural_scored: np.ndarray | None = None  # (len(plan.origins),) which rows a walked-forward net forecast
     days: np.ndarray | None = None  # local day number of every row (the gate pairs by validation day)
 
     def rows(self, role: int) -> np.ndarray:
@@ -240,17 +244,47 @@ class HybridModel:
                                c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
 
     def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
-        """The linear layers' out-of-fold forecasts (``windows.out_of_fold``): per fold, ridges and trees fitted
-        without it, weighted toward its season, on the same span of windows as the served ones. With the neural
-        residual off only the validation blocks need them, so only those (and their surroundings) are left out."""
+        """The linear layers' out-of-sample forecasts (``windows.out_of_fold``), walking forward: each fold is
+        forecast by ridges and trees fitted on the windows before it only (its lookback and horizon apart),
+        weighted toward its season, on the same span of days as the served ones: the errors they make are the
+        errors the served ridges make on the weeks after they are fitted. With the neural residual off only
+        the validation blocks need them, so the ridges of a block see everything before the block. A fold with
+        fewer than ``MIN_FORWARD_DAYS`` days of windows before it has no such forecast and is left out; where
+        that leaves no validation block for a neural residual (a short history), the net is not trained and
+        the blocks are forecast as without it."""
         plan, c = windows.plan, self.config.residual
         windows.out_of_fold = np.zeros((len(plan.origins), self.horizon), dtype=np.float32)
         if self.linear is None:
             return
-        whole_fold = c.enabled
+        usable = self._forward_fits(windows, index, whole_fold=c.enabled)
+        if c.enabled and not (usable & (plan.role == VALID)).any():
+            self.training["neural"] = {
+                "architecture": c.architecture, "ensemble": c.ensemble, "kept": False, "days": 0, "gain": 0.0,
+                "gain_se": float("inf"), "mae_without": float("nan"), "mae_with": float("nan"), "epochs_run": 0,
+                "why": f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it"}
+            usable = self._forward_fits(windows, index, whole_fold=False)
+        plan.role[~usable] = GAP
+        skipped = plan.folds - len(np.unique(plan.fold[usable]))
+        if skipped:
+            self.training["validation"]["folds_without_history"] = skipped
+        if not (plan.role == VALID).any():
+            raise InsufficientHistoryError(
+                f"no validation block has {MIN_FORWARD_DAYS} days of history before it to fit the ridges on; "
+                "give more history or lower residual.validation_days")
+
+    def _forward_fits(self, windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool) -> np.ndarray:
+        """Fit each fold's ridges (and trees) on the windows before it (``whole_fold``) or before its validation
+        block, and forecast its windows; returns which windows of the plan got a forecast."""
+        plan, c = windows.plan, self.config.residual
+        usable = np.zeros(len(plan.origins), dtype=bool)
         for k in range(plan.folds):
-            lo, hi = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
-            fit_on = windows.linear_origins[(windows.linear_origins < lo) | (windows.linear_origins >= hi)]
+            lo, _ = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
+            fit_on = windows.linear_origins[windows.linear_origins < lo]
+            if c.linear_train_days:
+                fit_on = fit_on[fit_on >= lo - 24 * c.linear_train_days]
+            if len(fit_on) < 24 * MIN_FORWARD_DAYS:
+                continue
+            rows = np.flatnonzero((plan.fold == k) if whole_fold else ((plan.fold == k) & (plan.role == VALID)))
             start, stop = plan.fold_bounds[k] if whole_fold else plan.block_bounds[k]
             reference = index[min((start + stop) // 2, len(index) - 1)]
             linear = self._new_linear()
@@ -259,9 +293,9 @@ class HybridModel:
             linear.fit(windows.series, fit_on, weight)
             if boosted is not None:
                 boosted.fit(windows.series, fit_on, weight)
-            rows = np.flatnonzero((plan.fold == k) if whole_fold else
-                                  ((plan.fold == k) & (plan.role == VALID)))
             windows.out_of_fold[rows] = self._blend(windows.series, plan.origins[rows], linear, boosted)
+            usable[rows] = True
+        return usable
 
     def _blend(self, series: np.ndarray, origins: np.ndarray, linear: LinearResidual | None,
                boosted: BoostedResidual | None) -> np.ndarray:
@@ -327,11 +361,16 @@ class HybridModel:
         if self.boosted is None and "boosted" in self.training:
             say(f"  note: gradient-boosted residual trees {self.training['boosted']} (residual.boosted_weight)")
         if self.linear is not None:
-            say(f"CROSS-FITTING RIDGES{' AND TREES' if self.boosted is not None else ''} "
-                f"({plan.folds} fold(s), each left out once)")
+            say(f"OUT-OF-SAMPLE RIDGES{' AND TREES' if self.boosted is not None else ''}: each of the {plan.folds} "
+                "fold(s) forecast by ridges fitted on the windows before it")
         self.cross_fit(windows, data.frame.index)
-        if c.enabled:
+        if self.training["validation"].get("folds_without_history"):
+            say(f"  note: {self.training['validation']['folds_without_history']} fold(s) had fewer than "
+                f"{MIN_FORWARD_DAYS} days of history before them and are left out")
+        if c.enabled and "why" not in self.training.get("neural", {}):
             self._fit_neural(windows, callbacks, init_state, say)
+        elif c.enabled:
+            say(f"  note: no neural residual: {self.training['neural']['why']}")
         self._fit_served_linear(windows)
         if self.linear is not None:
             say(f"✓ Ridges fitted on {len(windows.linear_origins):,} windows"
@@ -346,38 +385,62 @@ class HybridModel:
         return self
 
     def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
-        """Train the neural residual on the linear layers' out-of-fold errors (early stopping on the stopping
-        days), then keep it only where it beats them on the validation blocks (``_gate``)."""
+        """Train the neural residual on the linear layers' out-of-sample errors walking forward: for each
+        validation block, a net trained (and early-stopped) on the windows before it only, warm-started from
+        the previous block's, forecasts the block. The blocks' paired comparison keeps or drops the net
+        (``_gate``); the net of the last block is the one served."""
         plan, c = windows.plan, self.config.residual
-        neural = NeuralResidual(c, windows.series.shape[1], self._hour_channels)
-        train, stop = windows.rows(TRAIN), windows.rows(STOP)
-        say(f"TRAINING NEURAL RESIDUAL ({neural.label}) on {neural.device}  parameters: {neural.parameter_count:,}  "
-            f"windows: {len(train):,} train / {len(stop):,} early stopping (targets: the ridges' and trees' "
-            "out-of-fold errors)")
-        neural.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
-                   windows.out_of_fold[stop], callbacks, init_state)
-        ended = "early stop" if neural.stopped_early else "max epochs"
-        say(f"✓ Neural residual trained: best early-stopping loss {neural.best_val_loss:.4f} after "
-            f"{neural.epochs_run} epochs ({ended})")
+        windows.neural = np.zeros((len(plan.origins), self.horizon), dtype=np.float32)
+        windows.neural_scored = np.zeros(len(plan.origins), dtype=bool)
+        neural, state, trained = None, init_state, 0
+        say(f"TRAINING NEURAL RESIDUAL ({c.architecture.upper()}{f' x{c.ensemble}' if c.ensemble > 1 else ''}) "
+            f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
+            "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
+        for k, (block_start, _block_stop) in enumerate(plan.block_bounds):
+            block = np.flatnonzero((plan.fold == k) & (plan.role == VALID))
+            before = plan.origins < block_start - c.horizon_hours + 1
+            train = np.flatnonzero((plan.role == TRAIN) & before)
+            stop = np.flatnonzero((plan.role == STOP) & before)
+            if not len(block) or len(train) * c.window_stride_hours < MIN_NEURAL_WINDOWS:
+                continue
+            candidate = NeuralResidual(c, windows.series.shape[1], self._hour_channels)
+            candidate.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
+                          windows.out_of_fold[stop], callbacks, state)
+            state = candidate.state_dict()
+            windows.neural[block] = candidate.predict(windows.series, plan.origins[block])
+            windows.neural_scored[block] = True
+            trained += candidate.epochs_run
+            neural = candidate
+            say(f"  block {k + 1}/{plan.folds} (from {self.training['validation']['blocks'][k][0][:10]}): "
+                f"{len(train):,} training windows, {candidate.epochs_run} epochs, early-stopping loss "
+                f"{candidate.best_val_loss:.4f}")
+        if neural is None:
+            self.training["neural"] = {"architecture": c.architecture, "ensemble": c.ensemble, "kept": False,
+                                       "days": 0, "gain": 0.0, "gain_se": float("inf"), "mae_without": float("nan"),
+                                       "mae_with": float("nan"), "epochs_run": 0,
+                                       "why": "less than a week of training windows before every block"}
+            say(f"  note: no neural residual: {self.training['neural']['why']}")
+            return
         self.neural = neural
-        gate = self._gate(windows, neural)
+        gate = self._gate(windows)
         self.training["neural"] = {
             "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
-            "epochs_run": neural.epochs_run, "stopped_early": neural.stopped_early,
-            "stop_loss": neural.best_val_loss, **gate,
+            "epochs_run": trained, "stopped_early": neural.stopped_early, "stop_loss": neural.best_val_loss,
+            "blocks": len({int(f) for f in plan.fold[windows.neural_scored]}), **gate,
         }
         verdict = "kept" if gate["kept"] else "dropped (adds zero)"
         say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
             f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "
             f"{gate['gain_se']:.5f} (kept where gain > {c.gate_z:g} x its standard error: residual.gate_z)")
 
-    def _gate(self, windows: ResidualWindows, neural: NeuralResidual) -> dict:
-        """The neural residual's keep-or-drop evidence: per validation day (the local date of the origins),
-        mean |log error| of the linear layers' out-of-fold forecast with and without the net, paired."""
-        rows = windows.rows(VALID)
+    def _gate(self, windows: ResidualWindows) -> dict:
+        """The neural residual's keep-or-drop evidence: per validation day (the local date of the origins) that
+        a walked-forward net forecast, mean |log error| of the linear layers' out-of-sample forecast with and
+        without the net, paired."""
+        rows = np.flatnonzero((windows.plan.role == VALID) & windows.neural_scored)
         origins = windows.plan.origins[rows]
-        without = self._unscale(windows.out_of_fold[rows])
-        with_net = self._unscale(windows.out_of_fold[rows] + neural.predict(windows.series, origins))
+        without = self._unscale(windows.out_of_fold[rows].astype(np.float64))
+        with_net = self._unscale(windows.out_of_fold[rows].astype(np.float64) + windows.neural[rows])
         actual = self._actual(windows.series, origins)
         days = windows.days[origins]
         daily = pd.DataFrame({"day": days, "without": np.abs(actual - without).mean(axis=1),
@@ -425,6 +488,8 @@ class HybridModel:
                     f"(gain {neural['gain']:+.5f} ± {neural['gain_se']:.5f})")
         elif not self.config.residual.enabled:
             out += "; neural residual off (residual.enabled: false)"
+        elif self.neural is None and isinstance(neural, dict) and neural.get("why"):
+            out += f"; no neural residual: {neural['why']}"
         return out
 
     def calibrate(self, windows: ResidualWindows) -> None:
@@ -435,7 +500,7 @@ class HybridModel:
         series = windows.series
         scaled = windows.out_of_fold[rows].astype(np.float64)
         if self.neural is not None and self.neural_kept:
-            scaled = scaled + self.neural.predict(series, origins)
+            scaled = scaled + windows.neural[rows]  # each block's walked-forward net
         predicted = self._unscale(scaled) if (self.linear is not None or self.neural is not None) else scaled
         errors = self._actual(series, origins) - predicted
         hours = origin_hours(series, origins, self._hour_channels)

@@ -18,6 +18,7 @@ model:
     max_epochs: 2
     patience: 2
     validation_days: 7
+    validation_blocks: 2
     batch_size: 256
     window_stride_hours: 2
     device: cpu

@@ -34,10 +34,16 @@ def test_plan_folds__no_training_or_stopping_window_shares_a_target_hour_with_a_
         others = plan.of(role)
         assert len(others) > 0
         assert np.abs(others[:, None] - valid[None, :]).min() >= HORIZON
-    # Early stopping reads the days just before each block: seasons spread as the blocks are.
+    # Early stopping reads a week in the middle of each fold: seasons spread as the blocks are, but weeks
+    # from any block, so the epoch it picks is not picked on the blocks' weather.
     stop = plan.of(STOP)
-    for start, _ in plan.block_bounds:
-        assert ((stop < start) & (stop >= start - 24 * 8 - HORIZON)).sum() >= 24 * 6
+    assert np.abs(stop[:, None] - valid[None, :]).min() >= 24 * 30
+    for k, (start, block_start) in enumerate(zip((b for b, _ in plan.fold_bounds), (b for b, _ in plan.block_bounds),
+                                                 strict=True)):
+        mine = stop[(stop >= start) & (stop < block_start)]
+        assert len(mine) == 24 * 7, k
+        train = plan.of(TRAIN)
+        assert np.abs(train[:, None] - mine[None, :]).min() >= HORIZON
 
 
 def test_plan_folds__the_held_out_range_covers_every_window_sharing_a_row():

@@ -29,7 +29,8 @@ def test_hybrid__forecast_reads_no_load_at_or_after_its_origin(fitted_model, syn
 
 
 def test_hybrid__beats_seasonal_naive_on_synthetic_data(synthetic_hourly):
-    config = ModelConfig(residual=ResidualConfig(hidden_size=16, max_epochs=6, validation_days=7, device="cpu"))
+    config = ModelConfig(residual=ResidualConfig(hidden_size=16, max_epochs=6, validation_days=7, validation_blocks=2,
+                                                 device="cpu"))
     train = synthetic_hourly.window(end=synthetic_hourly.frame.index[-24 * 7])
     model = HybridModel(config, synthetic_hourly.exog).fit(train)
     frame = synthetic_hourly.frame
@@ -153,11 +154,13 @@ def _record_linear_fits(monkeypatch) -> list[tuple[np.ndarray, np.ndarray | None
 
 
 @pytest.mark.parametrize("neural", [True, False])
-def test_hybrid__each_fold_is_forecast_by_ridges_fitted_without_it(synthetic_hourly, monkeypatch, neural):
-    # Out of sample: no window a fold's ridges learnt from shares a row (history or target) with a window they
-    # forecast. With the neural residual, every window of the fold needs that forecast (the net's targets);
-    # without it, only the validation blocks. The served ridges come last, on every window of their span.
-    from stef_ray.models.crossfit import VALID
+def test_hybrid__each_fold_is_forecast_by_ridges_fitted_on_the_windows_before_it(synthetic_hourly, monkeypatch, neural):
+    # Walking forward: no window a fold's ridges learnt from is later than, or shares a row (history or
+    # target) with, a window they forecast. With the neural residual, every window of the fold needs that
+    # forecast (the net's targets); without it, only the validation blocks. A fold with too little history
+    # before it is left out. The served ridges come last, on every window of their span.
+    from stef_ray.models.crossfit import GAP, VALID
+    from stef_ray.models.hybrid import MIN_FORWARD_DAYS
 
     fits = _record_linear_fits(monkeypatch)
     config = ModelConfig(residual=ResidualConfig(enabled=neural, validation_days=5, max_epochs=1, boosted_weight=0,
@@ -167,14 +170,16 @@ def test_hybrid__each_fold_is_forecast_by_ridges_fitted_without_it(synthetic_hou
     windows = model.residual_windows(synthetic_hourly, season_log, residual_log)
     model.cross_fit(windows, synthetic_hourly.frame.index)
     plan = windows.plan
-    assert len(fits) == plan.folds >= 2
+    fitted_folds = [k for k in range(plan.folds) if (plan.role[plan.fold == k] != GAP).any()]
+    assert len(fits) == len(fitted_folds) >= 2 and plan.folds == 4
     window_rows = 168 + 24 - 1  # two windows closer than this share a row
-    for k, (fit_on, _) in enumerate(fits):
+    for (fit_on, _), k in zip(fits, fitted_folds, strict=True):
         forecast = plan.origins[(plan.fold == k) & ((plan.role == VALID) | neural)]
-        assert np.abs(fit_on[:, None] - forecast[None, :]).min() > window_rows
-        assert not np.isin(windows.linear_origins, fit_on).all()
-        assert np.isin(fit_on, windows.linear_origins).all()  # the served span, less the fold
-    scored = plan.role == VALID if not neural else np.ones(len(plan.origins), bool)
+        assert (forecast[:, None] - fit_on[None, :]).min() > window_rows  # all before, none sharing a row
+        assert len(fit_on) >= 24 * MIN_FORWARD_DAYS and np.isin(fit_on, windows.linear_origins).all()
+    skipped = [k for k in range(plan.folds) if k not in fitted_folds]
+    assert skipped == list(range(len(skipped)))  # only the first folds lack the history
+    scored = (plan.role == VALID) if not neural else (plan.role != GAP)
     assert (windows.out_of_fold[scored] != 0).any(axis=1).all()
     model._fit_served_linear(windows)
     np.testing.assert_array_equal(fits[-1][0], windows.linear_origins)
@@ -235,7 +240,7 @@ def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synth
 def test_hybrid__a_dropped_neural_residual_is_not_run_and_changes_nothing(synthetic_hourly, monkeypatch, kept):
     from stef_ray.models.residual_neural import NeuralResidual
 
-    config = ModelConfig(residual=ResidualConfig(validation_days=5, max_epochs=1, boosted_weight=0.0))
+    config = ModelConfig(residual=ResidualConfig(validation_days=5, validation_blocks=2, max_epochs=1, boosted_weight=0.0))
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
     model.training["neural"]["kept"] = kept
     torch = pytest.importorskip("torch")
