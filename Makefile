@@ -8,11 +8,11 @@ OUT ?= out
 
 .PHONY: install services demo test lint bench clean
 
-$(BIN)/stef-ray: pyproject.toml
+$(BIN)/stef-ray: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[peers,dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[peers,dev]"
 	touch $@
 
 install: $(BIN)/stef-ray

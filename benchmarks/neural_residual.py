@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--zones", type=int, metavar="YEAR", help="the eight PJM zones, this year")
     parser.add_argument("--variant", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model.residual overrides for the 'with' run, e.g. architecture=mlp ensemble=3")
+    parser.add_argument("--variant-both", action="store_true", help="apply --variant to the run without the neural "
+                        "residual too (for settings both share: the folds, the validation blocks)")
     parser.add_argument("--without-only", action="store_true", help="only the run without the neural residual")
     parser.add_argument("--reuse-without", metavar="TAG", help="take the run without the neural residual from an "
                         "earlier result of this dataset with this tag (it does not depend on the net's settings)")
@@ -157,7 +159,7 @@ def main() -> None:
             key, value = item.split("=", 1)
             setattr(with_cfg.residual, key, type(getattr(with_cfg.residual, key))(value)
                     if not isinstance(getattr(with_cfg.residual, key), str) else value)
-        without_cfg = config.model.model_copy(deep=True)
+        without_cfg = (with_cfg if args.variant_both else config.model).model_copy(deep=True)
         without_cfg.residual.enabled = False
         scores, timing, record = {}, {}, []
         runs = [("without", without_cfg)] + ([] if args.without_only else [("with", with_cfg)])

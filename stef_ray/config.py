@@ -234,9 +234,10 @@ class ResidualConfig(StrictModel):
         "less variance, as many times the training time)"
     )
     gate_z: float = Field(
-        1.0, ge=0, description="keep the neural residual only where its paired gain over the ridges and trees "
-        "alone, per validation day, exceeds this many standard errors (1: a gain smaller than its standard "
-        "error is noise); else it adds zero. The validation blocks are used for nothing else about the net"
+        3.0, ge=0, description="keep the neural residual only where its paired gain over the ridges and trees "
+        "alone, per validation day, exceeds this many standard errors; else it adds zero. 3 was chosen on the "
+        "development years (PJM East 2016, BigDEAL 2005): nets kept at 1-2.5 standard errors made the following "
+        "weeks worse, not better. The validation blocks are used for nothing else about the net"
     )
     validation_blocks: int = Field(
         4, ge=1, le=12, description="validation blocks spread evenly over the last `train_days` (the last one "

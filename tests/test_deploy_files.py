@@ -81,6 +81,49 @@ def test_compose__has_the_whole_stack_with_gpu_worker_and_scheduler(compose):
     assert init["DOCKER_INFLUXDB_INIT_BUCKET"].endswith("power_demand}")
 
 
+def test_compose__every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(compose):
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on as a list starts before its dependencies are up"
+        for dependency, condition in depends.items():
+            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}: {condition}"
+
+
+def test_compose__gpu_worker_only_in_the_gpu_profile(compose):
+    # `docker compose up` on a machine without the NVIDIA runtime must not reserve a GPU.
+    for name, service in compose["services"].items():
+        if "deploy" in service and "devices" in str(service["deploy"]):
+            assert service.get("profiles") == ["gpu"], name
+
+
+def test_compose__serve_listens_on_every_interface_inside_its_container(compose):
+    # serve_config.yaml keeps 127.0.0.1 for a laptop; the head's command rewrites it, and the rewrite must
+    # still match the file (a changed comment would silently leave Serve unreachable through the port).
+    command = " ".join(compose["services"]["ray-head"]["command"])
+    rewrite = re.search(r"sed '(s/[^']+)' serve_config.yaml > (\S+)", command)
+    assert rewrite and f"serve deploy {rewrite.group(2)}" in command
+    pattern, replacement = rewrite.group(1)[2:-1].split("/")
+    text = (ROOT / "serve_config.yaml").read_text()
+    rewritten = re.sub(pattern, replacement, text, flags=re.MULTILINE)  # sed's basic regex reads the same here
+    assert yaml.safe_load(rewritten)["http_options"]["host"] == "0.0.0.0"
+    assert load_yaml(ROOT / "serve_config.yaml")["http_options"]["host"] == "127.0.0.1"
+
+
+def test_compose__ray_nodes_share_a_data_volume_and_mlflow_runs_from_its_slim_image(compose):
+    services = compose["services"]
+    for name in ("ray-head", "ray-worker"):
+        assert "stef-ray-data:/app/data" in services[name]["volumes"], name
+    assert "stef-ray-data" in compose["volumes"]
+    assert services["mlflow"]["build"]["target"] == "mlflow"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = {alias: image for image, alias in re.findall(r"^FROM (\S+) AS (\w+)", dockerfile, flags=re.MULTILINE)}
+    assert set(stages) == {"app", "mlflow"} and stages["mlflow"].endswith("-slim")
+    app = dockerfile.split("AS app", 1)[1]
+    # Dependencies are installed before the source is copied: a code change must not reinstall torch.
+    assert app.index("-r /tmp/requirements.txt") < app.index("COPY stef_ray")
+
+
 def test_compose__published_ports_are_shifted_into_1xxxx(compose):
     internal_by_service = {}
     for name, service in compose["services"].items():

@@ -48,7 +48,21 @@ logger = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"
 BUNDLE_ARTIFACT = "bundle"
-PIP_REQUIREMENTS = ["stef-ray", "numpy", "pandas", "torch", "pydantic", "pyyaml", "mlflow"]
+def _pinned(names: tuple[str, ...]) -> list[str]:
+    """``name==installed version`` for each distribution, so that `mlflow models serve` can rebuild the
+    environment the model was logged from (a name alone would take whatever is newest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")  # 2.13.0+cpu: the index decides the build
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+PIP_REQUIREMENTS = _pinned(("stef-ray", "numpy", "pandas", "torch", "pydantic", "pyyaml", "mlflow"))
 
 
 # --------------------------------------------------------------------------- connection

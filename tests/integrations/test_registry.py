@@ -273,3 +273,13 @@ def test_pyfunc__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgivin
     np.testing.assert_allclose(predicted["forecast"], expected["forecast"], rtol=1e-9)
     workday = forecast_from_frames(model, history, future.assign(holiday=0.0)).frame
     assert np.abs(predicted["forecast"] - workday["forecast"]).max() > 1.0
+
+
+def test_registry__pyfunc_requirements_pin_the_versions_it_was_logged_with():
+    # `mlflow models serve` rebuilds the environment from these: an unpinned name takes whatever is newest.
+    from importlib.metadata import version
+
+    pins = dict(line.split("==") for line in registry.PIP_REQUIREMENTS)
+    assert set(pins) >= {"numpy", "pandas", "torch", "mlflow", "stef-ray"}
+    assert pins["numpy"] == version("numpy") and pins["mlflow"] == version("mlflow")
+    assert "+" not in pins["torch"]  # a local build label (+cpu) would not resolve on PyPI
