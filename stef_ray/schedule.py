@@ -276,14 +276,42 @@ class JobOutcome:
         return self.status == "SUCCEEDED"
 
 
+def ray_auth_token(environ: dict[str, str] | None = None) -> str | None:
+    """The Ray cluster token where one is configured, from the places Ray itself reads, in its order:
+    ``RAY_AUTH_TOKEN``, the file at ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token`` (written by `ray start`
+    and `ray get-auth-token --generate`); None where there is none or ``RAY_AUTH_MODE=disabled``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    if environ.get("RAY_AUTH_TOKEN", "").strip():
+        return environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(environ["RAY_AUTH_TOKEN_PATH"]) if environ.get("RAY_AUTH_TOKEN_PATH") else Path.home() / ".ray" / "auth_token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def job_client(address: str):
-    """A Ray JobSubmissionClient, or ServiceUnavailableError with a one-line reason."""
+    """A Ray JobSubmissionClient, or ServiceUnavailableError with a one-line reason.
+
+    Ray turns token authentication on by default (2.59 for local clusters), but its job client sends the
+    token only when ``RAY_AUTH_MODE=token`` is set in the client's own environment. The token is sent here
+    wherever one is configured (``ray_auth_token``); a cluster without authentication ignores it."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
+    token = ray_auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+        return JobSubmissionClient(address, headers=headers)
+    except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, AuthenticationError) or "authentication" in reason.lower():
+            raise ServiceUnavailableError(
+                f"the Ray cluster at {address} requires a token and {'this one was refused' if token else 'none is set'}: "
+                "set RAY_AUTH_TOKEN (the head's `ray get-auth-token` prints it) or put it in ~/.ray/auth_token"
+            ) from None
         raise ServiceUnavailableError(f"Ray job API at {address} is unreachable ({reason[:160]})") from None
 
 

@@ -14,14 +14,16 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from stef_ray.cli.main import main as cli_main
-from stef_ray.exceptions import ConfigError
+from stef_ray.exceptions import ConfigError, ServiceUnavailableError
 from stef_ray.schedule import (
     RetrainScheduler,
     ScheduleConfig,
@@ -165,7 +167,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_ray_head(ray_cli: Path, temp_dir: str) -> tuple[subprocess.Popen, str]:
+def _start_ray_head(ray_cli: Path, temp_dir: str, auth: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`ray start --head --block` on free ports; returns the process and the dashboard address once the job
     API answers. Its stderr goes to a file in ``temp_dir``, so a failed start can be read afterwards."""
     port, dashboard_port = _free_port(), _free_port()
@@ -177,6 +179,7 @@ def _start_ray_head(ray_cli: Path, temp_dir: str) -> tuple[subprocess.Popen, str
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         "RAY_AUTH_MODE": "disabled",
+        **(auth or {}),
     }
     with open(Path(temp_dir) / "ray_start.err", "ab") as stderr:
         process = subprocess.Popen(
@@ -201,6 +204,9 @@ def _start_ray_head(ray_cli: Path, temp_dir: str) -> tuple[subprocess.Popen, str
             with urllib.request.urlopen(f"{address}/api/version", timeout=2) as response:
                 if response.status == 200:
                     return process, address
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):  # up, and asking for the token
+                return process, address
         except OSError:
             pass
         time.sleep(0.5)
@@ -216,8 +222,7 @@ def _stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def ray_head():
+def _ray_head(auth: dict[str, str] | None = None):
     """A Ray head with the job API, started with `ray start --block` so that only it is stopped after."""
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
@@ -226,7 +231,7 @@ def ray_head():
     # A second try on fresh ports: once in a full CI run `ray start` exited at once (a port picked free was
     # taken before Ray bound it, most likely, as other Ray clusters of the suite come and go).
     for _attempt in range(2):
-        process, address = _start_ray_head(ray_cli, temp_dir)
+        process, address = _start_ray_head(ray_cli, temp_dir, auth)
         if address:
             break
         _stop(process)
@@ -236,6 +241,19 @@ def ray_head():
     yield address
     _stop(process)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    yield from _ray_head()
+
+
+@pytest.fixture(scope="module")
+def ray_head_with_token():
+    """A head with token authentication on, as Ray now starts by default; yields (address, token)."""
+    token = uuid.uuid4().hex * 2
+    for address in _ray_head({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}):
+        yield address, token
 
 
 @pytest.mark.slow
@@ -276,3 +294,23 @@ def test_retrain_scheduler__missed_run_is_submitted_at_start_up(ray_head, tmp_pa
     assert state["last_status"] == "SUCCEEDED"
     assert dt.datetime.fromisoformat(state["handled_until"]) >= started
     assert next_run_times(config.cron, config.timezone, load_state(state_file))[0] > started
+
+
+@pytest.mark.slow
+def test_job_client__a_token_cluster_is_reached_with_the_token_ray_would_read(ray_head_with_token, tmp_path, monkeypatch):
+    # Ray's own job client sends the token only when RAY_AUTH_MODE=token is set on the client; ours reads
+    # it where Ray keeps it, and says in one line what to do where there is none.
+    address, token = ray_head_with_token
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ServiceUnavailableError, match=r"requires a token and none is set: set RAY_AUTH_TOKEN"):
+        job_client(address)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 64)
+    with pytest.raises(ServiceUnavailableError, match="this one was refused"):
+        job_client(address)
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text(token + "\n")
+    outcome = submit_and_follow(job_client(address), f"{sys.executable} -c \"print('token ok')\"", poll_interval_s=0.5)
+    assert outcome.status == "SUCCEEDED", outcome.message
