@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "stef_ray.cli.data_cmd",
     "stef_ray.cli.train_cmd",
     "stef_ray.cli.forecast_cmd",
+    "stef_ray.cli.ingest_cmd",
     "stef_ray.cli.backtest_cmd",
     "stef_ray.cli.tune_cmd",
     "stef_ray.cli.serve_cmd",

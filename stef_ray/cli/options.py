@@ -66,12 +66,12 @@ def data_config_with_overrides(base: DataConfig, args: argparse.Namespace) -> Da
         raise ConfigError(format_validation_error(err, "command line", prefix="data")) from None
 
 
-def local_date(text: str, timezone):
+def local_date(text: str, timezone, flag: str = "--end"):
     """``--end 2017-01-01`` as a timestamp in the data's zone; a one-line ConfigError if it is not a date."""
     import pandas as pd
 
     try:
         stamp = pd.Timestamp(text)
     except ValueError:
-        raise ConfigError(f"--end {text!r} is not a date; use e.g. 2014-10-03") from None
+        raise ConfigError(f"{flag} {text!r} is not a date; use e.g. 2014-10-03") from None
     return stamp.tz_localize(timezone) if stamp.tzinfo is None else stamp.tz_convert(timezone)

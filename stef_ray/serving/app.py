@@ -59,7 +59,7 @@ from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
-from stef_ray.exceptions import ConfigError
+from stef_ray.exceptions import ConfigError, ModelNotFoundError
 from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
 from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, HttpSettings, build_http_app
 from stef_ray.serving.schemas import RequestError
@@ -341,6 +341,7 @@ class ForecastIngress:
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._poll_errors: dict[str, str] = {}
+        self._waiting: str | None = None  # why there is no champion yet (a fresh stack), for the 503s
         self._sink: Any = None  # InfluxSink (influxdb_client is imported only when a sink is configured)
         self._sink_settings: dict | None = None
         # One thread turns answers into points and spools them, after the answer is built: the request
@@ -363,7 +364,7 @@ class ForecastIngress:
 
     def __serve_build_asgi_app__(self):
         return build_http_app(lambda: self._arms.get(CHAMPION), self._compute, self._settings, self._observe,
-                              title="stef_ray forecast API", select=self._select)
+                              title="stef_ray forecast API", select=self._select, unavailable=lambda: self._waiting)
 
     # ------------------------------------------------------------------ configuration
     async def reconfigure(self, user_config: dict) -> None:
@@ -378,7 +379,16 @@ class ForecastIngress:
             champion = self._arms.get(CHAMPION)
             if champion is None or champion.loaded.info.source != options.model_source:
                 # Loaded off the event loop: requests keep being answered by the old model meanwhile.
-                self._install(CHAMPION, await self._load(options.model_source))
+                try:
+                    self._install(CHAMPION, await self._load(options.model_source))
+                except ModelNotFoundError as err:
+                    if champion is not None or not self._polls(options.model_source):
+                        raise  # a swap to a model that is not there fails; the one in use keeps serving
+                    # A fresh stack: nothing registered yet. Deploy anyway, answer 503 saying why, and go
+                    # live when the alias poller sees the first registration.
+                    self._waiting = (f"no model to serve yet ({err}); the service goes live when "
+                                     f"{options.model_source} is registered (checked every {options.alias_poll_s:g} s)")
+                    logger.warning("%s", self._waiting)
             challenger = self._arms.get(CHALLENGER)
             if options.challenger_fraction <= 0:
                 self._remove(CHALLENGER)
@@ -406,6 +416,8 @@ class ForecastIngress:
         old = self._arms.get(arm)
         self._arms[arm] = service
         self._arm_of[service] = arm
+        if arm == CHAMPION:
+            self._waiting = None
         info = service.loaded.info
         if old is not None:
             self._model_version.set(0, tags={"model_name": old.loaded.info.name,

@@ -92,11 +92,12 @@ def build_http_app(
     observe: ObserveFn | None = None,
     title: str = "stef_ray forecast API",
     select: SelectFn | None = None,
+    unavailable: Callable[[], str | None] | None = None,
 ) -> FastAPI:
     """The API's routes around ``get_service()`` (the model in use, read per request: hot swaps apply
     to the next request) and ``compute``. ``select(request)``, when given, picks the model that answers
     a forecast request (an A/B split); ``get_service()`` still answers ``/model``, ``/healthz`` and the
-    OpenAPI schema."""
+    OpenAPI schema. ``unavailable()`` says why there is no model, when there is none (else a generic 503)."""
     app = FastAPI(title=title, version="1", description="Hourly electricity-demand forecasts (MW) for the "
                   "next hours from the last week of observations and known future exogenous values.")
     error_responses = {code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()}
@@ -106,7 +107,7 @@ def build_http_app(
     def current(request: Request | None = None) -> ForecastService:
         service = select(request) if select is not None and request is not None else get_service()
         if service is None:
-            raise RequestError(503, "no model loaded yet; retry shortly")
+            raise RequestError(503, (unavailable() if unavailable else None) or "no model loaded yet; retry shortly")
         return service
 
     def check_key(request: Request) -> None:
@@ -120,7 +121,7 @@ def build_http_app(
     async def healthz() -> JSONResponse:
         service = get_service()
         if service is None:
-            return _error(RequestError(503, "no model loaded yet"))
+            return _error(RequestError(503, (unavailable() if unavailable else None) or "no model loaded yet"))
         return JSONResponse({"status": "ok", "model_version": service.loaded.info.version})
 
     @app.get("/model", response_model=ModelInfo, openapi_extra={"parameters": [key_header]},

@@ -253,3 +253,41 @@ def test_influx_sink__segment_of_a_crashed_writer_is_delivered_without_its_half_
     assert len(rows) == 24
     assert not list(spool_dir.glob("*.active"))
     assert not list(spool_dir.glob("*.lp"))
+
+
+def test_ingest__measured_hours_reach_the_store_once_and_a_resend_changes_nothing(tsdb, tmp_path, monkeypatch, capsys):
+    # `stef-ray ingest FILE` reads with train's reader and flags; hours it interpolated are not actuals.
+    from stef_ray.cli.main import main as cli_main
+
+    index = pd.date_range("2011-03-01 00:00", periods=72, freq="h")
+    load = 5000 + 800 * np.sin(np.arange(72) / 24 * 2 * np.pi)
+    keep = np.ones(72, dtype=bool)
+    keep[30:32] = False  # a 2-hour gap the reader interpolates
+    pd.DataFrame({"time": index[keep].strftime("%d/%m/%Y %H:%M"), "mw": load[keep].round(1)}).to_csv(
+        tmp_path / "actuals.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INFLUXDB_URL", tsdb.url)
+    monkeypatch.setenv("INFLUXDB_TOKEN", "test-token")
+    monkeypatch.setenv("STEF_RAY_SPOOL_DIR", str(tmp_path / "spool"))
+    argv = ["ingest", "actuals.csv", "--timestamp-col", "time", "--target-col", "mw", "--dayfirst",
+            "--timezone", "Asia/Seoul", "--since", "2011-03-01 06:00"]
+    assert cli_main(argv) == 0
+    said = capsys.readouterr().out
+    assert "✓ 64 hours of actual load" in said and "delivered" in said
+
+    seoul = index.tz_localize("Asia/Seoul")
+    expected = {int(ts.timestamp()) * 1000: value for ts, value, k in zip(seoul, load.round(1), keep, strict=True)
+                if k and ts >= seoul[6]}
+    window = {int(ts.timestamp()) * 1000 for ts in seoul}
+
+    def stored() -> list[tuple[int, float]]:
+        return [(ts, value) for _, ts, value in samples(tsdb, MEASUREMENT_ACTUAL, "load") if ts in window]
+
+    first = stored()
+    assert sorted(first) == sorted(expected.items())  # every measured hour once, no interpolated one
+    assert cli_main(argv) == 0  # sent again: the same points, key for key (InfluxDB overwrites, so nothing
+    # changes there; this test server keeps every sample, so the resend shows as identical twins)
+    assert set(stored()) == set(first)
+
+    assert cli_main([*argv[:-1], "yesterday-ish"]) != 0
+    assert "--since 'yesterday-ish' is not a date" in capsys.readouterr().err

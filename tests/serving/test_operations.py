@@ -273,3 +273,46 @@ def test_alias_polling__champion_moves_without_a_failed_request(
     for _, answer in answers:  # each answer entirely one version's
         assert answer["model_alias"] == "champion"
         np.testing.assert_allclose(answer["forecast"], expected[answer["model_version"]], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_fresh_stack__no_champion_answers_503_saying_why_then_goes_live_on_the_first_registration(
+    served, bundles, make_body, tmp_path
+):
+    # A new stack: the app is deployed before any model is registered. It must come up, say on every
+    # route why it cannot answer yet, and serve the first champion as soon as it is registered.
+    import copy
+
+    from stef_ray.serving.app import deploy_config
+
+    original = copy.deepcopy(served.config)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    source = f"models:/{MODEL}@champion"
+    app = served.config["applications"][0]
+    app["args"] |= {"model_source": source, "mlflow_tracking_uri": uri, "alias_poll_s": 0.5}
+    ingress = next(d for d in app["deployments"] if d["name"] == "ForecastIngress")
+    ingress["user_config"] = {**ingress["user_config"], "model_source": source, "mlflow_tracking_uri": uri,
+                              "alias_poll_s": 0.5}
+    try:
+        deploy_config(served.config)  # new args: fresh replicas, with nothing registered
+        body = make_body()
+        health = requests.get(f"{served.url}/healthz", timeout=10)
+        assert health.status_code == 503
+        assert f"goes live when {source} is registered" in health.json()["detail"]
+        assert served.post(body).status_code == 503
+        assert f"{source} is registered" in served.post(body).json()["detail"]
+        assert requests.get(f"{served.url}/model", headers=served.headers, timeout=10).status_code == 503
+
+        _register_versions(tmp_path, bundles.first)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and requests.get(f"{served.url}/healthz", timeout=10).status_code != 200:
+            time.sleep(0.2)
+        answer = served.post(body)
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["model_version"], answer.json()["model_alias"]) == ("1", "champion")
+        np.testing.assert_allclose(answer.json()["forecast"], _expected_forecasts(body, bundles.first).popitem()[1],
+                                   rtol=1e-6)
+    finally:
+        served.config.clear()
+        served.config.update(original)
+        deploy_config(served.config)
