@@ -62,7 +62,7 @@ from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError
 from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
 from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, HttpSettings, build_http_app
-from stef_ray.serving.schemas import RequestError
+from stef_ray.serving.schemas import ActualsRequest, RequestError
 from stef_ray.serving.service import (
     ComponentBatch,
     ComponentCache,
@@ -349,6 +349,7 @@ class ForecastIngress:
         self._submitter = ThreadPoolExecutor(1, thread_name_prefix="influx-submit")
         self._served = metrics.Counter("stef_forecasts_served", "forecasts answered", tag_keys=("quality", "arm"))
         self._degraded = metrics.Counter("stef_degraded_answers", "answers without the residual model")
+        self._actuals = metrics.Counter("stef_actuals_received", "measured hours accepted by POST /actuals")
         self._stored = metrics.Counter("stef_forecasts_spooled", "forecasts handed to the InfluxDB sink",
                                        tag_keys=("outcome",))
         self._latency = metrics.Histogram(
@@ -364,7 +365,8 @@ class ForecastIngress:
 
     def __serve_build_asgi_app__(self):
         return build_http_app(lambda: self._arms.get(CHAMPION), self._compute, self._settings, self._observe,
-                              title="stef_ray forecast API", select=self._select, unavailable=lambda: self._waiting)
+                              title="stef_ray forecast API", select=self._select, unavailable=lambda: self._waiting,
+                              store_actuals=self._store_actuals)
 
     # ------------------------------------------------------------------ configuration
     async def reconfigure(self, user_config: dict) -> None:
@@ -500,6 +502,21 @@ class ForecastIngress:
         old, self._sink, self._sink_settings = self._sink, sink, wanted
         if old is not None:  # after the forecasts already queued for it; what it cannot deliver stays spooled
             self._submitter.submit(old.close, 2.0)
+
+    async def _store_actuals(self, request: ActualsRequest) -> int:
+        """``POST /actuals``: the hours into the sink's spool before the answer (a 200 means they are on
+        disk and will reach the store); the same line protocol as `stef-ray ingest`."""
+        import pandas as pd
+
+        sink = self._sink
+        if sink is None:
+            raise RequestError(503, "this server stores no actuals: no time-series store is configured (set "
+                               "INFLUXDB_URL in the Serve environment, or args.influx in serve_config.yaml)")
+        frame = pd.DataFrame({"timestamp": [pd.Timestamp(row.timestamp) for row in request.actuals],
+                              "load": [row.load for row in request.actuals]})
+        accepted = await asyncio.to_thread(sink.submit_actuals, frame, value_column="load")
+        self._actuals.inc(accepted)
+        return accepted
 
     def _store(self, answer: dict) -> None:
         sink = self._sink

@@ -18,19 +18,24 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from stef_ray.exceptions import StefRayError
 from stef_ray.serving.schemas import (
+    ActualsRequest,
+    ActualsResponse,
     ErrorResponse,
     ForecastResponse,
     HealthResponse,
     ModelInfo,
     RequestError,
+    error_from_validation,
 )
-from stef_ray.serving.service import ForecastService, PreparedForecast
+from stef_ray.serving.service import ForecastService, PreparedForecast, check_hourly
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ ERRORS = {
     401: "missing or wrong API key (only when one is configured)",
     413: "request body over the size limit",
     422: "invalid input; `field` names the offending field",
-    503: "no model loaded yet, or the trend/seasonality deployments are unavailable",
+    503: "no model loaded yet, the trend/seasonality deployments are unavailable, or (/actuals) no store",
 }
 
 
@@ -93,11 +98,13 @@ def build_http_app(
     title: str = "stef_ray forecast API",
     select: SelectFn | None = None,
     unavailable: Callable[[], str | None] | None = None,
+    store_actuals: Callable[[ActualsRequest], Awaitable[int]] | None = None,
 ) -> FastAPI:
     """The API's routes around ``get_service()`` (the model in use, read per request: hot swaps apply
     to the next request) and ``compute``. ``select(request)``, when given, picks the model that answers
     a forecast request (an A/B split); ``get_service()`` still answers ``/model``, ``/healthz`` and the
-    OpenAPI schema. ``unavailable()`` says why there is no model, when there is none (else a generic 503)."""
+    OpenAPI schema. ``unavailable()`` says why there is no model, when there is none (else a generic 503).
+    ``store_actuals(request)``, when given, stores ``POST /actuals`` (else that route answers 503)."""
     app = FastAPI(title=title, version="1", description="Hourly electricity-demand forecasts (MW) for the "
                   "next hours from the last week of observations and known future exogenous values.")
     error_responses = {code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()}
@@ -167,6 +174,29 @@ def build_http_app(
         finally:
             if observe is not None:
                 observe(answer, time.perf_counter() - started)
+
+    @app.post("/actuals", response_model=ActualsResponse, openapi_extra={"parameters": [key_header]},
+              responses={c: error_responses[c] for c in (400, 401, 413, 422, 503)})
+    async def actuals(request: Request) -> JSONResponse:
+        """Store measured load (``power_demand_actual``), keyed by the hour: sending an hour again changes
+        nothing. Answers once the points are in the local spool, which delivers them to the store."""
+        try:
+            check_key(request)
+            body = await _read_body(request, settings.max_body_bytes)
+            try:
+                parsed = ActualsRequest.model_validate_json(body)
+            except ValidationError as err:
+                raise error_from_validation(err, {"body": ["actuals"], "actuals": ["timestamp", "load"]}) from None
+            stamps = np.array([int(row.timestamp.timestamp()) * 10**9 for row in parsed.actuals], dtype=np.int64)
+            check_hourly(stamps, "actuals", "UTC")
+            if store_actuals is None:
+                raise RequestError(503, "this server stores no actuals: no time-series store is configured "
+                                   "(set INFLUXDB_URL, or args.influx in serve_config.yaml)")
+            accepted = await store_actuals(parsed)
+            return JSONResponse({"accepted": accepted, "first": parsed.actuals[0].timestamp.isoformat(),
+                                 "last": parsed.actuals[-1].timestamp.isoformat()})
+        except RequestError as err:
+            return _error(err)
 
     def openapi() -> dict:
         # The request body's fields depend on the model being served (its exogenous columns).

@@ -113,6 +113,28 @@ def request_model(exog: tuple[str, ...], horizon_hours: int, max_rows: int = 24 
     )
 
 
+class ActualRow(_Row):
+    """One measured hour."""
+
+    timestamp: AwareDatetime = Field(description="start of the hour, ISO 8601 with a UTC offset")
+    load: LoadMW = Field(description="measured load (MW, > 0)")
+
+
+class ActualsRequest(BaseModel):
+    """Measured load for ``POST /actuals``: stored as ``power_demand_actual``, keyed by the hour."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actuals: list[ActualRow] = Field(min_length=1, max_length=24 * 366,
+                                     description="measured hours, oldest first, each hour at most once")
+
+
+class ActualsResponse(BaseModel):
+    accepted: int = Field(description="hours written to the spool of the time-series store")
+    first: datetime = Field(description="the first hour")
+    last: datetime = Field(description="the last hour")
+
+
 class ForecastResponse(BaseModel):
     """A forecast in MW with its additive split: forecast = trend + seasonality + residual."""
 

@@ -409,7 +409,9 @@ def _stamp(ns: int, timezone: str) -> pd.Timestamp:
     return pd.Timestamp(int(ns), tz="UTC").tz_convert(timezone)
 
 
-def _check_hourly(stamps: np.ndarray, section: str, timezone: str) -> None:
+def check_hourly(stamps: np.ndarray, section: str, timezone: str) -> None:
+    """Rows ``section[i]`` at these epoch nanoseconds are hourly, increasing, each hour once; else a 422
+    naming the first row at fault."""
     steps = np.diff(stamps)
     bad = np.flatnonzero((steps <= 0) | (steps % HOUR_NS != 0))
     if not len(bad):
@@ -508,7 +510,7 @@ class ForecastService:
         model, tz = self.model, self.loaded.timezone
         lookback, horizon = model.lookback, model.horizon
         stamps = _epoch_ns(request.history)
-        _check_hourly(stamps, "history", tz)
+        check_hourly(stamps, "history", tz)
         span_hours = int((stamps[-1] - stamps[0]) // HOUR_NS) + 1
         if span_hours < lookback:
             raise RequestError(
@@ -578,7 +580,7 @@ class ForecastService:
         future = np.full((horizon, len(fields)), np.nan)
         if request.future:
             stamps = _epoch_ns(request.future)
-            _check_hourly(stamps, "future", tz)
+            check_hourly(stamps, "future", tz)
             steps = (stamps - origin_ns) // HOUR_NS
             outside = np.flatnonzero((stamps < origin_ns) | (steps >= horizon) | ((stamps - origin_ns) % HOUR_NS != 0))
             if len(outside):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import yaml
@@ -316,3 +317,38 @@ def test_fresh_stack__no_champion_answers_503_saying_why_then_goes_live_on_the_f
         served.config.clear()
         served.config.update(original)
         deploy_config(served.config)
+
+
+@pytest.mark.slow
+def test_actuals__post_reaches_the_store_once_with_the_forecasts_checks(served, victoria_metrics, tmp_path, restore_ingress):
+    # POST /actuals: the same API key and the same kind of 4xx as /forecast; a 200 means spooled.
+    url = f"{served.url}/actuals"
+    hours = [f"2019-07-{day:02d}T{hour:02d}:00:00+09:00" for day in (1, 2) for hour in range(24)]
+    body = {"actuals": [{"timestamp": ts, "load": 60000.0 + i} for i, ts in enumerate(hours)]}
+    assert requests.post(url, json=body, headers=served.headers, timeout=10).status_code == 503  # no store yet
+    _reconfigure(served, influx=True, influx_settings={
+        "url": victoria_metrics.url, "token": "test-token", "spool_dir": str(tmp_path / "spool"),
+        "flush_interval_s": 0.2, "fsync": False})
+
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    for rows, status, field in (
+        ([body["actuals"][0], body["actuals"][0]], 422, "actuals[1].timestamp"),
+        ([{"timestamp": hours[0], "load": -3}], 422, "actuals[0].load"),
+        ([{"timestamp": "2019-07-01T00:00:00", "load": 1.0}], 422, "actuals[0].timestamp"),
+        ([{"timestamp": hours[0], "load": 1.0, "temp": 3}], 422, "actuals[0].temp"),
+    ):
+        answer = requests.post(url, json={"actuals": rows}, headers=served.headers, timeout=10)
+        assert (answer.status_code, answer.json()["field"]) == (status, field), answer.text
+
+    for _ in range(2):  # a resend keys the same points
+        answer = requests.post(url, json=body, headers=served.headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] == 48
+    expected = {int(pd.Timestamp(ts).timestamp()) * 1000: 60000.0 + i for i, ts in enumerate(hours)}
+    stored: set = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(stored) < 48:
+        stored = {(ts, value) for series in victoria_metrics.export("power_demand_actual_load")
+                  for ts, value in zip(series["timestamps"], series["values"], strict=True) if ts in expected}
+        time.sleep(0.3)
+    assert stored == set(expected.items())
