@@ -21,7 +21,9 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     """Where the hourly load comes from and how to read it."""
 
-    path: str | None = Field(None, description="CSV or Parquet file with one row per timestamp")
+    path: str | None = Field(None, description="CSV or Parquet file with one row per timestamp, or a glob of "
+                             "such files (data/deliveries/*.csv: read in name order, the later file's row wins "
+                             "where they overlap)")
     timestamp_col: str = Field("timestamp", description="column holding the timestamps")
     target_col: str = Field("load", description="column holding the load (MW, > 0)")
     exog: list[str] = Field(

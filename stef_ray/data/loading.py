@@ -74,13 +74,37 @@ def _csv_dialect(path: Path) -> dict:
     return {}
 
 
+GLOB_CHARS = set("*?[")
+
+
 def load_hourly(config: DataConfig, path: str | Path | None = None) -> HourlyData:
-    """Read ``path`` (or ``config.path``) and return the validated hourly grid."""
+    """Read ``path`` (or ``config.path``) and return the validated hourly grid.
+
+    A path with ``*``, ``?`` or ``[`` is a glob: every matching file (e.g. one per weekly delivery) is read,
+    in name order, and where files overlap the later one's row wins (a corrected delivery replaces the
+    first); rows are then sorted by time, whatever order the files came in."""
     path = path or config.path
     if not path:
         raise DataError("no data file given; pass --data FILE (or data.path in the config)")
-    table = read_table(path)
-    return frame_to_hourly(table, config, source=str(path))
+    if not GLOB_CHARS & set(str(path)):
+        return frame_to_hourly(read_table(path), config, source=str(path))
+    pattern = Path(path).expanduser()
+    files = sorted(p for p in pattern.parent.glob(pattern.name) if p.is_file())
+    if not files:
+        raise DataError(f"no file matches {path}; check the folder and the pattern (data.path / --data)")
+    tables = [read_table(file) for file in files]
+    for file, table in zip(files, tables, strict=True):
+        if config.timestamp_col not in table.columns:
+            raise DataError(f"{file}: column '{config.timestamp_col}' not found; every file of {path} needs it "
+                            "(check --timestamp-col)")
+    # Across files only: a timestamp written twice inside one file (a DST fall-back hour) is that file's own.
+    table = tables[0]
+    for later in tables[1:]:
+        table = pd.concat([table[~table[config.timestamp_col].isin(later[config.timestamp_col])], later],
+                          ignore_index=True)
+    hourly = frame_to_hourly(table, config.model_copy(update={"sort": True}), source=str(path))
+    hourly.report.notes.append(f"read {len(files)} files matching {path}")
+    return hourly
 
 
 def _row_label(position: int, source: str) -> str:

@@ -291,3 +291,26 @@ def test_loading__a_truncated_gzip_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError, match=r"load\.csv\.gz: cannot be read \(Compressed file ended") as caught:
         read_table(path)
     assert "\n" not in str(caught.value)
+
+
+def test_loading__a_glob_reads_every_delivery_and_the_later_file_wins_where_they_overlap(tmp_path):
+    index = pd.date_range("2020-03-01", periods=24 * 6, freq="h")
+    load = 1000 + np.arange(len(index), dtype=float)
+    folder = tmp_path / "deliveries"
+    folder.mkdir()
+    # Two weekly files that overlap by a day; the second corrects that day. Written out of time order.
+    second = pd.DataFrame({"timestamp": index[72:], "load": load[72:]})
+    second.loc[:23, "load"] += 0.5
+    second.to_csv(folder / "week_2.csv", index=False)
+    pd.DataFrame({"timestamp": index[:96], "load": load[:96]}).to_csv(folder / "week_1.csv", index=False)
+    (folder / "notes.txt").write_text("not data")
+
+    data = load_hourly(DataConfig(path=str(folder / "week_*.csv")))
+    expected = load.copy()
+    expected[72:96] += 0.5
+    np.testing.assert_array_equal(data.frame["load"].to_numpy(), expected)
+    assert len(data.frame) == len(index)
+    assert "read 2 files matching" in "\n".join(data.report.lines())
+
+    with pytest.raises(DataError, match=r"no file matches .*week_9\*.csv; check the folder"):
+        load_hourly(DataConfig(path=str(folder / "week_9*.csv")))

@@ -75,6 +75,8 @@ def test_tune_config__shipped_configs_load_with_their_sizes():
         sizes[name] = (config.search.num_samples, config.objective.windows, config.search.algorithm)
         assert "residual.architecture" in config.search.space.dimensions()  # the neural part is searched, "none" too
     assert sizes == {"smoke": (4, 2, "random"), "quick": (8, 4, "random"), "prod": (50, 8, "optuna")}
+    # The weekly job (`stef-ray schedule` submits prod.yaml with no flag) reads the deliveries in data/.
+    assert load_config(TuneConfig, REPO / "tune_configs" / "prod.yaml").data.path == "data/*.csv"
 
 
 def test_apply_sampled__sets_dotted_keys_and_none_turns_the_neural_residual_off():
