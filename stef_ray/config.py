@@ -18,6 +18,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class StoreSource(StrictModel):
+    """Training data read back from the time-series store: the `power_demand_actual` points that
+    `stef-ray ingest`, `POST /actuals` and `stef-ray forecast --influx` write (load only, no weather)."""
+
+    reader: Literal["influx", "export"] = Field(
+        "influx", description="'influx' = InfluxDB 2's Flux query API (INFLUXDB_* settings from the environment "
+        "or .env); 'export' = a Prometheus-style /api/v1/export server (victoria-metrics) at export_url")
+    export_url: str | None = Field(None, description="base URL of the export server (reader 'export')")
+    days: int = Field(1460, ge=28, le=36600, description="days of history to read, ending at `end`")
+    end: str | None = Field(None, description="end of the window, ISO time (naive = UTC); default: now")
+
+    @model_validator(mode="after")
+    def _export_needs_url(self) -> StoreSource:
+        if self.reader == "export" and not self.export_url:
+            raise ValueError("reader 'export' needs export_url (e.g. http://127.0.0.1:8428)")
+        return self
+
+
 class DataConfig(StrictModel):
     """Where the hourly load comes from and how to read it."""
 
@@ -52,6 +70,10 @@ class DataConfig(StrictModel):
     )
     max_interpolate_hours: int = Field(
         3, ge=0, le=24, description="gaps up to this many hours are interpolated; longer ones are kept out"
+    )
+    store: StoreSource | None = Field(
+        None, description="read the load from the time-series store instead of a file (`path`); --data FILE "
+        "on the command line still reads the file"
     )
 
     @field_validator("holidays")

@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from stef_ray.backtest import run_backtest
-    from stef_ray.cli.options import train_config_from_args
-    from stef_ray.data import load_hourly
+    from stef_ray.cli.options import load_data, train_config_from_args
     from stef_ray.exceptions import ConfigError
     from stef_ray.peers import available_peers
 
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--start {args.start!r} is not a date; use e.g. 2014-10-03") from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    data = load_hourly(config.data)
+    data = load_data(config.data)
     peers = available_peers(models)
     result = run_backtest(data, config.model, start, args.days, args.refit_every, models,
                           progress=lambda line: print(f"  {line}", flush=True), peers=peers)

@@ -75,3 +75,15 @@ def local_date(text: str, timezone, flag: str = "--end"):
     except ValueError:
         raise ConfigError(f"{flag} {text!r} is not a date; use e.g. 2014-10-03") from None
     return stamp.tz_localize(timezone) if stamp.tzinfo is None else stamp.tz_convert(timezone)
+
+
+def load_data(data: DataConfig):
+    """The hourly data a command trains on: the file (``data.path``, a glob, or --data), else the
+    time-series store (``data.store``)."""
+    from stef_ray.data import load_hourly
+
+    if data.store is not None and not data.path:
+        from stef_ray.integrations.store_source import read_store_history
+
+        return read_store_history(data)
+    return load_hourly(data)

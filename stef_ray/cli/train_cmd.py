@@ -53,7 +53,7 @@ def print_line(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from stef_ray.bundle import save_bundle
-    from stef_ray.data import load_hourly
+    from stef_ray.cli.options import load_data
     from stef_ray.models.hybrid import HybridModel
 
     config = train_config_from_args(args)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         config.model.residual.device = args.device
     if args.epochs:
         config.model.residual.max_epochs = args.epochs
-    data = load_hourly(config.data)
+    data = load_data(config.data)
     for line in data.report.lines():
         print(f"data: {line}")
     if args.end:

@@ -102,9 +102,8 @@ def progress_callback(total_trials: int, windows: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from stef_ray.cli.options import data_config_with_overrides
+    from stef_ray.cli.options import data_config_with_overrides, load_data
     from stef_ray.config import load_config
-    from stef_ray.data import load_hourly
     from stef_ray.exceptions import ConfigError
     from stef_ray.integrations.tune import run_search
     from stef_ray.integrations.tune_config import TuneConfig
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--num-samples must be at least 1")
     if args.resume and args.num_samples is not None:
         raise ConfigError("--num-samples cannot change a resumed search; drop it or start a new search")
-    data = load_hourly(config.data)
+    data = load_data(config.data)
     for line in data.report.lines():
         print(f"data: {line}")
     if args.end:

@@ -85,7 +85,7 @@ def load_hourly(config: DataConfig, path: str | Path | None = None) -> HourlyDat
     first); rows are then sorted by time, whatever order the files came in."""
     path = path or config.path
     if not path:
-        raise DataError("no data file given; pass --data FILE (or data.path in the config)")
+        raise DataError("no data given; pass --data FILE (or data.path, or data.store for the time-series store, in the config)")
     if not GLOB_CHARS & set(str(path)):
         return frame_to_hourly(read_table(path), config, source=str(path))
     pattern = Path(path).expanduser()
