@@ -35,6 +35,7 @@ COPY stef_ray ./stef_ray
 RUN pip install --no-deps .
 COPY serve_config.yaml ./
 COPY tune_configs ./tune_configs
+COPY deploy/monitor.yaml ./deploy/monitor.yaml
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["stef-ray", "--help"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 HELP = "rolling MAPE of stored forecasts vs actuals; alert when above a threshold"
@@ -19,6 +20,8 @@ exit status (for cron):
   2  a usage or configuration error (one line on stderr)
   3  the point store or Ray could not be reached
 
+The webhook may also come from $STEF_RAY_ALERT_WEBHOOK (a secret kept out of the config file).
+
 examples:
   stef-ray monitor                                   # InfluxDB 2 from INFLUXDB_* in env/.env
   stef-ray monitor --threshold 4 --webhook https://hooks.example/abc --retrain
@@ -26,6 +29,7 @@ examples:
 """
 
 LEAD_HOURS_PER_LINE = 6
+WEBHOOK_ENV = "STEF_RAY_ALERT_WEBHOOK"  # the webhook when neither --webhook nor the config names one
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +64,8 @@ def _config(args: argparse.Namespace):
         "source": args.source,
     }
     values.update({key: value for key, value in flags.items() if value is not None})
+    if not values.get("webhook_url") and os.environ.get(WEBHOOK_ENV):
+        values["webhook_url"] = os.environ[WEBHOOK_ENV]  # a secret kept out of the YAML (the compose stack's .env)
     if values.get("source", "influx") == "export":
         if args.url is not None:
             values["export_url"] = args.url

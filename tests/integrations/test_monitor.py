@@ -251,3 +251,26 @@ def test_monitor_cli__bad_options_are_one_line_errors_exit_2(argv, message, tmp_
     assert code == 2
     assert err.startswith(message)
     assert len(err.strip().splitlines()) == 1
+
+
+def test_monitor_cli__the_scheduled_config_alerts_the_webhook_named_in_the_environment(
+    tsdb, tmp_path, monkeypatch, capsys, webhook
+):
+    # As the compose stack's hourly monitor job runs it: deploy/monitor.yaml, the webhook from .env.
+    from pathlib import Path
+
+    url, received = webhook
+    config = Path(__file__).resolve().parents[2] / "deploy" / "monitor.yaml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INFLUXDB_URL", tsdb.url)
+    monkeypatch.setenv("INFLUXDB_TOKEN", "test-token")
+    monkeypatch.setenv("STEF_RAY_ALERT_WEBHOOK", url)
+    first_issue = pd.Timestamp("2019-10-10 00:00", tz="UTC")
+    actuals = hourly_actuals(first_issue, days=1, seed=6)
+    store(tsdb, tmp_path, actuals, [(forecasts_from(actuals, first_issue, lambda lead: 1.09), "champion", "4", first_issue)])
+
+    code = main(["monitor", "--config", str(config), "--source", "export", "--url", tsdb.url,
+                 "--now", "2019-10-11T00:00"])
+
+    assert code == 1 and "ALERT" in capsys.readouterr().out
+    assert len(received) == 1 and received[0]["mape"] == pytest.approx(9.0, rel=1e-6)
