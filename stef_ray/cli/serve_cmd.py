@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 HELP = "serve forecasts over HTTP with Ray Serve (trend, seasonality and residual deployments)"
@@ -50,6 +51,14 @@ def curl_example(url: str, exog: list[str], lookback: int, api_key: bool) -> str
     )
 
 
+class _StopSignalError(Exception):
+    """SIGTERM (a service manager stopping the server): leave as Ctrl-C does, without a trace."""
+
+
+def _raise_stop(signum, _frame) -> None:
+    raise _StopSignalError(signal.Signals(signum).name)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import time
@@ -67,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     # "local": a new Ray on this machine, even where `ray start` left a cluster running.
     context = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=args.dashboard, namespace="serve")
+    # Ray's driver handler prints a "SIGTERM received" trace; systemd, Docker and Kubernetes stop with SIGTERM.
+    signal.signal(signal.SIGTERM, _raise_stop)
     try:
         print(f"deploying {args.config} ...", flush=True)
         deploy_config(config)
@@ -79,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
         key_env = (apps[0].get("args") or {}).get("api_key_env", "STEF_RAY_API_KEY")
         api_key = os.environ.get(key_env) if key_env else None
         model = _model_summary(url, api_key)
-        print(f"serving {model.get('name')} version {model.get('version')} on {url}")
+        if "name" in model:
+            print(f"serving {model.get('name')} version {model.get('version')} on {url}")
+        else:  # a fresh stack: no champion registered yet (the answers say so, with a 503)
+            print(f"serving on {url}: {model.get('detail', 'no model yet')}")
         print(f"  OpenAPI: {url}/docs   health: {url}/healthz   model: {url}/model")
         print(curl_example(url, model.get("exog", []), model.get("lookback_hours", 168), api_key=bool(api_key)))
         dashboard = getattr(context, "dashboard_url", None)
@@ -88,19 +102,29 @@ def run(args: argparse.Namespace) -> int:
         print("Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
+    except (_StopSignalError, KeyboardInterrupt) as why:
+        print(f"stopping ({why or 'Ctrl-C'}): shutting Serve and Ray down", flush=True)
+        return 0
     finally:
         from ray import serve
 
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
         serve.shutdown()
         ray.shutdown()
 
 
 def _model_summary(url: str, api_key: str | None) -> dict:
+    import urllib.error
     import urllib.request
 
     request = urllib.request.Request(f"{url}/model", headers={"X-API-Key": api_key} if api_key else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
+    except urllib.error.HTTPError as err:  # 503: no model yet; the body says why
+        try:
+            return json.loads(err.read())
+        except ValueError:
+            return {}
     except OSError:
         return {}

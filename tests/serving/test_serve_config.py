@@ -94,3 +94,41 @@ def test_throughput_mode__docker_compose_and_cluster_yaml_set_the_same_variables
     for command in cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]:
         exported = dict(part.split("=", 1) for part in command.split("export ", 1)[1].split(";")[0].split())
         assert exported == THROUGHPUT_ENV
+
+
+@pytest.mark.slow
+def test_serve_command__sigterm_stops_it_cleanly(bundles, tmp_path):
+    # As systemd, Docker or Kubernetes stop a service: SIGTERM. The server must leave with status 0 and
+    # without the trace Ray's own handler prints, after shutting Serve and Ray down.
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("stef-ray")), "serve", "--config", str(CONFIG), "--model",
+               str(bundles.first), "--port", str(port), "--num-cpus", "2", "--no-dashboard"]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                   env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and "Ctrl-C to stop" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log.read_text(errors="replace")[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text(errors="replace")
+    assert "stopping (SIGTERM): shutting Serve and Ray down" in text
+    assert "Traceback" not in text and "SIGTERM received" not in text, text[-2000:]
