@@ -44,7 +44,8 @@ def compose_validator() -> jsonschema.protocols.Validator:
 
 
 def flux_queries(dashboard: dict) -> list[tuple[str, str]]:
-    queries = [(panel["title"], target["query"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    queries = [(panel["title"], target["query"]) for panel in dashboard["panels"] for target in panel["targets"]
+               if panel["datasource"]["type"] == "influxdb"]
     queries += [(f"variable {var['name']}", var["query"]) for var in dashboard["templating"]["list"] if var["type"] == "query"]
     return queries
 
@@ -210,7 +211,15 @@ def test_dashboard__has_the_five_panels_on_the_provisioned_datasource():
 
 def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
     influx = next(s for s in load_yaml(DATASOURCES)["datasources"] if s["type"] == "influxdb")
-    assert influx["jsonData"] == {**influx["jsonData"], "version": "Flux", "organization": "open-stef", "defaultBucket": "power_demand"}
+    # The org and bucket are the stack's, from the environment (as InfluxDB was set up), not written in.
+    assert influx["jsonData"] == {**influx["jsonData"], "version": "Flux", "organization": "${INFLUXDB_ORG}",
+                                  "defaultBucket": "${INFLUXDB_BUCKET}"}
+    grafana_env = compose["services"]["grafana"]["environment"]
+    influx_init = compose["services"]["influxdb"]["environment"]
+    assert grafana_env["INFLUXDB_ORG"] == influx_init["DOCKER_INFLUXDB_INIT_ORG"]
+    assert grafana_env["INFLUXDB_BUCKET"] == influx_init["DOCKER_INFLUXDB_INIT_BUCKET"]
+    dashboard = DASHBOARD.read_text()
+    assert "v.defaultBucket" in dashboard and "power_demand\"" not in dashboard.replace("power_demand_", "")
     assert influx["url"] == "http://influxdb:8086"
     assert influx["secureJsonData"]["token"] == "${INFLUXDB_TOKEN}"
     providers = load_yaml(ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yaml")["providers"]
@@ -222,3 +231,26 @@ def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
     prometheus = load_yaml(ROOT / "deploy/prometheus/prometheus.yml")
     ray_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "ray")
     assert ray_job["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
+
+
+def test_dashboard__every_prometheus_metric_is_one_the_serve_app_exports():
+    # Ray exports a Counter as ray_<name>_total, a Histogram as ray_<name>_bucket/_sum/_count and a Gauge as
+    # ray_<name> (checked against Ray 2.60's /metrics); the names must be the ones the ingress defines.
+    source = (ROOT / "stef_ray" / "serving" / "app.py").read_text()
+    defined = {name: kind for kind, name in re.findall(r'metrics\.(Counter|Histogram|Gauge)\(\s*"(\w+)"', source)}
+    suffixes = {"Counter": {"_total"}, "Histogram": {"_bucket", "_sum", "_count"}, "Gauge": {""}}
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]
+             if "expr" in target]
+    assert len(exprs) >= 6
+    seen = set()
+    for title, expr in exprs:
+        names = re.findall(r"\bray_(stef_\w+)", expr)
+        assert names, f"{title}: no stef metric in {expr}"
+        for full in names:
+            base = next((n for n in defined if full == n or full.startswith(n + "_")), None)
+            assert base is not None, f"{title}: ray_{full} is not exported by the Serve app"
+            assert full[len(base):] in suffixes[defined[base]], f"{title}: ray_{full} is not how Ray exports a {defined[base]}"
+            seen.add(base)
+    assert {"stef_forecasts_served", "stef_forecast_latency_ms", "stef_degraded_answers",
+            "stef_component_batch_size", "stef_spool_backlog_lines"} <= seen

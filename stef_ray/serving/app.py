@@ -46,6 +46,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ TAG_ARM = "arm"  # extra tag on stored forecasts, next to the sink's model_name 
 # Small CPU shares so that all four deployments fit a 2-core machine (each replica would reserve a
 # whole CPU by default); serve_config.yaml overrides these per deployment.
 COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "max_ongoing_requests": 64}
+BACKLOG_EVERY_S = 5.0  # how often the spool backlog gauge is read, at most (on the submitter thread)
 LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000]
 # Ray Serve's high-throughput mode (Ray >= 2.55; docs: "Enable High Throughput on Ray Serve"): HAProxy
 # (C) in place of the Python proxy actor, requests straight to the ingress replicas, gRPC between
@@ -350,6 +352,9 @@ class ForecastIngress:
         self._served = metrics.Counter("stef_forecasts_served", "forecasts answered", tag_keys=("quality", "arm"))
         self._degraded = metrics.Counter("stef_degraded_answers", "answers without the residual model")
         self._actuals = metrics.Counter("stef_actuals_received", "measured hours accepted by POST /actuals")
+        self._backlog = metrics.Gauge("stef_spool_backlog_lines", "points in this replica's spool not yet delivered "
+                                      "to the time-series store")
+        self._backlog_read_at = 0.0
         self._stored = metrics.Counter("stef_forecasts_spooled", "forecasts handed to the InfluxDB sink",
                                        tag_keys=("outcome",))
         self._latency = metrics.Histogram(
@@ -506,8 +511,6 @@ class ForecastIngress:
     async def _store_actuals(self, request: ActualsRequest) -> int:
         """``POST /actuals``: the hours into the sink's spool before the answer (a 200 means they are on
         disk and will reach the store); the same line protocol as `stef-ray ingest`."""
-        import pandas as pd
-
         sink = self._sink
         if sink is None:
             raise RequestError(503, "this server stores no actuals: no time-series store is configured (set "
@@ -529,6 +532,10 @@ class ForecastIngress:
         if error is not None:
             logger.error("forecast not spooled for InfluxDB: %r", error)
         self._stored.inc(tags={"outcome": "error" if error is not None else "spooled"})
+        sink, now = self._sink, time.monotonic()
+        if sink is not None and now - self._backlog_read_at > BACKLOG_EVERY_S:  # reading the spool costs file reads
+            self._backlog_read_at = now
+            self._backlog.set(sink.spool.pending_lines())
 
     def __del__(self) -> None:
         # Serve calls this on a graceful shutdown: spool what is queued, give the sink a moment to deliver.
