@@ -8,7 +8,7 @@
     python benchmarks/neural_residual.py --only pjm-east --variant architecture=mlp   # model.residual overrides
 
 For each dataset: one rolling backtest of the hybrid as configured (configs/*.yaml; the zones use the PJM East
-config with their own file format) and one with ``residual.enabled: false``, both scored on every day's 00:00
+config with their own file format) with the neural residual on, and one with ``residual.enabled: false``, both scored on every day's 00:00
 forecast. Reports MAPE, the paired daily difference ± its standard error, P10-P90 coverage, in how many refits
 the neural residual was kept, and the seconds. Writes benchmarks/results/neural_residual_<name>.csv (per day)
 and appends a dated section to benchmarks/results/neural_residual.md.
@@ -155,6 +155,7 @@ def main() -> None:
             config.data = config.data.model_copy(update=spec["data"])
         data = load_hourly(config.data, spec["path"])
         with_cfg = config.model.model_copy(deep=True)
+        with_cfg.residual.enabled = True  # off by default since 2026-12-02; this is the run with it on
         for item in args.variant:
             key, value = item.split("=", 1)
             setattr(with_cfg.residual, key, type(getattr(with_cfg.residual, key))(value)

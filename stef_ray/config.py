@@ -185,9 +185,10 @@ class ResidualConfig(StrictModel):
         return values
 
     enabled: bool = Field(
-        True, description="train the neural residual (`architecture`) on the out-of-sample errors of the ridges "
-        "and trees, and keep it where it beats them on the validation blocks (`gate_z`); false = ridges and "
-        "trees only"
+        False, description="train the neural residual (`architecture`) on the out-of-sample errors of the ridges "
+        "and trees, and keep it where it beats them on the validation blocks (`gate_z`). Off by default: in "
+        "the rolling backtests it made no series better and vic-elec worse (docs/model.md); `stef-ray tune` "
+        "turns it on for the trials that sample an architecture"
     )
     architecture: Literal["lstm", "mlp"] = Field(
         "lstm", description="the neural residual: lstm (an LSTM encoder over the lookback, an MLP head over it "

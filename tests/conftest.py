@@ -60,7 +60,7 @@ def tiny_model_config():
 
     return ModelConfig(
         residual=ResidualConfig(
-            hidden_size=8, max_epochs=2, patience=2, validation_days=7, validation_blocks=2, batch_size=256, device="cpu",
+            enabled=True, hidden_size=8, max_epochs=2, patience=2, validation_days=7, validation_blocks=2, batch_size=256, device="cpu",
             window_stride_hours=2,
         )
     )

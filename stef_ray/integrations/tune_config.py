@@ -93,9 +93,12 @@ def apply_sampled(base: ModelConfig, sampled: dict[str, Any]) -> ModelConfig:
         if not key or section not in raw or not isinstance(raw[section], dict):
             raise ValueError(f"{path}: not a key of the model config (write it as section.key, e.g. "
                              "seasonality.daily_order)")
-        if path == "residual.architecture" and value == NO_NEURAL:
-            raw["residual"]["enabled"] = False
-            continue
+        if path == "residual.architecture":
+            # Sampling an architecture is sampling whether there is a net at all: "none" turns it off, any
+            # other turns it on, whatever the base config says.
+            raw["residual"]["enabled"] = value != NO_NEURAL
+            if value == NO_NEURAL:
+                continue
         raw[section][key] = value
     return ModelConfig.model_validate(raw)
 

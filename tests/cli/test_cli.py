@@ -14,6 +14,7 @@ data:
   exog: [temperature, workday]
 model:
   residual:
+    enabled: true
     hidden_size: 8
     max_epochs: 2
     patience: 2

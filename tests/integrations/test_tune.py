@@ -83,11 +83,13 @@ def test_apply_sampled__sets_dotted_keys_and_none_turns_the_neural_residual_off(
     from stef_ray.config import ModelConfig
     from stef_ray.integrations.tune_config import apply_sampled
 
-    base = ModelConfig()
+    base = ModelConfig()  # the net is off by default; a sampled architecture turns it on
     config = apply_sampled(base, {"seasonality.daily_order": 6, "residual.architecture": "mlp"})
     assert config.seasonality.daily_order == 6 and config.residual.architecture == "mlp" and config.residual.enabled
-    off = apply_sampled(base, {"residual.architecture": "none"})
-    assert not off.residual.enabled and base.residual.enabled  # the base is not changed
+    assert not base.residual.enabled  # the base is not changed
+    on = base.model_copy(update={"residual": base.residual.model_copy(update={"enabled": True})})
+    off = apply_sampled(on, {"residual.architecture": "none"})
+    assert not off.residual.enabled and on.residual.enabled
 
 
 def test_objective_windows__spread_over_the_span_most_recent_first(tiny_hourly):

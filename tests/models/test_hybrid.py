@@ -29,8 +29,8 @@ def test_hybrid__forecast_reads_no_load_at_or_after_its_origin(fitted_model, syn
 
 
 def test_hybrid__beats_seasonal_naive_on_synthetic_data(synthetic_hourly):
-    config = ModelConfig(residual=ResidualConfig(hidden_size=16, max_epochs=6, validation_days=7, validation_blocks=2,
-                                                 device="cpu"))
+    config = ModelConfig(residual=ResidualConfig(enabled=True, hidden_size=16, max_epochs=6, validation_days=7,
+                                                 validation_blocks=2, device="cpu"))
     train = synthetic_hourly.window(end=synthetic_hourly.frame.index[-24 * 7])
     model = HybridModel(config, synthetic_hourly.exog).fit(train)
     frame = synthetic_hourly.frame
@@ -240,7 +240,8 @@ def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synth
 def test_hybrid__a_dropped_neural_residual_is_not_run_and_changes_nothing(synthetic_hourly, monkeypatch, kept):
     from stef_ray.models.residual_neural import NeuralResidual
 
-    config = ModelConfig(residual=ResidualConfig(validation_days=5, validation_blocks=2, max_epochs=1, boosted_weight=0.0))
+    config = ModelConfig(residual=ResidualConfig(enabled=True, validation_days=5, validation_blocks=2, max_epochs=1,
+                                                 boosted_weight=0.0))
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
     model.training["neural"]["kept"] = kept
     torch = pytest.importorskip("torch")
@@ -273,7 +274,7 @@ def test_hybrid__the_gate_keeps_a_neural_residual_that_helps_and_records_why():
         spell[i] = 0.995 * spell[i - 1] + rng.normal(0, 0.004)
     data = frame_to_hourly(synthetic_frame.assign(load=synthetic_frame["load"] * np.exp(spell)),
                            DataConfig(exog=["temperature", "workday"]))
-    config = ModelConfig(residual=ResidualConfig(linear=False, validation_days=5, max_epochs=10, hidden_size=16,
+    config = ModelConfig(residual=ResidualConfig(enabled=True, linear=False, validation_days=5, max_epochs=10, hidden_size=16,
                                                  batch_size=16, learning_rate=5e-3, patience=10, device="cpu"))
     said: list[str] = []
     model = HybridModel(config, data.exog).fit(data, on_stage=said.append)

@@ -42,7 +42,7 @@ def train_bundle(path: Path, seed: int) -> Path:
     torch.set_num_threads(1)
     data = hourly_data(seed)
     config = ModelConfig(residual=ResidualConfig(
-        hidden_size=8, max_epochs=1, validation_days=7, validation_blocks=2, window_stride_hours=2, device="cpu", seed=seed,
+        enabled=True, hidden_size=8, max_epochs=1, validation_days=7, validation_blocks=2, window_stride_hours=2, device="cpu", seed=seed,
     ))
     model = HybridModel(config, EXOG).fit(data)
     return save_bundle(model, path, DataConfig(exog=EXOG))
