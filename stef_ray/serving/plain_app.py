@@ -175,8 +175,11 @@ def build_http_app(
             if observe is not None:
                 observe(answer, time.perf_counter() - started)
 
-    @app.post("/actuals", response_model=ActualsResponse, openapi_extra={"parameters": [key_header]},
-              responses={c: error_responses[c] for c in (400, 401, 413, 422, 503)})
+    @app.post("/actuals", response_model=ActualsResponse, responses={c: error_responses[c] for c in (400, 401, 413, 422, 503)},
+              openapi_extra={"parameters": [key_header], "requestBody": {
+                  "required": True,
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActualsRequest"}}},
+              }})
     async def actuals(request: Request) -> JSONResponse:
         """Store measured load (``power_demand_actual``), keyed by the hour: sending an hour again changes
         nothing. Answers once the points are in the local spool, which delivers them to the store."""
@@ -206,6 +209,9 @@ def build_http_app(
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        actuals = ActualsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(actuals.pop("$defs", {}))
+        components["ActualsRequest"] = actuals
         if service is not None:
             body = service.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))

@@ -116,7 +116,10 @@ def test_serve_command__sigterm_stops_it_cleanly(bundles, tmp_path):
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                   env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                                   # Ray's HAProxy binds fixed ports (8404, 9101): a second Serve in
+                                   # high-throughput mode on the machine of the test session's cannot start.
+                                   env={**os.environ, "RAY_AUTH_MODE": "disabled",
+                                        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"})
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and "Ctrl-C to stop" not in log.read_text(errors="replace"):
