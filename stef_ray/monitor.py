@@ -266,13 +266,19 @@ class FluxReader:
         self._client.close()
 
 
-def reader_for(config: MonitorConfig, influx_settings: InfluxSettings | None = None) -> ExportReader | FluxReader:
-    """The reader `config.source` names; `influx` needs `influx_settings`."""
-    if config.source == "export":
-        return ExportReader(config.export_url, timeout_s=config.query_timeout_s)
+def open_reader(source: str, export_url: str | None, influx_settings: InfluxSettings | None,
+                timeout_s: float = 30.0) -> ExportReader | FluxReader:
+    """The reader ``source`` names ('export' or 'influx'); 'influx' needs ``influx_settings``."""
+    if source == "export":
+        return ExportReader(export_url, timeout_s=timeout_s)
     if influx_settings is None:
         raise ConfigError("source 'influx' needs InfluxDB settings (INFLUXDB_URL, INFLUXDB_TOKEN, ... in env or .env)")
-    return FluxReader(influx_settings, timeout_s=config.query_timeout_s)
+    return FluxReader(influx_settings, timeout_s=timeout_s)
+
+
+def reader_for(config: MonitorConfig, influx_settings: InfluxSettings | None = None) -> ExportReader | FluxReader:
+    """The reader `config.source` names; `influx` needs `influx_settings`."""
+    return open_reader(config.source, config.export_url, influx_settings, config.query_timeout_s)
 
 
 # ---- report -------------------------------------------------------------------------------------

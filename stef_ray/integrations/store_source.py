@@ -29,7 +29,7 @@ def read_store_history(data: DataConfig, env_file: str | None = ".env") -> Hourl
     """The hourly grid of the stored actuals over ``data.store``'s window, read with ``data``'s time zone and
     holiday calendar. Raises ConfigError for a config the store cannot serve, DataError for an empty window,
     ServiceUnavailableError when the store does not answer."""
-    from stef_ray.monitor import ExportReader, FluxReader
+    from stef_ray.monitor import open_reader
 
     store = data.store
     if store is None:
@@ -38,11 +38,9 @@ def read_store_history(data: DataConfig, env_file: str | None = ".env") -> Hourl
         raise ConfigError(f"data.store holds load only, so data.exog ({', '.join(data.exog)}) cannot come from it: "
                           "read a file (data.path / --data) or leave exog empty (data.holidays still works)")
     start, end = store_window(store.end, store.days)
-    if store.reader == "export":
-        reader, where = ExportReader(store.export_url), store.export_url
-    else:
-        settings = InfluxSettings.from_env(env_file)
-        reader, where = FluxReader(settings), f"{settings.url}, bucket {settings.bucket}"
+    settings = InfluxSettings.from_env(env_file) if store.reader == "influx" else None
+    where = f"{settings.url}, bucket {settings.bucket}" if settings else store.export_url
+    reader = open_reader(store.reader, store.export_url, settings)
     try:
         actuals = reader.actuals(start, end)
     finally:

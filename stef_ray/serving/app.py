@@ -62,7 +62,7 @@ from ray.serve.handle import DeploymentHandle
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError
 from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
-from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, HttpSettings, build_http_app
+from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, NO_STORE, HttpSettings, build_http_app
 from stef_ray.serving.schemas import ActualsRequest, RequestError
 from stef_ray.serving.service import (
     ComponentBatch,
@@ -513,8 +513,7 @@ class ForecastIngress:
         disk and will reach the store); the same line protocol as `stef-ray ingest`."""
         sink = self._sink
         if sink is None:
-            raise RequestError(503, "this server stores no actuals: no time-series store is configured (set "
-                               "INFLUXDB_URL in the Serve environment, or args.influx in serve_config.yaml)")
+            raise RequestError(503, NO_STORE)
         frame = pd.DataFrame({"timestamp": [pd.Timestamp(row.timestamp) for row in request.actuals],
                               "load": [row.load for row in request.actuals]})
         accepted = await asyncio.to_thread(sink.submit_actuals, frame, value_column="load")

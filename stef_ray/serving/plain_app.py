@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+NO_STORE = ("this server stores no actuals: no time-series store is configured (set INFLUXDB_URL in the "
+            "server's environment, or args.influx in serve_config.yaml)")
 ERRORS = {
     400: "malformed JSON",
     401: "missing or wrong API key (only when one is configured)",
@@ -193,8 +195,7 @@ def build_http_app(
             stamps = np.array([int(row.timestamp.timestamp()) * 10**9 for row in parsed.actuals], dtype=np.int64)
             check_hourly(stamps, "actuals", "UTC")
             if store_actuals is None:
-                raise RequestError(503, "this server stores no actuals: no time-series store is configured "
-                                   "(set INFLUXDB_URL, or args.influx in serve_config.yaml)")
+                raise RequestError(503, NO_STORE)
             accepted = await store_actuals(parsed)
             return JSONResponse({"accepted": accepted, "first": parsed.actuals[0].timestamp.isoformat(),
                                  "last": parsed.actuals[-1].timestamp.isoformat()})
