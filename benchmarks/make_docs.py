@@ -2,7 +2,7 @@
 
     python benchmarks/make_docs.py
 
-One section per results file (*.md), in this order: accuracy, neural_residual, fit_speed, tune_asha_vs_fifo,
+One section per results file (*.md), in this order: accuracy, smoothing_window, neural_residual, fit_speed, tune_asha_vs_fifo,
 serve_latency, serve_hop_cost_*, then any others; a file that does not exist is skipped. The per-dataset
 accuracy_<name>.md files are left out where accuracy.md, which accuracy.py writes from them, exists. The
 headings inside a file move below its section's heading. A part of a file measured with the design before
@@ -24,9 +24,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 OUT = DOCS / "benchmarks.md"
 
-ORDER = ("accuracy", "neural_residual", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
+ORDER = ("accuracy", "smoothing_window", "neural_residual", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
 TITLES = {
     "accuracy": "Day-ahead accuracy",
+    "smoothing_window": "One forecast path: the bounded smoothing of weather inputs",
     "neural_residual": "Does the neural residual earn its place?",
     "fit_speed": "Fit and forecast speed",
     "tune_asha_vs_fifo": "Ray Tune: ASHA vs FIFO",

@@ -51,7 +51,10 @@ from stef_ray.models.trend import LogLinearTrend
 # 7: the neural residual (LSTM or MLP, an ensemble, with the origin hour as an input) in residual_neural.pt,
 # trained on the linear layers' out-of-fold errors and kept or dropped by the validation blocks (the
 # manifest's training.neural); a format 6 reader would load it as the old LSTM and fail.
-FORMAT_VERSION = 7
+# 8: the smoothed weather inputs read a bounded window (seasonality.json's smoothing_window_hours), so a
+# forecast needs that warm-up before its lookback; a format 7 reader would smooth from the request's first
+# row and forecast something else than the backtest, without a word.
+FORMAT_VERSION = 8
 MANIFEST = "manifest.json"
 WEIGHTS = "residual_neural.pt"
 LEGACY_WEIGHTS = "residual_lstm.pt"  # formats 1-6

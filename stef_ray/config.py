@@ -147,6 +147,11 @@ class SeasonalityConfig(StrictModel):
         default_factory=lambda: [3, 12, 24, 72, 168],
         description="exponential smoothing spans (h) of non-binary exogenous columns (thermal inertia)",
     )
+    smoothing_window_hours: int = Field(
+        504, ge=0, le=2016, description="the smoothing reads each hour's last N hours only (its weights cut "
+        "there and renormalised), so a forecast needs N - 1 hours of exogenous history before its lookback "
+        "window and then equals the forecast from the whole history; 0 = from the frame's first row"
+    )
     ridge_alpha: float = Field(1e-2, ge=0, description="ridge penalty on standardized columns")
     cross_validate: bool = Field(
         True, description="where there are non-binary exogenous inputs (weather): choose their columns' ridge "

@@ -156,16 +156,26 @@ def is_binary(values: np.ndarray) -> bool:
     return finite.size > 0 and bool(np.isin(finite, (0.0, 1.0)).all())
 
 
-def exponential_smoothing(values: np.ndarray, span_hours: int, segment_rows: int | None = None) -> np.ndarray:
+def exponential_smoothing(
+    values: np.ndarray, span_hours: int, segment_rows: int | None = None, window_hours: int = 0
+) -> np.ndarray:
     """EWM with the given span, causal (uses only the past and the present hour); NaN-tolerant.
 
+    ``window_hours`` > 0: the smoothing's weights (1 - a)^j for the last ``window_hours`` hours only,
+    renormalised over the hours that have a value. Each hour's value then depends on that window alone, so a
+    forecast from a frame holding ``window_hours - 1`` hours before its first row equals one from the whole
+    history (the forecast path's warm-up, ``FourierSeasonality.warmup_hours``). 0: pandas'
+    ``ewm(adjust=False, ignore_na=True)`` from the frame's first row (bundles before format 8).
+
     ``segment_rows``: ``values`` is one or more series of that length end to end (a batch of forecast
-    requests in the Serve app), each smoothed on its own. Without NaNs that runs as the first-order filter
-    y[t] = a x[t] + (1 - a) y[t-1], y[0] = x[0] in one scipy call for the whole batch (pandas' numbers to
-    1e-13, ten times faster per request); scipy.signal is imported only then, since importing it costs
-    1.5 s, which the CLI should not pay. Otherwise pandas' ``ewm(adjust=False, ignore_na=True)``.
+    requests in the Serve app), each smoothed on its own. For the unbounded smoothing without NaNs that runs
+    as the first-order filter y[t] = a x[t] + (1 - a) y[t-1], y[0] = x[0] in one scipy call for the whole
+    batch (pandas' numbers to 1e-13, ten times faster per request); scipy.signal is imported only then,
+    since importing it costs 1.5 s, which the CLI should not pay.
     """
     values = np.asarray(values, dtype=float)
+    if window_hours:
+        return _windowed_smoothing(values, span_hours, segment_rows or len(values), window_hours)
     if segment_rows is None:
         return pd.Series(values).ewm(span=span_hours, adjust=False, ignore_na=True).mean().to_numpy()
     segments = values.reshape(-1, segment_rows)
@@ -177,6 +187,22 @@ def exponential_smoothing(values: np.ndarray, span_hours: int, segment_rows: int
         return lfilter([alpha], [1.0, alpha - 1.0], segments, axis=1, zi=zi)[0].ravel()
     columns = pd.DataFrame(segments.T)
     return columns.ewm(span=span_hours, adjust=False, ignore_na=True).mean().to_numpy().T.ravel()
+
+
+def _windowed_smoothing(values: np.ndarray, span_hours: int, segment_rows: int, window_hours: int) -> np.ndarray:
+    """``exponential_smoothing`` with ``window_hours``: a weighted mean of each hour's last ``window_hours``
+    hours within its segment (fewer at a segment's start), weights (1 - a)^j, a = 2 / (span + 1)."""
+    weights = (1.0 - 2.0 / (span_hours + 1.0)) ** np.arange(window_hours)
+    out = np.empty_like(values)
+    for start in range(0, len(values), segment_rows):
+        segment = values[start : start + segment_rows]
+        present = np.isfinite(segment)
+        n = len(segment)
+        total = np.convolve(np.where(present, segment, 0.0), weights)[:n]
+        weight = np.convolve(present.astype(float), weights)[:n]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + n] = np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
+    return out
 
 
 def hinge_basis(values: np.ndarray, knots: list[float]) -> np.ndarray:

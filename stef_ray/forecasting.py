@@ -40,7 +40,8 @@ def forecast_from_frames(
 
     Args:
         history: hourly frame, tz-aware index, column ``load`` and the model's exogenous columns; its last
-            ``lookback`` hours must be complete (short gaps interpolated already).
+            ``history_hours`` hours are read, the last ``lookback`` of them must hold the load (short gaps
+            interpolated already).
         future: exogenous values for the hours ahead (index = those hours); missing hours or values fall
             back to the same hour one week earlier, noted in ``Forecast.notes``.
         horizon: hours to return (<= the model's horizon; default all).
@@ -54,27 +55,27 @@ def forecast_from_frames(
     missing = [name for name in [LOAD, *model.exog] if name not in history.columns]
     if missing:
         raise DataError(f"history lacks column(s) {', '.join(missing)} that the model was trained with")
-    recent = history.iloc[-model.lookback :]
-    if len(recent) < model.lookback:
-        raise InsufficientHistoryError(
-            f"history has {len(history)} hours; the model needs the last {model.lookback} hours before the origin"
-        )
-    gap = np.flatnonzero(~np.isfinite(recent[LOAD].to_numpy(dtype=float)))
+    need = model.history_hours
+    recent = history.iloc[-need:]
+    if len(recent) < need:
+        raise InsufficientHistoryError(f"history has {len(history)} hours; the model needs {model.history_needed()}")
+    gap = np.flatnonzero(~np.isfinite(recent[LOAD].to_numpy(dtype=float)[-model.lookback :]))
     if len(gap):
         raise DataError(
-            f"load is missing at {recent.index[gap[0]]} within the last {model.lookback} hours before the origin "
-            f"({len(gap)} hours missing); forecast from an origin after the gap (--origin) or fill the data"
+            f"load is missing at {recent.index[len(recent) - model.lookback + gap[0]]} within the last "
+            f"{model.lookback} hours before the origin ({len(gap)} hours missing); forecast from an origin after "
+            "the gap (--origin) or fill the data"
         )
     origin = recent.index[-1] + pd.Timedelta(hours=1)
     future_index = pd.date_range(origin, periods=model.horizon, freq="h", name="timestamp")
     future_exog, notes = _future_exog(model, history, future, future_index)
     future_rows = future_exog.assign(**{LOAD: np.nan})[[LOAD, *model.exog]]
     frame = pd.concat([recent[[LOAD, *model.exog]], future_rows])
-    components = model.predict_components(frame, np.array([model.lookback]))
+    components = model.predict_components(frame, np.array([len(recent)]))
     # Older history, where there is some, lets the model widen its quantiles after days of large errors.
-    # Only the scale is taken from that longer frame: the point forecast stays the lookback frame's
-    # (smoothed temperature depends on the frame's first row, and saved bundles must forecast as before).
-    known = history.iloc[-(model.lookback + model.interval_history_hours) :]
+    # Only the scale is taken from that longer frame (with the bounded smoothing its point forecast is the
+    # same; bundles before format 8 smooth from the frame's first row and must forecast as before).
+    known = history.iloc[-(need + model.interval_history_hours) :]
     if len(known) > len(recent):
         longer = pd.concat([known[[LOAD, *model.exog]], future_rows])
         components.interval_scale = model.predict_components(longer, np.array([len(known)])).interval_scale

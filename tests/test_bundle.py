@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).parent / "golden" / "bundle_v1"
 def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_hourly, tmp_path):
     path = save_bundle(fitted_model, tmp_path / "bundle")
     loaded, manifest = load_bundle(path)
-    history = synthetic_hourly.frame.iloc[-200:-24]
+    history = synthetic_hourly.frame.iloc[-800:-24]
     future = synthetic_hourly.frame.iloc[-24:]
     expected = forecast_from_frames(fitted_model, history, future).frame
     got = forecast_from_frames(loaded, history, future).frame
@@ -39,7 +39,7 @@ def test_bundle__trained_on_a_gpu_forecasts_on_a_cpu_only_machine(fitted_model, 
     manifest_path.write_text(json.dumps(manifest))
     loaded, _ = load_bundle(path)
     assert loaded.config.residual.device == "auto"
-    history, future = synthetic_hourly.frame.iloc[-200:-24], synthetic_hourly.frame.iloc[-24:]
+    history, future = synthetic_hourly.frame.iloc[-800:-24], synthetic_hourly.frame.iloc[-24:]
     np.testing.assert_allclose(forecast_from_frames(loaded, history, future).frame["forecast"],
                                forecast_from_frames(fitted_model, history, future).frame["forecast"], rtol=1e-6)
     assert load_bundle(path, device="cpu")[0].config.residual.device == "cpu"  # an explicit choice wins
@@ -67,7 +67,7 @@ def test_bundle__format_1_linear_residual_in_json_still_loads(fitted_model, synt
     (path / "residual_linear.npz").unlink()
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))
-    history, future = synthetic_hourly.frame.iloc[-200:-24], synthetic_hourly.frame.iloc[-24:]
+    history, future = synthetic_hourly.frame.iloc[-800:-24], synthetic_hourly.frame.iloc[-24:]
     np.testing.assert_allclose(forecast_from_frames(load_bundle(path)[0], history, future).frame["forecast"],
                                forecast_from_frames(fitted_model, history, future).frame["forecast"], rtol=1e-12)
 
@@ -113,7 +113,7 @@ def test_bundle__golden_v1_still_loads_and_forecasts(synthetic_hourly):
     model, manifest = load_bundle(GOLDEN)
     assert manifest["format_version"] == 1
     expected = json.loads((GOLDEN.parent / "bundle_v1_forecast.json").read_text())
-    history = synthetic_hourly.frame.iloc[-200:-24]
+    history = synthetic_hourly.frame.iloc[-800:-24]
     got = forecast_from_frames(model, history, synthetic_hourly.frame.iloc[-24:]).frame
     np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"], rtol=1e-6)
 

@@ -27,7 +27,7 @@ def test_forecasting__gap_in_last_168h_is_refused(fitted_model, synthetic_hourly
 
 
 def test_forecasting__too_short_history_is_refused(fitted_model, synthetic_hourly):
-    with pytest.raises(InsufficientHistoryError, match="needs the last 168 hours"):
+    with pytest.raises(InsufficientHistoryError, match=r"needs the last 671 hours before the origin \(168 of load, and 503 more of temperature for"):
         forecast_from_frames(fitted_model, synthetic_hourly.frame.iloc[:100])
 
 
@@ -56,8 +56,7 @@ def test_forecasting__forecast_at_uses_rows_after_origin_as_known_future(fitted_
 
 def test_forecasting__quantile_band_matches_the_backtest_path_with_long_history(fitted_model, synthetic_hourly):
     # The forecast passes the days before the lookback on, so its band (offsets times the adaptive scale)
-    # is the one predict_components gives on the whole frame, as in the backtest. (Point values differ
-    # slightly: smoothed temperature starts from the first row of whatever frame is given.)
+    # is the one predict_components gives on the whole frame, as in the backtest, and so is its point.
     frame = synthetic_hourly.frame.copy()
     rows = np.arange(len(frame) - 24 * 8, len(frame) - 48)
     frame.iloc[rows, frame.columns.get_loc("load")] *= np.where(np.arange(len(rows)) % 2, 1.15, 0.85)
@@ -70,6 +69,7 @@ def test_forecasting__quantile_band_matches_the_backtest_path_with_long_history(
     assert components.interval_scale[0] > 1.0
     np.testing.assert_allclose(np.log(result["p90"] / result["p10"]), np.log(expected["p90"][0] / expected["p10"][0]),
                                rtol=1e-3)
+    np.testing.assert_allclose(result["forecast"], expected["forecast"][0], rtol=1e-9)
 
 
 def test_forecasting__a_calendar_holiday_ahead_comes_from_the_calendar_not_last_week(thanksgiving_eve):

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # a fresh stack: no champion registered yet (the answers say so, with a 503)
             print(f"serving on {url}: {model.get('detail', 'no model yet')}")
         print(f"  OpenAPI: {url}/docs   health: {url}/healthz   model: {url}/model")
-        print(curl_example(url, model.get("exog", []), model.get("lookback_hours", 168), api_key=bool(api_key)))
+        print(curl_example(url, model.get("exog", []), model.get("history_hours", model.get("lookback_hours", 168)), api_key=bool(api_key)))
         dashboard = getattr(context, "dashboard_url", None)
         if dashboard:
             print(f"  Ray dashboard: http://{dashboard}  (Serve tab: replicas, requests, logs)")

@@ -179,12 +179,13 @@ MODEL_CODE = textwrap.dedent(
 )
 
 
-def example_input(data: HourlyData, origin: pd.Timestamp, lookback: int, horizon: int, exog: list[str]) -> pd.DataFrame:
-    """``lookback`` hours of history before ``origin`` and ``horizon`` future rows (load empty)."""
+def example_input(data: HourlyData, origin: pd.Timestamp, hours: int, horizon: int, exog: list[str]) -> pd.DataFrame:
+    """``hours`` of history before ``origin`` (the model's ``history_hours``) and ``horizon`` future rows
+    (load empty)."""
     frame = data.frame
     position = int(frame.index.searchsorted(origin))
-    rows = frame.iloc[max(position - lookback, 0) : position + horizon][[LOAD, *exog]].copy()
-    rows.iloc[position - max(position - lookback, 0) :, rows.columns.get_loc(LOAD)] = np.nan
+    rows = frame.iloc[max(position - hours, 0) : position + horizon][[LOAD, *exog]].copy()
+    rows.iloc[position - max(position - hours, 0) :, rows.columns.get_loc(LOAD)] = np.nan
     rows.insert(0, "timestamp", [ts.isoformat() for ts in rows.index])
     return rows.reset_index(drop=True)
 
@@ -434,7 +435,7 @@ def log_search(outcome: TuneOutcome, config: TuneConfig, data: HourlyData, run_d
         with tempfile.TemporaryDirectory() as folder:
             png = search_progress_png(outcome, Path(folder) / "search_progress.png", settings.top_trials_plotted)
             mlflow.log_artifact(str(png))
-        example = example_input(data, outcome.holdout_start, outcome.model.lookback, outcome.model.horizon,
+        example = example_input(data, outcome.holdout_start, outcome.model.history_hours, outcome.model.horizon,
                                 outcome.model.exog)
         info = log_bundle_model(outcome.bundle_path, example)
         version, decision = register_and_gate(client, info.model_uri, settings, outcome.holdout_metrics["MAPE"],

@@ -55,6 +55,7 @@ P10_P90_WIDTH_IN_SIGMAS = 2.5631  # a normal's P90 - P10, in standard deviations
 MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
 MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
 MIN_CALIBRATION_WINDOWS = 24  # per origin hour's share of the validation windows, else the pooled values
+SEGMENTS_PER_CALL = 64  # origins forecast together (a backtest's many origins: bounded memory)
 
 
 @dataclass
@@ -114,6 +115,20 @@ class HybridModel:
     @property
     def horizon(self) -> int:
         return self.config.residual.horizon_hours
+
+    @property
+    def history_hours(self) -> int:
+        """Hours before an origin a forecast reads: the lookback, and before it the smoothing's warm-up
+        for the exogenous inputs (see ``FourierSeasonality.warmup_hours``). A frame holding them forecasts
+        exactly as the whole history does."""
+        return self.lookback + self.seasonality.warmup_hours
+
+    def history_needed(self) -> str:
+        """What ``history_hours`` holds, in words, for the one-line errors of the CLI and the HTTP app."""
+        warmup = self.history_hours - self.lookback
+        why = (f" ({self.lookback} of load, and {warmup} more of {', '.join(self.seasonality.smoothed_inputs)} "
+               "for its smoothing)" if warmup else "")
+        return f"the last {self.history_hours} hours before the origin{why}"
 
     def _exog_frame(self, frame: pd.DataFrame) -> pd.DataFrame | None:
         return frame[self.exog] if self.exog else None
@@ -561,16 +576,56 @@ class HybridModel:
     def predict_components(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
         """Forecast from several origins of one frame at once.
 
-        ``frame`` is hourly with ``load`` (NaN where unknown, at least from each origin on) and the exog
-        columns on every row; ``positions`` are row numbers of the origins. Only rows before an origin
-        contribute their load to its forecast; trend and seasonality need time and exog alone.
+        ``frame`` is hourly with ``load`` and the exog columns on every row; ``positions`` are row numbers
+        of the origins. Each origin is forecast from its own rows, as a request would carry them: the
+        ``history_hours`` and ``interval_history_hours`` before it (fewer where the frame starts later) and
+        the ``horizon`` rows from it, with the load unknown from the origin on. So a backtest on the whole
+        history and a forecast from a request-sized frame give the same numbers, and no forecast reads an
+        exogenous value beyond its horizon (a bridge day's next day, say).
         """
         positions = np.asarray(positions, dtype=int)
         if len(positions) and (positions.min() < self.lookback or positions.max() + self.horizon > len(frame)):
             raise InsufficientHistoryError(
                 f"each forecast needs {self.lookback} hours before its origin and {self.horizon} rows after"
             )
-        trend_log, season_log = self.base_components(frame)
+        parts = [self._predict_segments(frame, positions[i : i + SEGMENTS_PER_CALL])
+                 for i in range(0, len(positions), SEGMENTS_PER_CALL)]
+        if len(parts) == 1:
+            return parts[0]
+        scales = [p.interval_scale for p in parts]
+        return ComponentForecast(*(np.concatenate([getattr(p, k) for p in parts])
+                                   for k in ("trend", "seasonality", "residual")),
+                                 None if scales[0] is None else np.concatenate(scales),
+                                 np.concatenate([p.origin_hour for p in parts]))
+
+    def _predict_segments(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
+        before = self.history_hours + self.interval_history_hours
+        rows = positions[:, None] + np.arange(-before, self.horizon)[None, :]
+        outside = rows < 0
+        source = frame.iloc[np.clip(rows, 0, None).ravel()]
+        values = source[[LOAD, *self.exog]].to_numpy(dtype=float).reshape(*rows.shape, -1)
+        values[outside] = np.nan  # hours before the frame starts: unknown
+        values[:, before:, 0] = np.nan  # the load from the origin on: unknown to the forecast
+        # The instants, each segment's running hourly from its origin (rows before the frame's start too).
+        origin_ns = frame.index[positions].asi8
+        instants = origin_ns[:, None] + np.arange(-before, self.horizon)[None, :] * 3_600_000_000_000
+        inside = ~outside.ravel()
+        if not np.array_equal(source.index.asi8[inside], instants.ravel()[inside]):
+            raise ValueError("the frame must be hourly with every hour once (HourlyData's frames are)")
+        index = pd.DatetimeIndex(instants.ravel().view("datetime64[ns]"), name=frame.index.name)
+        if frame.index.tz is not None:
+            index = index.tz_localize("UTC").tz_convert(frame.index.tz)
+        segments = pd.DataFrame(values.reshape(-1, values.shape[2]), index=index, columns=[LOAD, *self.exog])
+        return self.predict_segments(segments, before + self.horizon)
+
+    def predict_segments(self, frame: pd.DataFrame, rows_per_segment: int) -> ComponentForecast:
+        """Forecast from frames of ``rows_per_segment`` rows laid end to end in ``frame``, each ending in the
+        ``horizon`` rows of its forecast (load NaN there), each computed on its own rows only (a batch of
+        forecast requests). The Serve app computes the same pieces in separate deployments."""
+        count = len(frame) // rows_per_segment
+        positions = np.arange(count) * rows_per_segment + rows_per_segment - self.horizon
+        trend_log = self.trend.predict(frame.index)
+        season_log = self.seasonality.predict(frame.index, self._exog_frame(frame), segment_rows=rows_per_segment)
         ahead = positions[:, None] + np.arange(self.horizon)
         hours = (wall_clock_hours(frame.index)[positions] % HOURS_PER_DAY).astype(int)
         if self.neural is None and self.linear is None:

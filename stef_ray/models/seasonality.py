@@ -58,6 +58,7 @@ FITTED_WITHOUT = {
     "exog_hinge_daily_interaction": 0,
     "bridge_day_share": 0.0,
     "cross_validate": False,
+    "smoothing_window_hours": 0,
 }
 
 
@@ -80,6 +81,18 @@ class FourierSeasonality:
         self._calendar_table: tuple[float, np.ndarray] | None = None  # see _calendar_values
         self._profiles_on_trial = False  # see _fit
         self._weeks = 0.0
+
+    @property
+    def warmup_hours(self) -> int:
+        """Hours of exogenous values a forecast needs before the first row it computes (the smoothing's
+        window less one); 0 without smoothed inputs, or with the unbounded smoothing of older bundles."""
+        return max(self.config.smoothing_window_hours - 1, 0) if self.smoothed_inputs else 0
+
+    @property
+    def smoothed_inputs(self) -> list[str]:
+        """The exogenous inputs whose smoothed values the forecast uses."""
+        return [spec["name"] for spec in self.exog_spec
+                if not spec["binary"] and spec["spans"] and spec["name"] not in self.dropped_exog]
 
     # ----------------------------------------------------------------- design
     def _exog_block(
@@ -111,7 +124,7 @@ class FourierSeasonality:
                 blocks.append(hinges)
                 names += [f"{name}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
                 for span in spec["spans"]:
-                    smooth = exponential_smoothing(values, span, segment_rows)
+                    smooth = exponential_smoothing(values, span, segment_rows, self.config.smoothing_window_hours)
                     blocks.append(hinge_basis(smooth, spec["knots"]))
                     names += [f"{name}_ewm{span}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
                 inter = _paired(daily, spec["interaction"])

@@ -48,6 +48,7 @@ import os
 import random
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -56,6 +57,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
@@ -93,6 +95,7 @@ TAG_ARM = "arm"  # extra tag on stored forecasts, next to the sink's model_name 
 COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "max_ongoing_requests": 64}
 BACKLOG_EVERY_S = 5.0  # how often the spool backlog gauge is read, at most (on the submitter thread)
 LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000]
+REPLICA_RETRIES = 1  # a request whose component replica died is asked again this many times (idempotent)
 # Ray Serve's high-throughput mode (Ray >= 2.55; docs: "Enable High Throughput on Ray Serve"): HAProxy
 # (C) in place of the Python proxy actor, requests straight to the ingress replicas, gRPC between
 # deployments, user code on each replica's own event loop. Ray's processes read these when they start,
@@ -582,7 +585,7 @@ class ForecastIngress:
         self, services: list[ForecastService], prepared: list[PreparedForecast]
     ) -> list[Components | RequestError]:
         """The requests that arrived together, in one call per component per model (an A/B split or a
-        swap can put two models in a batch; a model's frames all have its lookback + horizon rows). See
+        swap can put two models in a batch; a model's frames all have its history_hours + horizon rows). See
         ``_compute`` for the wait that fills a batch."""
         groups: dict[ModelKey, list[int]] = {}
         for i, service in enumerate(services):
@@ -598,8 +601,12 @@ class ForecastIngress:
     async def _components_of(self, key: ModelKey, prepared: list[PreparedForecast]) -> list[Components] | RequestError:
         batch = ComponentBatch.stack(prepared)
         self._batch_size.observe(len(batch))
-        longs = [p.long_frame for p in prepared]  # None for a request with no hours before the lookback
-        response = self._residual.predict.remote(key, batch, longs)
+        longs = [p.long_frame for p in prepared]  # None for a request with no hours before history_hours
+
+        def ask_residual() -> Any:
+            return self._residual.predict.remote(key, batch, longs)
+
+        response = ask_residual()
         started = asyncio.get_running_loop().time()
         if self._args.composition == "fan_out":  # all three at once; the residual may be late or fail
             try:
@@ -607,7 +614,7 @@ class ForecastIngress:
             except Exception:
                 response.cancel()
                 return RequestError(503, "the trend or seasonality deployment is unavailable; retry shortly")
-        answer, reason = await self._residual_answer(response, started)
+        answer, reason = await self._residual_answer(response, started, ask_residual)
         if answer is not None:
             if self._args.composition == "residual_first":
                 trend, season = answer.trend, answer.season
@@ -622,25 +629,45 @@ class ForecastIngress:
         return [Components(trend[i], season[i], None, reason) for i in range(len(batch))]
 
     async def _trend_and_season(self, key: ModelKey, batch: ComponentBatch) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return await asyncio.gather(_resolve(self._trend.predict.remote(key, batch)),
-                                        _resolve(self._seasonality.predict.remote(key, batch)))
-        except Exception as err:
-            logger.error("trend/seasonality failed: %r", err)
-            raise
+        # A forecast is a pure function of the request: where a replica died under it, asking again (the
+        # router then picks a live one) is safe, and turns a killed replica into a slower answer, not an error.
+        for attempt in range(1 + REPLICA_RETRIES):
+            try:
+                return await asyncio.gather(_resolve(self._trend.predict.remote(key, batch)),
+                                            _resolve(self._seasonality.predict.remote(key, batch)))
+            except RayActorError as err:
+                if attempt == REPLICA_RETRIES:
+                    logger.error("trend/seasonality failed: %r", err)
+                    raise
+                logger.warning("a trend/seasonality replica died under a request; asking another: %r", err)
+            except Exception as err:
+                logger.error("trend/seasonality failed: %r", err)
+                raise
+        raise AssertionError("unreachable")
 
-    async def _residual_answer(self, response: Any, started: float) -> tuple[ResidualAnswer | None, str | None]:
-        """The residual deployment's answer, or None and why (it failed, or took longer than the timeout)."""
-        # What is left of the residual's time; a moment at least, to collect an answer already there.
-        left = max(self._residual_timeout_s - (asyncio.get_running_loop().time() - started), 0.01)
-        try:
-            return await asyncio.wait_for(_resolve(response), left), None
-        except TimeoutError:
-            response.cancel()
-            return None, f"no answer within {self._residual_timeout_s:g} s"
-        except Exception as err:
-            logger.warning("residual deployment failed, answering degraded: %r", err)
-            return None, f"{type(err).__name__}"
+    async def _residual_answer(self, response: Any, started: float, ask_again: Callable[[], Any]
+                               ) -> tuple[ResidualAnswer | None, str | None]:
+        """The residual deployment's answer, or None and why (it failed, or took longer than the timeout).
+        A replica that died under the request is asked again once (``ask_again``) while time is left."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1 + REPLICA_RETRIES):
+            # What is left of the residual's time; a moment at least, to collect an answer already there.
+            left = max(self._residual_timeout_s - (loop.time() - started), 0.01)
+            try:
+                return await asyncio.wait_for(_resolve(response), left), None
+            except TimeoutError:
+                response.cancel()
+                return None, f"no answer within {self._residual_timeout_s:g} s"
+            except RayActorError as err:
+                if attempt == REPLICA_RETRIES or loop.time() - started >= self._residual_timeout_s:
+                    logger.warning("residual deployment failed, answering degraded: %r", err)
+                    return None, f"{type(err).__name__}"
+                logger.warning("a residual replica died under a request; asking another: %r", err)
+                response = ask_again()
+            except Exception as err:
+                logger.warning("residual deployment failed, answering degraded: %r", err)
+                return None, f"{type(err).__name__}"
+        raise AssertionError("unreachable")
 
     def _observe(self, answer: dict | None, seconds: float) -> None:
         self._latency.observe(seconds * 1000)

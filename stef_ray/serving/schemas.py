@@ -99,7 +99,8 @@ def request_model(exog: tuple[str, ...], horizon_hours: int, max_rows: int = 24 
         history=(
             list[history_row],
             Field(min_length=1, max_length=max_rows,
-                  description="recent hourly observations, oldest first; at least the model's lookback (168 h)"),
+                  description="recent hourly observations, oldest first; at least the model's history_hours "
+                  "(GET /model; 168 h without smoothed weather inputs)"),
         ),
         future=(
             list[future_row],
@@ -190,7 +191,10 @@ class ModelInfo(BaseModel):
         None, description="the neural residual's record: architecture, ensemble, whether it is kept, and the "
         "paired gain over the ridges and trees on the validation days that decided it"
     )
-    lookback_hours: int = Field(description="history the model reads")
+    lookback_hours: int = Field(description="hours of load before the origin that the model reads")
+    history_hours: int = Field(description="hours before the origin a request must carry: the lookback, and "
+                               "before it the warm-up of the smoothed weather inputs (their values; the load may "
+                               "be null there)")
     horizon_hours: int = Field(description="hours the model forecasts")
     exog: list[str] = Field(description="exogenous columns each row must carry")
     timezone: str = Field(description="time zone of the model's calendar features")

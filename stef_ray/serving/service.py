@@ -4,7 +4,8 @@ replicas); the plain FastAPI app calls ``ForecastService.forecast`` in one proce
 every validation rule and every number.
 
 The frame handed to the components is exactly the one ``stef_ray.forecasting.forecast_from_frames``
-builds (the last ``lookback`` hours plus ``horizon`` future rows), so an HTTP answer equals the CLI's.
+builds (the model's ``history_hours`` plus ``horizon`` future rows), so an HTTP answer equals the CLI's, and
+both equal the backtest's forecast from the whole history (``HybridModel.predict_components``).
 
 Torch is imported only where the residual model is loaded: trend and seasonality replicas stay small.
 """
@@ -189,6 +190,7 @@ def load_model(source: str, tracking_uri: str | None = None, version: str | None
         residual_models=model.residual_summary(),
         neural_residual=training.get("neural") if isinstance(training.get("neural"), dict) else None,
         lookback_hours=model.lookback,
+        history_hours=history_hours(model),
         horizon_hours=model.horizon,
         exog=list(model.exog),
         timezone=timezone,
@@ -352,9 +354,8 @@ def batch_residuals(
 
 
 def interval_scales(model: Any, long_frames: Sequence[pd.DataFrame]) -> np.ndarray:
-    """The quantile band's scale for requests that sent hours before the lookback window, as
-    ``forecast_from_frames`` computes it: from the whole longer frame, while the point forecast stays the
-    lookback frame's (smoothed temperature depends on a frame's first row). One model pass per request."""
+    """The quantile band's scale for requests that sent hours before ``history_hours``, as
+    ``forecast_from_frames`` computes it: from the whole longer frame. One model pass per request."""
     return np.array([model.predict_components(frame, np.array([len(frame) - model.horizon])).interval_scale[0]
                      for frame in long_frames])
 
@@ -362,10 +363,10 @@ def interval_scales(model: Any, long_frames: Sequence[pd.DataFrame]) -> np.ndarr
 # ------------------------------------------------------------------------------------ request parsing
 @dataclass
 class PreparedForecast:
-    """A validated request: the model's input rows (lookback + model horizon hours) as numpy arrays, and
+    """A validated request: the model's input rows (history_hours + model horizon) as numpy arrays, and
     what was repaired or assumed. ``frame`` is the same rows as the DataFrame the CLI builds."""
 
-    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly: lookback + horizon
+    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly: history_hours + horizon
     values: np.ndarray  # (n, 1 + k): load (NaN from the origin on), then the exog columns
     columns: tuple[str, ...]  # load and the exog names, in the order of ``values``
     timezone: str
@@ -373,7 +374,7 @@ class PreparedForecast:
     horizon: int
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # The hours before the lookback window that the client sent, up to the model's interval_history_hours:
+    # The hours before history_hours that the client sent, up to the model's interval_history_hours:
     # (utc_ns, values) in the same layout, or None. They only scale the quantile band.
     older: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -388,6 +389,11 @@ class PreparedForecast:
             return None
         utc_ns, values = np.concatenate([self.older[0], self.utc_ns]), np.concatenate([self.older[1], self.values])
         return pd.DataFrame(values, index=local_index(utc_ns, self.timezone), columns=list(self.columns))
+
+
+def history_hours(model: Any) -> int:
+    """Hours before the origin that a request must carry (the lookback and the smoothing's warm-up)."""
+    return int(model.history_hours)
 
 
 def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
@@ -508,19 +514,16 @@ class ForecastService:
         Equal, value for value, to the frame ``forecast_from_frames`` builds from the same history.
         """
         model, tz = self.model, self.loaded.timezone
-        lookback, horizon = model.lookback, model.horizon
+        need, horizon = history_hours(model), model.horizon
         stamps = _epoch_ns(request.history)
         check_hourly(stamps, "history", tz)
         span_hours = int((stamps[-1] - stamps[0]) // HOUR_NS) + 1
-        if span_hours < lookback:
-            raise RequestError(
-                422, f"covers {span_hours} hours; the model needs the last {lookback} hours before the forecast "
-                "origin", "history",
-            )
-        # The model reads the last lookback hours, and up to interval_history_hours before them where the
-        # client sent them (its quantiles widen after days of large errors); a few more rows anchor the
-        # interpolation of a short gap at the start.
-        keep_hours = min(span_hours, lookback + int(getattr(model, "interval_history_hours", 0)))
+        if span_hours < need:
+            raise RequestError(422, f"covers {span_hours} hours; the model needs {model.history_needed()}", "history")
+        # The model reads the last history_hours (the lookback and the smoothing's warm-up), and up to
+        # interval_history_hours before them where the client sent them (its quantiles widen after days of
+        # large errors); a few more rows anchor the interpolation of a short gap at the start.
+        keep_hours = min(span_hours, need + int(getattr(model, "interval_history_hours", 0)))
         width = min(span_hours, keep_hours + self.max_gap_hours + 1)
         positions = (stamps - stamps[-1]) // HOUR_NS + width - 1
         keep = positions >= 0
@@ -532,16 +535,16 @@ class ForecastService:
         flags, notes = [], []
         if self._repair_gaps(window, stamps[-1], notes):
             flags.append("interpolated")
-        recent = window[-lookback:]
+        recent = window[-need:]
         origin_ns = int(stamps[-1]) + HOUR_NS
         future = self._future(request, origin_ns, recent, notes)
-        index_ns = origin_ns + HOUR_NS * np.arange(-lookback, horizon, dtype=np.int64)
+        index_ns = origin_ns + HOUR_NS * np.arange(-need, horizon, dtype=np.int64)
         ahead = np.column_stack([np.full(horizon, np.nan), future]) if len(fields) else np.full((horizon, 1), np.nan)
         values = np.concatenate([recent, ahead])
         older = None
-        if keep_hours > lookback:
-            older = (origin_ns + HOUR_NS * np.arange(-keep_hours, -lookback, dtype=np.int64),
-                     window[-keep_hours:-lookback].copy())
+        if keep_hours > need:
+            older = (origin_ns + HOUR_NS * np.arange(-keep_hours, -need, dtype=np.int64),
+                     window[-keep_hours:-need].copy())
         return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, _stamp(origin_ns, tz), request.horizon,
                                 flags, notes, older)
 
@@ -632,7 +635,8 @@ class ForecastService:
         from stef_ray.models.hybrid import ComponentForecast
 
         model = self.model
-        ahead = slice(model.lookback, model.lookback + model.horizon)
+        first = len(prepared.utc_ns) - model.horizon
+        ahead = slice(first, first + model.horizon)
         flags, notes = list(prepared.flags), list(prepared.notes)
         degraded = residual is None
         if degraded:

@@ -91,11 +91,12 @@ def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hou
     assert result.version == "1"
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     # The registered pyfunc forecasts exactly what the bundle does, with the components.
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+    need = outcome.model.history_hours  # the 48 h lookback and the temperature smoothing's warm-up
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, need, 24, ["temperature", "workday"])
     predicted = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(example)
-    # The same 48 h of history: the interval scale, and with it the MAPE point's move, reads the days
-    # before the lookback where a caller sends them.
-    history = tiny_hourly.frame.loc[tiny_hourly.frame.index < outcome.holdout_start].iloc[-48:]
+    # The same hours of history: the interval scale, and with it the MAPE point's move, reads the days
+    # before them where a caller sends them.
+    history = tiny_hourly.frame.loc[tiny_hourly.frame.index < outcome.holdout_start].iloc[-need:]
     future = tiny_hourly.frame.loc[tiny_hourly.frame.index >= outcome.holdout_start, ["temperature", "workday"]]
     expected = forecast_from_frames(outcome.model, history, future).frame
     assert list(predicted.columns) == ["timestamp", "forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"]
@@ -110,7 +111,8 @@ def test_champion_gate__worse_model_gets_challenger_equal_one_takes_champion(
     outcome, config = tiny_search
     client = registry.connect()
     experiment_id = registry.ensure_experiment(client, "gate-test")
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
+                                     ["temperature", "workday"])
 
     def register(bundle: Path, mape: float) -> tuple[str, registry.GateDecision, str]:
         with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -154,7 +156,8 @@ def test_champion_gate__a_champion_trained_before_the_holdout_is_scored_as_it_is
     outcome, config = tiny_search
     client = registry.connect()
     experiment_id = registry.ensure_experiment(client, "gate-before-test")
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, 48, 24, ["temperature", "workday"])
+    example = registry.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
+                                     ["temperature", "workday"])
     before = save_bundle(HybridModel(config.model, tiny_hourly.exog).fit(tiny_hourly.window(end=outcome.holdout_start)),
                          sqlite_store / "before")
     worse = worse_bundle(before, sqlite_store / "worse-before")
@@ -261,7 +264,7 @@ def test_pyfunc__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgivin
     # ahead take the calendar's flags, as `stef-ray forecast` does.
     data_config, data, model = thanksgiving_eve
     bundle = save_bundle(model, tmp_path / "bundle", data_config)
-    history = data.frame.iloc[-200:]
+    history = data.frame.iloc[-800:]
     example = history[["load", "temperature", "holiday"]].rename_axis("timestamp").reset_index()
     example["timestamp"] = example["timestamp"].map(lambda ts: ts.isoformat())
     with mlflow.start_run():

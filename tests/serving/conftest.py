@@ -66,7 +66,7 @@ def bundles(tmp_path_factory) -> Bundles:
 
 @pytest.fixture(scope="session")
 def history_frame() -> pd.DataFrame:
-    """The last 200 observed hours before 24 known future hours of the synthetic series."""
+    """60 days of the synthetic series: request bodies take their history and 24 known future hours from its end."""
     return hourly_data(0).frame
 
 

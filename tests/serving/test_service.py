@@ -231,7 +231,7 @@ def test_forecast__a_calendar_holiday_left_out_of_future_comes_from_the_calendar
 
     data_config, data, model = thanksgiving_eve
     service = ForecastService.from_source(str(save_bundle(model, tmp_path / "bundle", data_config)))
-    history = data.frame.iloc[-200:]
+    history = data.frame.iloc[-800:]
     body = {
         "history": [{"timestamp": ts.isoformat(), "load": row.load, "temperature": row.temperature,
                      "holiday": row.holiday} for ts, row in history.iterrows()],
