@@ -124,3 +124,26 @@ def vic_elec_csv(tmp_path_factory) -> Path:
 
 
 SHARED_PJME = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pjme" / "PJME_hourly.csv"
+
+
+@pytest.fixture(scope="session")
+def fleet_files():
+    """(write_series, write_fleet): a synthetic series file in a folder (its own load column and timestamp
+    format where asked), and a fleet YAML there naming series (with temperature and workday as inputs)."""
+    import yaml
+
+    from stef_ray.data.synthetic import synthetic_load
+
+    def write_series(folder, name: str, seed: int, load_column: str = "load", timestamp_format: str | None = None) -> str:
+        table = synthetic_load(hours=24 * 60, seed=seed).rename(columns={"load": load_column})
+        if timestamp_format:
+            table["timestamp"] = table["timestamp"].dt.tz_localize(None).dt.strftime(timestamp_format)
+        table.to_csv(folder / f"{name}.csv", index=False)
+        return f"{name}.csv"
+
+    def write_fleet(folder, series: dict, **sections) -> str:
+        path = folder / "fleet.yaml"
+        path.write_text(yaml.safe_dump({"data": {"exog": ["temperature", "workday"]}, "series": series, **sections}))
+        return str(path)
+
+    return write_series, write_fleet

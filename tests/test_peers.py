@@ -43,10 +43,12 @@ def test_peers__forecast_from_a_short_history(name, synthetic_hourly):
 def test_configs__shipped_yaml_files_validate():
     from pathlib import Path
 
-    from stef_ray.config import TrainConfig, load_config
+    from stef_ray.config import TrainConfig, load_config, read_yaml
+    from stef_ray.fleet import load_fleet
 
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "configs").glob("*.yaml")):
-        config = load_config(TrainConfig, path)
+        fleet = "series" in read_yaml(path)  # a fleet file: many series' data sections and a shared model
+        config = load_fleet(path) if fleet else load_config(TrainConfig, path)
         assert config.model.residual.horizon_hours == 24, path
     assert pd.Timestamp("2017-01-01")  # the PJM protocol year parses

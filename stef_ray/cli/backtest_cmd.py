@@ -20,6 +20,12 @@ forecasts.csv (every forecast with its actual) to --out, and prints the table.
 example (the vic-elec protocol of the README):
   stef-ray backtest --config configs/vic_elec.yaml --data data/vic_elec.csv \\
       --start 2014-10-03 --days 90 --refit-every 7
+
+Many series at once (--fleet FILE.yaml: each series' file and read options, the shared model; see
+configs/pjm_fleet.yaml): one Ray task per series on the local Ray or --address, a line as each series
+finishes, and a summary (summary.csv in --out); a series with bad data is reported and the others go on.
+Exit status 1 when a series failed.
+  stef-ray backtest --fleet configs/pjm_fleet.yaml --start 2017-01-01 --days 364 --refit-every 28
 """
 
 
@@ -37,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated models (default: %(default)s)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override model.residual.max_epochs")
     parser.add_argument("--out", default="out/backtest", metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--fleet", metavar="YAML", help="backtest every series of a fleet file on Ray (the hybrid "
+                        "only; --config and the data options do not apply)")
+    parser.add_argument("--address", metavar="ADDR", help="with --fleet: the Ray cluster (default: $RAY_ADDRESS, "
+                        "else a local Ray)")
     add_data_arguments(parser, data_required=False)
     parser.set_defaults(handler=run)
 
@@ -44,22 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import pandas as pd
-
     from stef_ray.backtest import run_backtest
     from stef_ray.cli.options import load_data, train_config_from_args
-    from stef_ray.exceptions import ConfigError
     from stef_ray.peers import available_peers
 
+    if args.fleet:
+        return run_fleet(args)
     config = train_config_from_args(args)
     if args.epochs:
         config.model.residual.max_epochs = args.epochs
-    if args.days < 1:
-        raise ConfigError(f"--days must be at least 1 (got {args.days})")
-    try:
-        start = pd.Timestamp(args.start)
-    except ValueError:
-        raise ConfigError(f"--start {args.start!r} is not a date; use e.g. 2014-10-03") from None
+    start = _window(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     data = load_data(config.data)
     peers = available_peers(models)
@@ -76,6 +80,55 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(result.skipped_origins)} origins skipped for gaps in their history")
     print(f"\nfit time {result.fit_seconds:.1f} s; wrote {out}/overall_metrics.csv, horizon_metrics.csv, forecasts.csv")
     return 0
+
+
+def _window(args: argparse.Namespace):
+    import pandas as pd
+
+    from stef_ray.exceptions import ConfigError
+
+    if args.days < 1:
+        raise ConfigError(f"--days must be at least 1 (got {args.days})")
+    try:
+        return pd.Timestamp(args.start)
+    except ValueError:
+        raise ConfigError(f"--start {args.start!r} is not a date; use e.g. 2014-10-03") from None
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stef_ray.exceptions import ConfigError
+    from stef_ray.fleet import load_fleet, summary_table
+    from stef_ray.integrations.fleet_ray import run_fleet_backtest
+
+    if args.config or args.data:
+        raise ConfigError("--fleet names each series' data and the model itself; leave out --config and --data")
+    start = _window(args)
+    fleet = load_fleet(args.fleet)
+    if args.epochs:
+        fleet.model.residual.max_epochs = args.epochs
+    print(f"backtesting {len(fleet.series)} series on Ray, {fleet.resources.cpus_per_series:g} CPU each", flush=True)
+
+    def report(outcome, finished: int, total: int) -> None:
+        what = (f"MAPE {outcome.mape:.3f} %, coverage {outcome.coverage_p10_p90:.1f} %" if outcome.status == "ok"
+                else f"failed: {outcome.error}")
+        print(f"  [{finished}/{total}] {outcome.series_id}: {what} ({outcome.seconds:.0f} s)", flush=True)
+
+    run = run_fleet_backtest(fleet, start, args.days, args.refit_every, args.address, report)
+    table = summary_table(run.outcomes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "summary.csv", index=False, float_format="%.4f")
+    ok = table[table["status"] == "ok"]
+    print()
+    print(table.drop(columns="error").to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    mean = f"mean MAPE {ok['MAPE'].mean():.3f} %, coverage {ok['coverage_p10_p90'].mean():.1f} %; " if len(ok) else ""
+    print(f"\n{len(ok)} of {len(table)} series ok; {mean}{run.wall_seconds:.0f} s wall "
+          f"({len(table) / max(run.wall_seconds, 1e-9) * 60:.2f} series/min); wrote {out}/summary.csv")
+    for failed in run.failed:
+        print(f"{failed.series_id} failed: {failed.error}")
+    return 1 if run.failed else 0
 
 
 def format_table(overall) -> str:

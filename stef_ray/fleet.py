@@ -1,0 +1,117 @@
+"""Many series: a fleet file names each series' data (its own file and read options, as utilities send
+them) and the model settings they share; the per-series work is one plain function each, which the Ray
+adapter (``stef_ray.integrations.fleet_ray``) runs in parallel. Core: no Ray here.
+
+A fleet YAML::
+
+    data:                      # read options every series shares (any key of a config's data section)
+      timezone: US/Eastern
+      hour_ending: true
+      holidays: NERC
+    model: {...}               # the model section of a config, for every series
+    series:                    # per series: its file (relative to this YAML) and its own read options
+      PJME: {path: PJME_hourly.csv, timestamp_col: Datetime, target_col: PJME_MW, dayfirst: true}
+      AEP:  {path: AEP_hourly.csv, timestamp_col: Date_time_str, target_col: AEP_MW,
+             timestamp_format: "%m/%d/%y %H:%M"}
+    resources: {cpus_per_series: 1, retries: 1}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field, ValidationError
+
+from stef_ray.config import DataConfig, ModelConfig, StrictModel, format_validation_error, read_yaml
+from stef_ray.exceptions import ConfigError, StefRayError
+
+
+class FleetResources(StrictModel):
+    cpus_per_series: float = Field(1.0, gt=0, description="CPUs reserved by each series' task (also its torch and "
+                                   "BLAS threads)")
+    retries: int = Field(1, ge=0, le=5, description="times a series is run again after its worker died (a crash, "
+                         "a lost node); an error in its data is reported at once, not retried")
+
+
+class FleetConfig(StrictModel):
+    """What a fleet YAML holds; ``series`` maps a series id to its data section (``path`` and the read options
+    that differ from ``data``'s)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    series: dict[str, dict] = Field(min_length=1, description="series id -> its data options (path at least)")
+    resources: FleetResources = Field(default_factory=FleetResources)
+
+    def data_config(self, series_id: str) -> DataConfig:
+        """The series' data section: the shared one with the series' own options on top."""
+        return DataConfig.model_validate(self.data.model_dump() | self.series[series_id])
+
+
+def load_fleet(path: str | Path) -> FleetConfig:
+    """Read and check a fleet YAML: every series' data section is validated (errors name
+    ``series.<id>.<key>``), and relative paths are taken from the YAML's folder."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        fleet = FleetConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None
+    for series_id, options in fleet.series.items():
+        if not isinstance(options, dict) or not options.get("path"):
+            raise ConfigError(f"{path}: series.{series_id}: needs a path (the series' data file)")
+        options = dict(options)
+        file = Path(options["path"]).expanduser()
+        options["path"] = str(file if file.is_absolute() else path.parent / file)
+        fleet.series[series_id] = options
+        try:
+            fleet.data_config(series_id)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, str(path), prefix=f"series.{series_id}")) from None
+    return fleet
+
+
+@dataclass
+class SeriesOutcome:
+    """One series' result: its scores, or the one-line reason it failed."""
+
+    series_id: str
+    status: str  # "ok" or "failed"
+    mape: float = float("nan")
+    coverage_p10_p90: float = float("nan")
+    days: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    def row(self) -> dict:
+        return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
+                "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
+                "error": self.error}
+
+
+def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
+                    days: int, refit_every: int) -> SeriesOutcome:
+    """One series' day-ahead backtest of the hybrid (as ``stef-ray backtest`` runs it). A problem with the
+    series' data or window is its outcome (status "failed", the one-line message), not an exception: the
+    fleet goes on."""
+    from stef_ray.backtest import run_backtest
+    from stef_ray.data import load_hourly
+
+    started = time.perf_counter()
+    try:
+        data = load_hourly(data_config)
+        result = run_backtest(data, model_config, start, days, refit_every, ["hybrid"])
+    except StefRayError as err:
+        return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
+    overall = result.overall.iloc[0]
+    return SeriesOutcome(series_id, "ok", float(overall["MAPE"]), float(overall.get("coverage_p10_p90", float("nan"))),
+                         int(result.forecasts["origin"].nunique()), time.perf_counter() - started)
+
+
+def summary_table(outcomes: list[SeriesOutcome]) -> pd.DataFrame:
+    """One row per series (failed ones last), in the order of their MAPE."""
+    table = pd.DataFrame([o.row() for o in outcomes])
+    return table.sort_values(["status", "MAPE"], key=lambda c: c.map({"ok": 0, "failed": 1}) if c.name == "status"
+                             else c).reset_index(drop=True)

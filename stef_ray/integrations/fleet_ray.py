@@ -1,0 +1,70 @@
+"""The fleet on Ray: one task per series, as many at once as the cluster has CPUs for (the same code on a
+laptop's local Ray and on a cluster). A series whose data is wrong is reported and the others go on; a
+series whose worker died (a crash, a lost node) is run again up to ``resources.retries`` times by Ray,
+then reported. Results arrive as series finish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FleetRun:
+    outcomes: list[SeriesOutcome]
+    wall_seconds: float
+
+    @property
+    def failed(self) -> list[SeriesOutcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+
+def _backtest_task(series_id: str, data_config, model_config, start, days, refit_every, threads: int) -> SeriesOutcome:
+    from stef_ray.integrations.tune import limit_threads
+
+    limit_threads(threads)
+    return backtest_series(series_id, data_config, model_config, start, days, refit_every)
+
+
+def run_fleet_backtest(
+    fleet: FleetConfig, start: pd.Timestamp, days: int, refit_every: int, address: str | None = None,
+    on_result: Callable[[SeriesOutcome, int, int], None] | None = None,
+) -> FleetRun:
+    """Backtest every series of ``fleet`` on Ray; ``on_result(outcome, finished, total)`` as each ends."""
+    import ray
+    from ray.exceptions import RayError
+
+    from stef_ray.integrations.tune import ensure_ray
+
+    ensure_ray(address)
+    cpus = fleet.resources.cpus_per_series
+    task = ray.remote(_backtest_task).options(num_cpus=cpus, max_retries=fleet.resources.retries)
+    started = time.perf_counter()
+    pending = {
+        task.remote(series_id, fleet.data_config(series_id), fleet.model, start, days, refit_every,
+                    max(1, int(cpus))): series_id
+        for series_id in fleet.series
+    }
+    outcomes: list[SeriesOutcome] = []
+    while pending:
+        [done], _ = ray.wait(list(pending), num_returns=1)
+        series_id = pending.pop(done)
+        try:
+            outcome = ray.get(done)
+        except RayError as err:  # the worker died more often than retried, or the task raised
+            cause = getattr(err, "cause", None) or err
+            message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+            logger.warning("series %s failed: %s", series_id, message)
+            outcome = SeriesOutcome(series_id, "failed", error=f"{type(cause).__name__}: {message}"[:300])
+        outcomes.append(outcome)
+        if on_result:
+            on_result(outcome, len(outcomes), len(outcomes) + len(pending))
+    return FleetRun(outcomes, time.perf_counter() - started)

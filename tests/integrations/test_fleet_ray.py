@@ -1,0 +1,58 @@
+"""The fleet on a real local Ray: one task per series, results as series finish, a series with bad data
+reported while the others are scored; the same through `stef-ray backtest --fleet`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from stef_ray.fleet import load_fleet
+from stef_ray.integrations.fleet_ray import run_fleet_backtest
+
+
+@pytest.fixture
+def small_fleet(tmp_path, fleet_files, tiny_model_config) -> str:
+    """Three series: two good ones in different formats, one naming a load column its file lacks."""
+    write_series, write_fleet = fleet_files
+    folder = tmp_path
+    write_series(folder, "north", 1)
+    write_series(folder, "south", 2, load_column="SOUTH_MW", timestamp_format="%d.%m.%Y %H:%M")
+    write_series(folder, "east", 3)
+    model = tiny_model_config.model_dump(mode="json")
+    model["residual"]["enabled"] = False
+    return write_fleet(folder, {
+        "north": {"path": "north.csv"},
+        "south": {"path": "south.csv", "target_col": "SOUTH_MW", "timestamp_format": "%d.%m.%Y %H:%M"},
+        "east": {"path": "east.csv", "target_col": "EAST_MW"},  # no such column: this series fails
+    }, model=model)
+
+
+def test_fleet_ray__scores_every_good_series_and_reports_the_bad_one(local_ray, small_fleet):
+    fleet = load_fleet(small_fleet)
+    seen = []
+    run = run_fleet_backtest(fleet, pd.Timestamp("2020-02-20"), 7, 7,
+                             on_result=lambda outcome, done, total: seen.append((outcome.series_id, done, total)))
+    by_id = {o.series_id: o for o in run.outcomes}
+    assert sorted(by_id) == ["east", "north", "south"]
+    assert [done for _, done, _ in seen] == [1, 2, 3] and {total for *_, total in seen} == {3}
+    for name in ("north", "south"):
+        assert by_id[name].status == "ok" and by_id[name].days == 7
+        assert 0 < by_id[name].mape < 10 and 0 <= by_id[name].coverage_p10_p90 <= 100
+    assert by_id["east"].status == "failed" and "EAST_MW" in by_id["east"].error
+    # The series were scored as `stef-ray backtest` scores one: the same number for the same data.
+    from stef_ray.fleet import backtest_series
+
+    alone = backtest_series("north", fleet.data_config("north"), fleet.model, pd.Timestamp("2020-02-20"), 7, 7)
+    assert by_id["north"].mape == pytest.approx(alone.mape, rel=1e-9)  # (thread counts differ: rounding)
+
+
+def test_fleet_ray__cli_prints_each_series_and_exits_1_when_one_failed(local_ray, small_fleet, tmp_path, capsys):
+    from stef_ray.cli.main import main
+
+    code = main(["backtest", "--fleet", small_fleet, "--start", "2020-02-20", "--days", "7", "--refit-every", "7",
+                 "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "[3/3]" in printed and "east: failed:" in printed and "2 of 3 series ok" in printed
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert list(summary["status"]) == ["ok", "ok", "failed"]
