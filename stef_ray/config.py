@@ -71,6 +71,11 @@ class DataConfig(StrictModel):
     max_interpolate_hours: int = Field(
         3, ge=0, le=24, description="gaps up to this many hours are interpolated; longer ones are kept out"
     )
+    outlier_ratio: float = Field(
+        2.5, ge=0, description="load below the median of its surrounding week divided by this, or above that "
+        "median times this, is an outlier (a meter or data error, not load): reported, and set missing before "
+        "the gap repair (a short run is interpolated, a long one kept out of training). 0 keeps every value"
+    )
     store: StoreSource | None = Field(
         None, description="read the load from the time-series store instead of a file (`path`); --data FILE "
         "on the command line still reads the file"

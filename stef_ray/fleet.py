@@ -19,7 +19,7 @@ A fleet YAML::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -84,11 +84,13 @@ class SeriesOutcome:
     days: int = 0
     seconds: float = 0.0
     error: str = ""
+    outliers: int = 0  # load hours the data layer set missing as outliers
+    data_report: list[str] = field(default_factory=list)  # what validating the series' file found and did
 
     def row(self) -> dict:
         return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
                 "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
-                "error": self.error}
+                "outliers": self.outliers, "error": self.error, "data_report": " | ".join(self.data_report)}
 
 
 def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
@@ -107,7 +109,8 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
     overall = result.overall.iloc[0]
     return SeriesOutcome(series_id, "ok", float(overall["MAPE"]), float(overall.get("coverage_p10_p90", float("nan"))),
-                         int(result.forecasts["origin"].nunique()), time.perf_counter() - started)
+                         int(result.forecasts["origin"].nunique()), time.perf_counter() - started,
+                         outliers=len(data.report.outliers), data_report=data.report.lines())
 
 
 def summary_table(outcomes: list[SeriesOutcome]) -> pd.DataFrame:

@@ -122,7 +122,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     table.to_csv(out / "summary.csv", index=False, float_format="%.4f")
     ok = table[table["status"] == "ok"]
     print()
-    print(table.drop(columns="error").to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    print(table.drop(columns=["error", "data_report"]).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     mean = f"mean MAPE {ok['MAPE'].mean():.3f} %, coverage {ok['coverage_p10_p90'].mean():.1f} %; " if len(ok) else ""
     print(f"\n{len(ok)} of {len(table)} series ok; {mean}{run.wall_seconds:.0f} s wall "
           f"({len(table) / max(run.wall_seconds, 1e-9) * 60:.2f} series/min); wrote {out}/summary.csv")

@@ -20,6 +20,7 @@ class DataReport:
     interpolated: list[tuple[pd.Timestamp, int]] = field(default_factory=list)
     long_gaps: list[tuple[pd.Timestamp, int]] = field(default_factory=list)
     flatlines: list[tuple[pd.Timestamp, int]] = field(default_factory=list)
+    outliers: list[tuple[pd.Timestamp, float, float]] = field(default_factory=list)  # (hour, value, week's median)
     dropped_nonexistent: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -38,6 +39,12 @@ class DataReport:
             out.append(f"... and {len(self.long_gaps) - 5} more long gaps")
         for start, hours in self.flatlines[:5]:
             out.append(f"flat-lined load for {hours} h from {start:%Y-%m-%d %H:%M}: check the meter data")
+        if self.outliers:
+            first = ", ".join(f"{ts:%Y-%m-%d %H:%M} ({value:,.0f} against {median:,.0f})"
+                              for ts, value, median in self.outliers[:3])
+            out.append(f"{len(self.outliers)} outlier hour(s) of load, far from the median of their week, set "
+                       f"missing: {first}" + (" ..." if len(self.outliers) > 3 else "")
+                       + "; keep them with outlier_ratio: 0")
         if self.dropped_nonexistent:
             out.append(f"dropped {self.dropped_nonexistent} rows at local times skipped by DST")
         out.extend(self.notes)

@@ -314,3 +314,38 @@ def test_loading__a_glob_reads_every_delivery_and_the_later_file_wins_where_they
 
     with pytest.raises(DataError, match=r"no file matches .*week_9\*.csv; check the folder"):
         load_hourly(DataConfig(path=str(folder / "week_9*.csv")))
+
+
+def _three_weeks() -> pd.DataFrame:
+    """Three weeks of a daily shape between about 800 and 1,200 MW, with one dip to a tenth at noon of
+    day 10, a run of four hours at a third on day 14, and one real peak at 2.2 times the week's median."""
+    from stef_ray.data.synthetic import synthetic_load
+
+    table = synthetic_load(hours=24 * 21, seed=4, base_mw=1_000.0, temperature_effect=0.0)
+    table.loc[24 * 10 + 12, "load"] /= 10
+    table.loc[24 * 14 + 2 : 24 * 14 + 5, "load"] /= 3
+    table.loc[24 * 17 + 15, "load"] *= 2.0
+    return table[["timestamp", "load"]]
+
+
+def test_loading__outliers_are_reported_and_repaired_as_gaps():
+    table = _three_weeks()
+    data = frame_to_hourly(table, DataConfig())
+    load = data.frame["load"]
+    flagged = [ts for ts, _, _ in data.report.outliers]
+    assert flagged == [load.index[24 * 10 + 12], *load.index[24 * 14 + 2 : 24 * 14 + 6]]
+    # The single hour is interpolated between its neighbours; the four-hour run is a gap kept out of training.
+    dip = 24 * 10 + 12
+    assert load.iloc[dip] == pytest.approx((table["load"][dip - 1] + table["load"][dip + 1]) / 2)
+    assert load.iloc[24 * 14 + 2 : 24 * 14 + 6].isna().all()
+    assert data.report.long_gaps == [(load.index[24 * 14 + 2], 4)]
+    assert load.iloc[24 * 17 + 15] == pytest.approx(table["load"][24 * 17 + 15])  # a peak at 2x stays
+    line = next(line for line in data.report.lines() if "outlier" in line)
+    assert line.startswith("5 outlier hour(s) of load") and "keep them with outlier_ratio: 0" in line
+
+
+def test_loading__outlier_ratio_zero_keeps_every_value():
+    table = _three_weeks()
+    data = frame_to_hourly(table, DataConfig(outlier_ratio=0))
+    assert data.report.outliers == [] and data.frame["load"].notna().all()
+    np.testing.assert_allclose(data.frame["load"].to_numpy(), table["load"].to_numpy())

@@ -56,3 +56,4 @@ def test_fleet_ray__cli_prints_each_series_and_exits_1_when_one_failed(local_ray
     assert "[3/3]" in printed and "east: failed:" in printed and "2 of 3 series ok" in printed
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(summary["status"]) == ["ok", "ok", "failed"]
+    assert "rows read" in summary["data_report"].iloc[0] and summary["outliers"].iloc[0] == 0
