@@ -84,13 +84,15 @@ class SeriesOutcome:
     days: int = 0
     seconds: float = 0.0
     error: str = ""
+    bundle: str = ""  # where ``train_series`` wrote the series' model
     outliers: int = 0  # load hours the data layer set missing as outliers
     data_report: list[str] = field(default_factory=list)  # what validating the series' file found and did
 
     def row(self) -> dict:
         return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
                 "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
-                "outliers": self.outliers, "error": self.error, "data_report": " | ".join(self.data_report)}
+                "outliers": self.outliers, "bundle": self.bundle, "error": self.error,
+                "data_report": " | ".join(self.data_report)}
 
 
 def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
@@ -110,6 +112,29 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
     overall = result.overall.iloc[0]
     return SeriesOutcome(series_id, "ok", float(overall["MAPE"]), float(overall.get("coverage_p10_p90", float("nan"))),
                          int(result.forecasts["origin"].nunique()), time.perf_counter() - started,
+                         outliers=len(data.report.outliers), data_report=data.report.lines())
+
+
+def train_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, out: str,
+                 end: pd.Timestamp | None = None) -> SeriesOutcome:
+    """Fit one series' hybrid (as ``stef-ray train`` does, on the data before ``end`` where given) and write
+    its bundle to ``out/<series_id>``; ``mape`` is the validation blocks' MAPE. A data problem is the
+    outcome, as in ``backtest_series``."""
+    from stef_ray.bundle import save_bundle
+    from stef_ray.data import load_hourly
+    from stef_ray.models.hybrid import HybridModel
+
+    started = time.perf_counter()
+    try:
+        data = load_hourly(data_config)
+        if end is not None:
+            data = data.window(end=end.tz_localize(data.frame.index.tz) if end.tzinfo is None else end)
+        model = HybridModel(model_config, data.exog).fit(data)
+        path = save_bundle(model, Path(out) / series_id, data_config)
+    except StefRayError as err:
+        return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
+    return SeriesOutcome(series_id, "ok", float(model.training.get("val_mape_log_approx", float("nan"))),
+                         seconds=time.perf_counter() - started, bundle=str(path),
                          outliers=len(data.report.outliers), data_report=data.report.lines())
 
 

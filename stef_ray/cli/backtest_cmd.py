@@ -96,39 +96,14 @@ def _window(args: argparse.Namespace):
 
 
 def run_fleet(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from stef_ray.exceptions import ConfigError
-    from stef_ray.fleet import load_fleet, summary_table
+    from stef_ray.cli.fleet_output import fleet_from_args, print_report, report_line
     from stef_ray.integrations.fleet_ray import run_fleet_backtest
 
-    if args.config or args.data:
-        raise ConfigError("--fleet names each series' data and the model itself; leave out --config and --data")
     start = _window(args)
-    fleet = load_fleet(args.fleet)
-    if args.epochs:
-        fleet.model.residual.max_epochs = args.epochs
+    fleet = fleet_from_args(args)
     print(f"backtesting {len(fleet.series)} series on Ray, {fleet.resources.cpus_per_series:g} CPU each", flush=True)
-
-    def report(outcome, finished: int, total: int) -> None:
-        what = (f"MAPE {outcome.mape:.3f} %, coverage {outcome.coverage_p10_p90:.1f} %" if outcome.status == "ok"
-                else f"failed: {outcome.error}")
-        print(f"  [{finished}/{total}] {outcome.series_id}: {what} ({outcome.seconds:.0f} s)", flush=True)
-
-    run = run_fleet_backtest(fleet, start, args.days, args.refit_every, args.address, report)
-    table = summary_table(run.outcomes)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "summary.csv", index=False, float_format="%.4f")
-    ok = table[table["status"] == "ok"]
-    print()
-    print(table.drop(columns=["error", "data_report"]).to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
-    mean = f"mean MAPE {ok['MAPE'].mean():.3f} %, coverage {ok['coverage_p10_p90'].mean():.1f} %; " if len(ok) else ""
-    print(f"\n{len(ok)} of {len(table)} series ok; {mean}{run.wall_seconds:.0f} s wall "
-          f"({len(table) / max(run.wall_seconds, 1e-9) * 60:.2f} series/min); wrote {out}/summary.csv")
-    for failed in run.failed:
-        print(f"{failed.series_id} failed: {failed.error}")
-    return 1 if run.failed else 0
+    run = run_fleet_backtest(fleet, start, args.days, args.refit_every, args.address, report_line("MAPE"))
+    return print_report(run, args.out)
 
 
 def format_table(overall) -> str:

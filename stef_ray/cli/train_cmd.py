@@ -15,6 +15,11 @@ parallel use 'stef-ray tune'. The output says which residual models are in the f
 
 example:
   stef-ray train --config configs/vic_elec.yaml --data data/vic_elec.csv --out models/production
+
+Many series at once (--fleet FILE.yaml, see configs/pjm_fleet.yaml): one Ray task per series on the local
+Ray or --address, a bundle per series in --out/<series id>, a line as each finishes and summary.csv; a
+series with bad data is reported and the others go on. Exit status 1 when a series failed.
+  stef-ray train --fleet configs/pjm_fleet.yaml --out models/pjm --end 2017-01-01
 """
 
 
@@ -28,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the neural residual trains (default: auto)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override model.residual.max_epochs")
     parser.add_argument("--end", metavar="DATE", help="train only on data before this date (local time)")
+    parser.add_argument("--fleet", metavar="YAML", help="fit every series of a fleet file on Ray, a bundle per "
+                        "series in --out (--config and the data options do not apply)")
+    parser.add_argument("--address", metavar="ADDR", help="with --fleet: the Ray cluster (default: $RAY_ADDRESS, "
+                        "else a local Ray)")
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from stef_ray.cli.options import load_data
     from stef_ray.models.hybrid import HybridModel
 
+    if args.fleet:
+        return run_fleet(args)
     config = train_config_from_args(args)
     if args.device:
         config.model.residual.device = args.device
@@ -70,3 +81,16 @@ def run(args: argparse.Namespace) -> int:
     path = save_bundle(model, args.out, config.data)
     print(f"✓ bundle written to {path}")
     return 0
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from stef_ray.cli.fleet_output import fleet_from_args, print_report, report_line
+    from stef_ray.integrations.fleet_ray import run_fleet_train
+
+    fleet = fleet_from_args(args)
+    if args.device:
+        fleet.model.residual.device = args.device
+    end = local_date(args.end, None) if args.end else None  # each series' own zone: see train_series
+    print(f"training {len(fleet.series)} series on Ray, {fleet.resources.cpus_per_series:g} CPU each", flush=True)
+    run = run_fleet_train(fleet, args.out, end, args.address, report_line("validation MAPE"))
+    return print_report(run, args.out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series
+from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series, train_series
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +27,12 @@ class FleetRun:
         return [o for o in self.outcomes if o.status != "ok"]
 
 
-def _backtest_task(series_id: str, data_config, model_config, start, days, refit_every, threads: int) -> SeriesOutcome:
+def _series_task(work: Callable[..., SeriesOutcome], series_id: str, data_config, model_config, threads: int,
+                 **options) -> SeriesOutcome:
     from stef_ray.integrations.tune import limit_threads
 
     limit_threads(threads)
-    return backtest_series(series_id, data_config, model_config, start, days, refit_every)
+    return work(series_id, data_config, model_config, **options)
 
 
 def run_fleet_backtest(
@@ -39,6 +40,22 @@ def run_fleet_backtest(
     on_result: Callable[[SeriesOutcome, int, int], None] | None = None,
 ) -> FleetRun:
     """Backtest every series of ``fleet`` on Ray; ``on_result(outcome, finished, total)`` as each ends."""
+    return run_fleet(fleet, backtest_series, address, on_result, start=start, days=days, refit_every=refit_every)
+
+
+def run_fleet_train(
+    fleet: FleetConfig, out: str, end: pd.Timestamp | None = None, address: str | None = None,
+    on_result: Callable[[SeriesOutcome, int, int], None] | None = None,
+) -> FleetRun:
+    """Fit every series of ``fleet`` on Ray and write a bundle per series to ``out/<series_id>``."""
+    return run_fleet(fleet, train_series, address, on_result, out=str(out), end=end)
+
+
+def run_fleet(
+    fleet: FleetConfig, work: Callable[..., SeriesOutcome], address: str | None = None,
+    on_result: Callable[[SeriesOutcome, int, int], None] | None = None, **options,
+) -> FleetRun:
+    """``work(series_id, data_config, model_config, **options)`` for every series, one Ray task each."""
     import ray
     from ray.exceptions import RayError
 
@@ -46,11 +63,10 @@ def run_fleet_backtest(
 
     ensure_ray(address)
     cpus = fleet.resources.cpus_per_series
-    task = ray.remote(_backtest_task).options(num_cpus=cpus, max_retries=fleet.resources.retries)
+    task = ray.remote(_series_task).options(num_cpus=cpus, max_retries=fleet.resources.retries)
     started = time.perf_counter()
     pending = {
-        task.remote(series_id, fleet.data_config(series_id), fleet.model, start, days, refit_every,
-                    max(1, int(cpus))): series_id
+        task.remote(work, series_id, fleet.data_config(series_id), fleet.model, max(1, int(cpus)), **options): series_id
         for series_id in fleet.series
     }
     outcomes: list[SeriesOutcome] = []

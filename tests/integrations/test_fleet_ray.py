@@ -57,3 +57,19 @@ def test_fleet_ray__cli_prints_each_series_and_exits_1_when_one_failed(local_ray
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(summary["status"]) == ["ok", "ok", "failed"]
     assert "rows read" in summary["data_report"].iloc[0] and summary["outliers"].iloc[0] == 0
+
+
+def test_fleet_ray__train_writes_a_bundle_per_series_that_forecasts(local_ray, small_fleet, tmp_path, capsys):
+    from stef_ray.bundle import load_bundle
+    from stef_ray.cli.main import main
+
+    out = tmp_path / "models"
+    code = main(["train", "--fleet", small_fleet, "--out", str(out), "--end", "2020-02-20"])
+    printed = capsys.readouterr().out
+    assert code == 1 and "east: failed:" in printed and "2 of 3 series ok" in printed
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["north", "south"]
+    model, manifest = load_bundle(out / "south")
+    assert manifest["data_config"]["target_col"] == "SOUTH_MW"
+    assert manifest["training"]["end"].startswith("2020-02-19")  # fitted on the data before --end only
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[summary["series_id"] == "north", "bundle"].item() == str(out / "north")
