@@ -14,6 +14,11 @@ A fleet YAML::
       AEP:  {path: AEP_hourly.csv, timestamp_col: Date_time_str, target_col: AEP_MW,
              timestamp_format: "%m/%d/%y %H:%M"}
     resources: {cpus_per_series: 1, retries: 1}
+
+or, every series in one long file (a row per series and hour), read with ``data``'s options::
+
+    data: {timestamp_col: timestamp, target_col: load, exog: [temperature]}
+    long_format: {path: zones.parquet, series_col: series_id}
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 
 from stef_ray.config import DataConfig, ModelConfig, StrictModel, format_validation_error, read_yaml
 from stef_ray.exceptions import ConfigError, StefRayError
@@ -36,14 +41,22 @@ class FleetResources(StrictModel):
                          "a lost node); an error in its data is reported at once, not retried")
 
 
+class LongFormat(StrictModel):
+    path: str = Field(description="one CSV or Parquet file holding every series, a row per series and hour")
+    series_col: str = Field("series_id", description="the column naming each row's series")
+
+
 class FleetConfig(StrictModel):
     """What a fleet YAML holds; ``series`` maps a series id to its data section (``path`` and the read options
-    that differ from ``data``'s)."""
+    that differ from ``data``'s), or ``long_format`` names one file holding every series (read with ``data``'s
+    options, split by its series column)."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    series: dict[str, dict] = Field(min_length=1, description="series id -> its data options (path at least)")
+    series: dict[str, dict] = Field(default_factory=dict, description="series id -> its data options (path at least)")
+    long_format: LongFormat | None = Field(None, description="every series in one long file instead of `series`")
     resources: FleetResources = Field(default_factory=FleetResources)
+    _tables: dict | None = PrivateAttr(None)  # a long file's rows per series, once read (split_long_format)
 
     def data_config(self, series_id: str) -> DataConfig:
         """The series' data section: the shared one with the series' own options on top."""
@@ -59,6 +72,14 @@ def load_fleet(path: str | Path) -> FleetConfig:
         fleet = FleetConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path))) from None
+    if fleet.long_format is not None:
+        if fleet.series:
+            raise ConfigError(f"{path}: give either series (a file each) or long_format (one file), not both")
+        file = Path(fleet.long_format.path).expanduser()
+        fleet.long_format.path = str(file if file.is_absolute() else path.parent / file)
+        return fleet
+    if not fleet.series:
+        raise ConfigError(f"{path}: series: name at least one series (id: {{path: FILE}}), or give long_format")
     for series_id, options in fleet.series.items():
         if not isinstance(options, dict) or not options.get("path"):
             raise ConfigError(f"{path}: series.{series_id}: needs a path (the series' data file)")
@@ -71,6 +92,29 @@ def load_fleet(path: str | Path) -> FleetConfig:
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, str(path), prefix=f"series.{series_id}")) from None
     return fleet
+
+
+def split_long_format(fleet: FleetConfig) -> dict[str, pd.DataFrame]:
+    """For a ``long_format`` fleet: read the file once, one table per series (the series column dropped),
+    and fill ``fleet.series`` with each id (the path the long file's, for the bundles' manifests). Empty
+    for a fleet of files."""
+    from stef_ray.data.loading import read_table
+    from stef_ray.exceptions import DataError
+
+    if fleet.long_format is None:
+        return {}
+    if fleet._tables is not None:
+        return fleet._tables
+    long = fleet.long_format
+    table = read_table(long.path)
+    if long.series_col not in table.columns:
+        raise DataError(f"{long.path}: no series column '{long.series_col}' (columns: "
+                        f"{', '.join(map(str, table.columns[:8]))}); set long_format.series_col")
+    tables = {str(series_id): rows.drop(columns=long.series_col).reset_index(drop=True)
+              for series_id, rows in table.groupby(long.series_col, sort=True)}
+    fleet.series = {series_id: {"path": long.path} for series_id in tables}
+    fleet._tables = tables
+    return tables
 
 
 @dataclass
@@ -95,17 +139,25 @@ class SeriesOutcome:
                 "data_report": " | ".join(self.data_report)}
 
 
+def _series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | None):
+    """The series' validated hourly data: from its own file, or from its rows of a long file."""
+    from stef_ray.data import frame_to_hourly, load_hourly
+
+    if table is None:
+        return load_hourly(data_config)
+    return frame_to_hourly(table, data_config, source=f"{data_config.path} [{series_id}]")
+
+
 def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
-                    days: int, refit_every: int) -> SeriesOutcome:
+                    days: int, refit_every: int, table: pd.DataFrame | None = None) -> SeriesOutcome:
     """One series' day-ahead backtest of the hybrid (as ``stef-ray backtest`` runs it). A problem with the
     series' data or window is its outcome (status "failed", the one-line message), not an exception: the
     fleet goes on."""
     from stef_ray.backtest import run_backtest
-    from stef_ray.data import load_hourly
 
     started = time.perf_counter()
     try:
-        data = load_hourly(data_config)
+        data = _series_data(series_id, data_config, table)
         result = run_backtest(data, model_config, start, days, refit_every, ["hybrid"])
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
@@ -116,17 +168,16 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
 
 
 def train_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, out: str,
-                 end: pd.Timestamp | None = None) -> SeriesOutcome:
+                 end: pd.Timestamp | None = None, table: pd.DataFrame | None = None) -> SeriesOutcome:
     """Fit one series' hybrid (as ``stef-ray train`` does, on the data before ``end`` where given) and write
     its bundle to ``out/<series_id>``; ``mape`` is the validation blocks' MAPE. A data problem is the
     outcome, as in ``backtest_series``."""
     from stef_ray.bundle import save_bundle
-    from stef_ray.data import load_hourly
     from stef_ray.models.hybrid import HybridModel
 
     started = time.perf_counter()
     try:
-        data = load_hourly(data_config)
+        data = _series_data(series_id, data_config, table)
         if end is not None:
             data = data.window(end=end.tz_localize(data.frame.index.tz) if end.tzinfo is None else end)
         model = HybridModel(model_config, data.exog).fit(data)

@@ -28,7 +28,7 @@ def test_fleet__series_take_their_own_read_options_and_paths_relative_to_the_fil
 
 
 @pytest.mark.parametrize(("series", "words"), [
-    ({}, "series: Dictionary should have at least 1 item"),
+    ({}, "series: name at least one series"),
     ({"east": {"target_col": "x"}}, "series.east: needs a path"),
     ({"east": {"path": "east.csv", "target_column": "x"}}, "series.east.target_column: unknown key"),
 ])

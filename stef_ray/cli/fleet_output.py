@@ -10,11 +10,12 @@ from pathlib import Path
 
 def fleet_from_args(args: argparse.Namespace):
     from stef_ray.exceptions import ConfigError
-    from stef_ray.fleet import load_fleet
+    from stef_ray.fleet import load_fleet, split_long_format
 
     if args.config or args.data:
         raise ConfigError("--fleet names each series' data and the model itself; leave out --config and --data")
     fleet = load_fleet(args.fleet)
+    split_long_format(fleet)  # a long file: read once here, its series counted
     if getattr(args, "epochs", None):
         fleet.model.residual.max_epochs = args.epochs
     return fleet

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series, train_series
+from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series, split_long_format, train_series
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,13 @@ def run_fleet(
     from stef_ray.integrations.tune import ensure_ray
 
     ensure_ray(address)
+    tables = split_long_format(fleet)  # a long file is read once here; each task gets its series' rows
     cpus = fleet.resources.cpus_per_series
     task = ray.remote(_series_task).options(num_cpus=cpus, max_retries=fleet.resources.retries)
     started = time.perf_counter()
     pending = {
-        task.remote(work, series_id, fleet.data_config(series_id), fleet.model, max(1, int(cpus)), **options): series_id
+        task.remote(work, series_id, fleet.data_config(series_id), fleet.model, max(1, int(cpus)),
+                    **options, **({"table": tables[series_id]} if tables else {})): series_id
         for series_id in fleet.series
     }
     outcomes: list[SeriesOutcome] = []
