@@ -35,6 +35,7 @@ TITLES = {
     "serve_hop_cost": "Ray Serve: what a handle call costs",
     "tune_vs_defaults": "Ray Tune: the search against the defaults",
     "influx_outage": "InfluxDB outage",
+    "fleet_scale": "Many series: fitting on Ray against a plain loop",
 }
 
 # The design changed on this date: the neural residual learns out-of-fold errors and is kept by validation
