@@ -8,7 +8,7 @@
     python benchmarks/neural_residual.py --only pjm-east --variant architecture=mlp   # model.residual overrides
 
 For each dataset: one rolling backtest of the hybrid as configured (configs/*.yaml; the zones use the PJM East
-config with their own file format) with the neural residual on, and one with ``residual.enabled: false``, both scored on every day's 00:00
+config with their own file format from configs/pjm_fleet.yaml) with the neural residual on, and one with ``residual.enabled: false``, both scored on every day's 00:00
 forecast. Reports MAPE, the paired daily difference ± its standard error, P10-P90 coverage, in how many refits
 the neural residual was kept, and the seconds. Writes benchmarks/results/neural_residual_<name>.csv (per day)
 and appends a dated section to benchmarks/results/neural_residual.md.
@@ -36,16 +36,7 @@ from stef_ray.models.hybrid import HybridModel
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 SHARED = ROOT.parent / "shared" / "data"
-ZONES = {  # file, timestamp column, load column, how its timestamps are written (pjm_regions/README.md)
-    "AEP": ("AEP_hourly.csv", "Date_time_str", "AEP_MW", {"timestamp_format": "%m/%d/%y %H:%M"}),
-    "COMED": ("COMED_hourly.csv", "Datetime", "COMED_MW", {"dayfirst": True}),
-    "DAYTON": ("DAYTON_hourly.csv", "Datetime", "DAYTON_MW", {}),
-    "DEOK": ("DEOK_hourly.csv", "Datetime", "DEOK_MW", {"dayfirst": True}),
-    "DOM": ("DOM_hourly.csv", "Datetime", "DOM_MW", {"dayfirst": True}),
-    "DUQ": ("DUQ_hourly.csv", "Datetime", "DUQ_MW", {"dayfirst": True}),
-    "EKPC": ("EKPC_hourly.csv", "Datetime", "EKPC_MW", {"dayfirst": True}),
-    "PJMW": ("PJMW_hourly.csv", "Time", "PJMW_MW", {"timestamp_format": "%d.%m.%Y %H:%M"}),
-}
+FLEET = ROOT / "configs" / "pjm_fleet.yaml"  # the zones' read options (their own file formats)
 
 
 def bigdeal_csv() -> Path | None:
@@ -86,11 +77,16 @@ def specs(zone_year: int | None) -> dict[str, dict]:
         out["bigdeal-2005"] = spec | {"start": "2005-01-01", "days": 364}
         out["bigdeal-2006"] = spec | {"start": "2006-01-01", "days": 364}
     if zone_year:
-        for zone, (name, ts, target, fmt) in ZONES.items():
+        from stef_ray.fleet import load_fleet
+
+        fleet = load_fleet(FLEET)
+        for zone in fleet.series:
+            if zone == "PJME":
+                continue
+            data = fleet.data_config(zone)
             out[f"{zone}-{zone_year}"] = pjm | {  # 364 days: PJMW's file ends on 2017-12-31 at 23:00
-                "path": SHARED / "pjm_regions" / name, "start": f"{zone_year}-01-01", "days": 364,
-                "data": {"timestamp_col": ts, "target_col": target, "timestamp_format": None, "dayfirst": False,
-                         **fmt}}
+                "path": SHARED / "pjm_regions" / Path(data.path).name, "start": f"{zone_year}-01-01", "days": 364,
+                "data": data.model_dump(exclude={"path"})}
     return out
 
 
