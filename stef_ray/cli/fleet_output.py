@@ -4,6 +4,7 @@ series finishes, the summary table and file, and the exit status (1 when a serie
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def report_line(score: str) -> Callable:
     def report(outcome, finished: int, total: int) -> None:
         if outcome.status == "ok":
             what = f"{score} {outcome.mape:.3f} %"
-            if outcome.coverage_p10_p90 == outcome.coverage_p10_p90:  # (not NaN)
+            if not math.isnan(outcome.coverage_p10_p90):  # a backtest's; training has none
                 what += f", coverage {outcome.coverage_p10_p90:.1f} %"
             if outcome.bundle:
                 what += f" -> {outcome.bundle}"

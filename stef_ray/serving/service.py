@@ -190,7 +190,7 @@ def load_model(source: str, tracking_uri: str | None = None, version: str | None
         residual_models=model.residual_summary(),
         neural_residual=training.get("neural") if isinstance(training.get("neural"), dict) else None,
         lookback_hours=model.lookback,
-        history_hours=history_hours(model),
+        history_hours=model.history_hours,
         horizon_hours=model.horizon,
         exog=list(model.exog),
         timezone=timezone,
@@ -391,11 +391,6 @@ class PreparedForecast:
         return pd.DataFrame(values, index=local_index(utc_ns, self.timezone), columns=list(self.columns))
 
 
-def history_hours(model: Any) -> int:
-    """Hours before the origin that a request must carry (the lookback and the smoothing's warm-up)."""
-    return int(model.history_hours)
-
-
 def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
     """The hourly index of UTC instants ``utc_ns`` on the local clock of ``timezone``."""
     return pd.DatetimeIndex(utc_ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC").tz_convert(timezone)
@@ -514,7 +509,7 @@ class ForecastService:
         Equal, value for value, to the frame ``forecast_from_frames`` builds from the same history.
         """
         model, tz = self.model, self.loaded.timezone
-        need, horizon = history_hours(model), model.horizon
+        need, horizon = model.history_hours, model.horizon
         stamps = _epoch_ns(request.history)
         check_hourly(stamps, "history", tz)
         span_hours = int((stamps[-1] - stamps[0]) // HOUR_NS) + 1
