@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT ?= out
 
-.PHONY: install services demo test lint bench clean
+.PHONY: install services demo test lint bench week clean
 
 $(BIN)/stef-ray: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install
 
 test: install services
 	$(BIN)/python -m pytest -q
+
+# Three simulated weeks of the operations loop on real servers started here (docs/operations.md).
+week: install services
+	$(BIN)/python scripts/week_in_the_life.py
 
 lint: install
 	$(BIN)/ruff check stef_ray tests benchmarks

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 UTC = dt.UTC
 MAX_SEARCH_DAYS = 366 * 8  # a Feb 29 on a Monday needs up to 28 years of search; such crons are refused
+SCHEDULED_FOR = "{scheduled_for}"  # in an entrypoint: the due time of the run it starts
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MACROS = {
@@ -198,7 +199,9 @@ class ScheduleConfig(BaseModel):
         description="IANA time zone the cron expression is read in; env SCHEDULE_TIMEZONE",
     )
     entrypoint: str = Field(
-        "stef-ray tune --config tune_configs/prod.yaml", description="shell command the Ray job runs"
+        "stef-ray tune --config tune_configs/prod.yaml",
+        description="shell command the Ray job runs; {scheduled_for} in it becomes the run's due time (ISO), "
+        "e.g. `--end {scheduled_for}` to train on the data up to then when a missed run is caught up late",
     )
     ray_address: str = Field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
@@ -376,7 +379,7 @@ class RetrainScheduler:
         save_state(self.config.state_file, scheduled_for)
         outcome = submit_and_follow(
             client,
-            self.config.entrypoint,
+            self.config.entrypoint.replace(SCHEDULED_FOR, scheduled_for.isoformat()),
             runtime_env=self.config.runtime_env,
             poll_interval_s=self.config.poll_interval_s,
             timeout_s=self.config.job_timeout_s,
@@ -387,6 +390,22 @@ class RetrainScheduler:
             self.config.state_file, scheduled_for, last_job_id=outcome.job_id, last_status=outcome.status
         )
         return outcome
+
+    def due(self, now: dt.datetime) -> dt.datetime | None:
+        """The scheduled time of the run that fell due by ``now`` and was not handled (the latest, if the
+        scheduler was down over several); None when none is, or on a first start (no state yet)."""
+        handled_until = load_state(self.config.state_file)
+        return None if handled_until is None else missed_run(self.config, handled_until, now)
+
+    def tick(self, now: dt.datetime) -> JobOutcome | None:
+        """Run the retraining that fell due by ``now``, if one did, once; None when none is due. A first start
+        only records ``now``. For a clock that is driven rather than slept on (scripts/week_in_the_life.py);
+        ``run_forever`` is the same rule on the wall clock."""
+        if load_state(self.config.state_file) is None:
+            save_state(self.config.state_file, now)
+            return None
+        due = self.due(now)
+        return None if due is None else self.run_cycle(due)
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Catch up a missed run once, then run at every due time until `stop` is set."""

@@ -314,3 +314,19 @@ def test_job_client__a_token_cluster_is_reached_with_the_token_ray_would_read(ra
     (tmp_path / ".ray" / "auth_token").write_text(token + "\n")
     outcome = submit_and_follow(job_client(address), f"{sys.executable} -c \"print('token ok')\"", poll_interval_s=0.5)
     assert outcome.status == "SUCCEEDED", outcome.message
+
+
+def test_retrain_scheduler_due__first_start_records_then_each_sunday_is_due_once(tmp_path):
+    # The driven-clock rule (scripts/week_in_the_life.py): nothing is due on a first start; a Sunday 02:00
+    # Seoul run is due from that instant on, and once it is handled the next is a week later.
+    scheduler = RetrainScheduler(ScheduleConfig(state_file=tmp_path / "state.json", ray_address="http://127.0.0.1:9"))
+    saturday = dt.datetime(2014, 11, 8, tzinfo=UTC)
+    assert scheduler.due(saturday) is None and scheduler.tick(saturday) is None
+    assert load_state(tmp_path / "state.json") == saturday
+    sunday_0200_seoul = dt.datetime(2014, 11, 8, 17, tzinfo=UTC)
+    assert scheduler.due(sunday_0200_seoul - dt.timedelta(minutes=1)) is None
+    assert scheduler.due(sunday_0200_seoul + dt.timedelta(hours=5)) == sunday_0200_seoul
+    save_state(tmp_path / "state.json", sunday_0200_seoul)
+    assert scheduler.due(sunday_0200_seoul + dt.timedelta(days=6)) is None
+    assert scheduler.due(sunday_0200_seoul + dt.timedelta(days=7)) == sunday_0200_seoul + dt.timedelta(days=7)
+

@@ -77,13 +77,21 @@ def local_date(text: str, timezone, flag: str = "--end"):
     return stamp.tz_localize(timezone) if stamp.tzinfo is None else stamp.tz_convert(timezone)
 
 
-def load_data(data: DataConfig):
+def load_data(data: DataConfig, end: str | None = None):
     """The hourly data a command trains on: the file (``data.path``, a glob, or --data), else the
-    time-series store (``data.store``)."""
+    time-series store (``data.store``), read up to ``end`` (the command's --end) and cut there.
+
+    For the store, --end is also where its window of ``data.store.days`` ends (instead of now): a retrain
+    as of a given time reads the history it would have had then."""
     from stef_ray.data import load_hourly
 
     if data.store is not None and not data.path:
         from stef_ray.integrations.store_source import read_store_history
 
-        return read_store_history(data)
-    return load_hourly(data)
+        if end is not None:
+            stop = local_date(end, data.timezone or "UTC").tz_convert("UTC")
+            data = data.model_copy(update={"store": data.store.model_copy(update={"end": stop.isoformat()})})
+        loaded = read_store_history(data)
+    else:
+        loaded = load_hourly(data)
+    return loaded if end is None else loaded.window(end=local_date(end, loaded.frame.index.tz))

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="models/production", metavar="DIR", help="bundle folder (default: %(default)s)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the neural residual trains (default: auto)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override model.residual.max_epochs")
-    parser.add_argument("--end", metavar="DATE", help="train only on data before this date (local time)")
+    parser.add_argument("--end", metavar="DATE", help="train only on data before this date (local time); with data.store, the store's window ends there")
     parser.add_argument("--fleet", metavar="YAML", help="fit every series of a fleet file on Ray, a bundle per "
                         "series in --out (--config and the data options do not apply)")
     parser.add_argument("--address", metavar="ADDR", help="with --fleet: the Ray cluster (default: $RAY_ADDRESS, "
@@ -72,11 +72,9 @@ def run(args: argparse.Namespace) -> int:
         config.model.residual.device = args.device
     if args.epochs:
         config.model.residual.max_epochs = args.epochs
-    data = load_data(config.data)
+    data = load_data(config.data, args.end)
     for line in data.report.lines():
         print(f"data: {line}")
-    if args.end:
-        data = data.window(end=local_date(args.end, data.frame.index.tz))
     model = HybridModel(config.model, data.exog).fit(data, callbacks=[EpochTable()], on_stage=print_line)
     path = save_bundle(model, args.out, config.data)
     print(f"✓ bundle written to {path}")

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from stef_ray.cli.options import DATA_HELP, add_data_arguments, local_date
+from stef_ray.cli.options import DATA_HELP, add_data_arguments
 
 HELP = "search hybrid configurations on Ray Tune (ASHA), register the best model in MLflow"
 
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, metavar="N", help="trials to run (overrides search.num_samples)")
     parser.add_argument("--address", help="Ray cluster address, e.g. 'auto' (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--out", type=Path, help="bundle folder for the best model (default: bundle_out)")
-    parser.add_argument("--end", metavar="DATE", help="search and train only on data before this date (local time)")
+    parser.add_argument("--end", metavar="DATE", help="search and train only on data before this date (local time); with data.store, the store's window ends there")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging and registration")
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
@@ -114,11 +114,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--num-samples must be at least 1")
     if args.resume and args.num_samples is not None:
         raise ConfigError("--num-samples cannot change a resumed search; drop it or start a new search")
-    data = load_data(config.data)
+    data = load_data(config.data, args.end)
     for line in data.report.lines():
         print(f"data: {line}")
-    if args.end:
-        data = data.window(end=local_date(args.end, data.frame.index.tz))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     outcome = run_search(
         config, data, name=f"tune_{args.config.stem}", resume=args.resume, num_samples=args.num_samples,

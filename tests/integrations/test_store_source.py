@@ -48,3 +48,24 @@ def test_store_source__an_empty_window_or_weather_it_cannot_hold_is_one_clear_li
         read_store_history(DataConfig(exog=["temperature"], store=store))
     with pytest.raises(ValueError, match="reader 'export' needs export_url"):
         StoreSource(reader="export")
+
+
+def test_load_data__end_ends_the_store_window_there_as_a_retrain_as_of_that_time_reads_it(tsdb, tmp_path):
+    # The scheduler's `--end {scheduled_for}`: a retrain as of a past time reads the store's window ending
+    # then, not now (which here holds nothing), and nothing from after it.
+    from stef_ray.cli.options import load_data
+
+    index = pd.date_range("2011-03-01", periods=24 * 60, freq="h", tz="Australia/Brisbane")
+    load = 5000 + 800 * np.sin(np.arange(len(index)) / 24 * 2 * np.pi)
+    settings = InfluxSettings(url=tsdb.url, token="test-token", spool_dir=tmp_path / "spool", flush_interval_s=0.1)
+    with InfluxSink(settings) as sink:
+        sink.submit_actuals(pd.DataFrame({"timestamp": index, "load": load}))
+        assert sink.flush(timeout_s=10)
+    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    config = DataConfig(timezone="Australia/Brisbane", store=StoreSource(reader="export", export_url=tsdb.url, days=28))
+    with pytest.raises(DataError, match="no power_demand_actual points"):
+        load_data(config)  # the window ending now
+    data = load_data(config, end="2011-04-15T03:00:00+09:00")  # 2011-04-15 04:00 in Brisbane
+    assert data.frame.index[-1] == pd.Timestamp("2011-04-15 03:00", tz="Australia/Brisbane")
+    assert data.frame.index[0] == pd.Timestamp("2011-03-18 04:00", tz="Australia/Brisbane")  # 28 days before
+    np.testing.assert_allclose(data.frame["load"].to_numpy(), load[index.get_indexer(data.frame.index)], rtol=1e-9)
