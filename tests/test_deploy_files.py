@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from stef_ray.integrations.influx import MEASUREMENT_FIELDS, MEASUREMENT_TAGS
+from stef_ray.serving.app import TAG_ARM
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -190,9 +191,11 @@ def test_dashboard__every_queried_measurement_and_field_is_written_by_the_sink()
         assert not unknown, f"{title}: measurement(s) {unknown} are not written by the sink"
         written_fields = {field for name in measurements for field in MEASUREMENT_FIELDS[name]}
         written_tags = {tag for name in measurements for tag in MEASUREMENT_TAGS[name]}
+        if "power_demand_forecast" in measurements:
+            written_tags.add(TAG_ARM)  # the Serve app's A/B arm, beside the sink's tags
         fields = set(re.findall(r'r\._field\s*==\s*"([^"]+)"', query))
         assert fields <= written_fields, f"{title}: field(s) {fields - written_fields} are not written"
-        for tag in re.findall(r"\br\.(model_name|model_version|issue_time|scope)\b", query):
+        for tag in re.findall(r"\br\.(model_name|model_version|issue_time|scope|arm)\b", query):
             assert tag in written_tags, f"{title}: tag {tag} is not written"
 
 
@@ -200,13 +203,34 @@ def test_dashboard__has_the_five_panels_on_the_provisioned_datasource():
     dashboard = json.loads(DASHBOARD.read_text())
     uids = {source["uid"] for source in load_yaml(DATASOURCES)["datasources"]}
     titles = [panel["title"].lower() for panel in dashboard["panels"]]
-    for needle in ("forecast vs actual", "components", "evaluation metrics", "mape by lead hour", "model version"):
+    for needle in ("forecast (issued 00:00) vs actual", "components", "evaluation metrics", "mape by lead hour",
+                   "model version"):
         assert any(needle in title for title in titles), f"no panel about {needle}"
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] in uids
         assert all(target["datasource"]["uid"] in uids for target in panel["targets"])
     components = next(p for p in dashboard["panels"] if "components" in p["title"].lower())
     assert set(re.findall(r'r\._field == "(\w+)"', components["targets"][0]["query"])) == {"trend", "seasonality", "residual"}
+
+
+def test_dashboard__day_ahead_panel_shows_the_00_00_forecast_with_its_band_and_mape_by_version():
+    # The latest-issued value of an hour is about the 1-hour-ahead forecast and flatters accuracy: the
+    # forecast panel keeps the forecasts issued at 00:00 in the issuing zone, and draws P10-P90 as a band.
+    dashboard = json.loads(DASHBOARD.read_text())
+    panel = next(p for p in dashboard["panels"] if "day-ahead" in p["title"].lower())
+    query = panel["targets"][0]["query"]
+    assert set(re.findall(r'r\._field == "(\w+)"', query)) == {"forecast", "p10", "p90"}
+    assert "date.hour(t: time(v: r.issue_time), location: zone) == 0" in query
+    assert 'timezone.location(name: "${issue_timezone}")' in query
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["issue_timezone"]["query"] == "Asia/Seoul"  # the scheduler's default zone
+    band = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]} for o in panel["fieldConfig"]["overrides"]}
+    assert band["p90"]["custom.fillBelowTo"] == "p10"
+    by_version = next(p for p in dashboard["panels"] if "by model version" in p["title"].lower())
+    assert 'group(columns: ["model_name", "model_version"])' in by_version["targets"][0]["query"]
+    boxes = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"]) for p in dashboard["panels"]]
+    cells = [(x + i, y + j) for x, y, w, h in boxes for i in range(w) for j in range(h)]
+    assert len(cells) == len(set(cells)), "two panels overlap"
 
 
 def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
