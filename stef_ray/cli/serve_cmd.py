@@ -89,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://{shown}:{port}{prefix}"
         key_env = (apps[0].get("args") or {}).get("api_key_env", "STEF_RAY_API_KEY")
         api_key = os.environ.get(key_env) if key_env else None
-        model = _model_summary(url, api_key)
-        if "name" in model:
-            print(f"serving {model.get('name')} version {model.get('version')} on {url}")
-        else:  # a fresh stack: no champion registered yet (the answers say so, with a 503)
-            print(f"serving on {url}: {model.get('detail', 'no model yet')}")
-        print(f"  OpenAPI: {url}/docs   health: {url}/healthz   model: {url}/model")
-        print(curl_example(url, model.get("exog", []), model.get("history_hours", model.get("lookback_hours", 168)), api_key=bool(api_key)))
+        print_summary(apps[0], url, api_key)
         dashboard = getattr(context, "dashboard_url", None)
         if dashboard:
             print(f"  Ray dashboard: http://{dashboard}  (Serve tab: replicas, requests, logs)")
@@ -111,6 +105,23 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
         serve.shutdown()
         ray.shutdown()
+
+
+def print_summary(app: dict, url: str, api_key: str | None) -> None:
+    """What is served and how to call it: the fleet's routes, or the model and a curl example."""
+    if str(app.get("import_path", "")).endswith(":build_fleet_app"):
+        source = (app.get("args") or {}).get("model_source")
+        print(f"serving the series of {source} on {url}\n  POST {url}/series/<id>/forecast   "
+              f"GET {url}/series/<id>/model   POST {url}/forecast_batch   OpenAPI: {url}/docs")
+        return
+    model = _model_summary(url, api_key)
+    if "name" in model:
+        print(f"serving {model.get('name')} version {model.get('version')} on {url}")
+    else:  # a fresh stack: no champion registered yet (the answers say so, with a 503)
+        print(f"serving on {url}: {model.get('detail', 'no model yet')}")
+    print(f"  OpenAPI: {url}/docs   health: {url}/healthz   model: {url}/model")
+    history = model.get("history_hours", model.get("lookback_hours", 168))
+    print(curl_example(url, model.get("exog", []), history, api_key=bool(api_key)))
 
 
 def _model_summary(url: str, api_key: str | None) -> dict:

@@ -761,6 +761,10 @@ def validate_serve_config(raw: dict, source: str = "serve config") -> None:
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
     for app in raw.get("applications") or []:
+        if str(app.get("import_path", "")) == "stef_ray.serving.fleet_app:build_fleet_app":
+            from stef_ray.serving.fleet_app import FleetArgs
+
+            _validated(FleetArgs, app.get("args"), f"{source}: applications[{app.get('name')}].args")
         if str(app.get("import_path", "")).startswith(f"{__name__}:"):
             where = f"{source}: applications[{app.get('name')}]"
             _validated(AppArgs, app.get("args"), f"{where}.args")

@@ -71,7 +71,7 @@ def _error(err: RequestError) -> JSONResponse:
     return JSONResponse(err.payload(), status_code=err.status)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body of {declared} bytes is over the limit of {limit} bytes; send less history",
@@ -85,7 +85,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _all_finite(answer: dict) -> bool:
+def all_finite(answer: dict) -> bool:
     return all(
         math.isfinite(v) for key in ("forecast", "trend", "seasonality", "residual", "p10", "p50", "p90")
         for v in (answer.get(key) or ())
@@ -157,7 +157,7 @@ def build_http_app(
         answer = None
         try:
             check_key(request)
-            body = await _read_body(request, settings.max_body_bytes)
+            body = await read_body(request, settings.max_body_bytes)
             service = current(request)
             try:
                 prepared = service.parse(body)
@@ -166,7 +166,7 @@ def build_http_app(
                 raise
             except StefRayError as err:  # the core's one-line message for data it cannot use
                 raise RequestError(422, str(err), "history") from None
-            if not _all_finite(answer):
+            if not all_finite(answer):
                 answer = None
                 raise RequestError(422, "the inputs give a non-finite forecast: values far outside the range "
                                    "the model was trained on", "body")
@@ -187,7 +187,7 @@ def build_http_app(
         nothing. Answers once the points are in the local spool, which delivers them to the store."""
         try:
             check_key(request)
-            body = await _read_body(request, settings.max_body_bytes)
+            body = await read_body(request, settings.max_body_bytes)
             try:
                 parsed = ActualsRequest.model_validate_json(body)
             except ValidationError as err:

@@ -135,3 +135,13 @@ def test_serve_command__sigterm_stops_it_cleanly(bundles, tmp_path):
     text = log.read_text(errors="replace")
     assert "stopping (SIGTERM): shutting Serve and Ray down" in text
     assert "Traceback" not in text and "SIGTERM received" not in text, text[-2000:]
+
+
+def test_serve_fleet_config__valid_and_its_args_checked_by_name(tmp_path):
+    config = read_serve_config(REPO / "serve_fleet_config.yaml")
+    assert config["applications"][0]["args"]["model_source"] == "models/fleet/{series_id}"
+    broken = tmp_path / "fleet.yaml"
+    text = (REPO / "serve_fleet_config.yaml").read_text().replace("models_per_replica: 32", "models_per_replica: 0")
+    broken.write_text(text)
+    with pytest.raises(ConfigError, match=r"applications\[stef-fleet\]\.args.*models_per_replica"):
+        read_serve_config(broken)

@@ -1,0 +1,133 @@
+"""Many series in one Serve application (stef_ray/serving/fleet_app.py): a model per series loaded on
+demand by a multiplexed deployment with a bounded cache, one-series and batch endpoints, real HTTP.
+
+Deployed beside the session's single-series app (same Serve instance, route prefix /fleet), which is put
+back as it was afterwards."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import requests
+
+from stef_ray.serving.fleet_app import FleetArgs, batch_items, fleet_args
+from stef_ray.serving.schemas import RequestError
+from stef_ray.serving.service import ForecastService
+
+from .conftest import REPO, assert_close, train_bundle
+
+KEY_ENV, KEY = "STEF_RAY_FLEET_TEST_KEY", "fleet-key"
+
+
+@pytest.fixture(scope="module")
+def fleet(served, bundles, tmp_path_factory):
+    """Three series' bundles in one folder; the fleet app at /fleet, one forecaster keeping two models."""
+    import yaml
+    from ray import serve
+
+    from stef_ray.serving.app import deploy_config
+
+    folder = tmp_path_factory.mktemp("fleet")
+    shutil.copytree(bundles.first, folder / "north")
+    shutil.copytree(bundles.second, folder / "south")
+    train_bundle(folder / "east", seed=3)
+    app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
+    app |= {"name": "fleet", "route_prefix": "/fleet"}
+    app["args"] |= {"model_source": str(folder / "{series_id}"), "models_per_replica": 2, "api_key_env": KEY_ENV}
+    for deployment in app["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+        deployment["ray_actor_options"] = {"num_cpus": 0.1, "runtime_env": {"env_vars": {KEY_ENV: KEY}}}
+    config = copy.deepcopy(served.config)
+    config["applications"].append(app)
+    deploy_config(config)
+    forecaster = serve.get_deployment_handle("FleetForecaster", app_name="fleet")
+    yield f"{served.url}/fleet", folder, forecaster
+    deploy_config(served.config)  # the session's app alone again
+
+
+def post(url: str, body, key: str | None = KEY) -> requests.Response:
+    return requests.post(url, json=body, headers={"X-API-Key": key} if key else {}, timeout=60)
+
+
+@pytest.mark.slow
+def test_fleet_app__each_series_answers_with_its_own_model_loaded_on_demand_and_evicted_lru(fleet, make_body):
+    url, folder, forecaster = fleet
+    body = make_body()
+    answers = {}
+    for series in ("north", "south", "east", "north"):  # two models fit: east evicts north, north comes back
+        answer = post(f"{url}/series/{series}/forecast", body)
+        assert answer.status_code == 200, answer.text
+        answers[series] = answer.json()
+        assert answers[series]["series_id"] == series and answers[series]["quality"] == "ok"
+    for series in ("north", "south", "east"):
+        service = ForecastService.from_source(str(folder / series))
+        expected = service.forecast(service.parse(json_bytes(body)))
+        assert answers[series]["model_version"] == service.loaded.info.version
+        for name in ("forecast", "p10", "p90"):
+            assert_close(answers[series][name], expected[name], rel=1e-9)
+    assert answers["north"]["forecast"] != answers["south"]["forecast"]
+    assert forecaster.stats.remote().result()["loads"] == {"north": 2, "south": 1, "east": 1}
+    info = requests.get(f"{url}/series/east/model", headers={"X-API-Key": KEY}, timeout=30)
+    assert info.status_code == 200 and info.json()["version"] == answers["east"]["model_version"]
+
+
+@pytest.mark.slow
+def test_fleet_app__batch_answers_every_series_with_its_own_status(fleet, make_body):
+    url, _, _ = fleet
+    body = make_body()
+    short = make_body(history_hours=24)  # too little history: a 422 for that series only
+    requests_ = [{"series_id": "south", **body}, {"series_id": "nowhere", **body},
+                 {"series_id": "east", **short}, {"series_id": "north", **body}]
+    answer = post(f"{url}/forecast_batch", {"requests": requests_})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["series_id"], r["status"]) for r in results] == [("south", 200), ("nowhere", 404), ("east", 422),
+                                                                ("north", 200)]
+    assert answer.json()["failed"] == 2
+    assert "no model for series 'nowhere'" in results[1]["error"]["detail"]
+    assert results[2]["error"]["field"] == "history"
+    single = post(f"{url}/series/north/forecast", body).json()
+    assert_close(results[3]["forecast"]["forecast"], single["forecast"], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_fleet_app__bad_ids_keys_and_batches_are_one_line_4xx(fleet, make_body):
+    url, _, _ = fleet
+    body = make_body()
+    assert post(f"{url}/series/north/forecast", body, key=None).status_code == 401
+    bad = post(f"{url}/series/..%2Fsecret/forecast", body)
+    assert bad.status_code in (404, 422)  # a path outside the fleet folder never reaches the loader
+    unknown = post(f"{url}/series/nowhere/forecast", body)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "series_id"
+    assert post(f"{url}/forecast_batch", {"requests": []}).status_code == 422
+    assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
+
+
+def json_bytes(body: dict) -> bytes:
+    import json
+
+    return json.dumps(body).encode()
+
+
+def test_batch_items__shape_errors_name_the_field():
+    with pytest.raises(RequestError, match="appears twice") as err:
+        batch_items(b'{"requests": [{"series_id": "a"}, {"series_id": "a"}]}', 10)
+    assert err.value.field == "requests[1].series_id"
+    with pytest.raises(RequestError, match="needs a series_id") as err:
+        batch_items(b'{"requests": [{"history": []}]}', 10)
+    with pytest.raises(RequestError, match="at most 1; split") as err:
+        batch_items(b'{"requests": [{"series_id": "a"}, {"series_id": "b"}]}', 1)
+    assert err.value.status == 413
+    with pytest.raises(RequestError, match="not valid JSON"):
+        batch_items(b"{", 10)
+
+
+def test_fleet_args__model_source_must_name_the_series():
+    from stef_ray.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model_source: Value error, must contain \{series_id\}"):
+        fleet_args({"model_source": "models/fleet"})
+    assert FleetArgs(model_source="models:/power-demand-{series_id}@champion").models_per_replica == 16
