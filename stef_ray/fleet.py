@@ -41,6 +41,24 @@ class FleetResources(StrictModel):
                          "a lost node); an error in its data is reported at once, not retried")
 
 
+class FleetRegistry(StrictModel):
+    """Where ``stef-ray train --fleet --register`` puts each series' model: its own registered model with
+    its own champion (the MLflow adapter reads this; the core only scores the holdout it needs)."""
+
+    model_prefix: str = Field("power-demand", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                              description="registered model name before the series id: power-demand-<series_id>")
+    experiment: str = Field("power-demand-fleet", description="MLflow experiment of the per-series runs")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; $MLFLOW_TRACKING_URI wins; default "
+                                     "sqlite:///<cwd>/mlflow.db")
+    holdout_days: int = Field(28, ge=1, le=366, description="last days of each series kept out of the first fit "
+                              "and scored; the champion gate compares versions on them")
+    champion_margin: float = Field(0.0, ge=0, description="MAPE points by which a new version may be worse and "
+                                   "still take 'champion'")
+
+    def registered_name(self, series_id: str) -> str:
+        return f"{self.model_prefix}-{series_id}"
+
+
 class LongFormat(StrictModel):
     path: str = Field(description="one CSV or Parquet file holding every series, a row per series and hour")
     series_col: str = Field("series_id", description="the column naming each row's series")
@@ -56,6 +74,8 @@ class FleetConfig(StrictModel):
     series: dict[str, dict] = Field(default_factory=dict, description="series id -> its data options (path at least)")
     long_format: LongFormat | None = Field(None, description="every series in one long file instead of `series`")
     resources: FleetResources = Field(default_factory=FleetResources)
+    registry: FleetRegistry = Field(default_factory=FleetRegistry, description="per-series registered models "
+                                    "(train --fleet --register)")
     _tables: dict | None = PrivateAttr(None)  # a long file's rows per series, once read (split_long_format)
 
     def data_config(self, series_id: str) -> DataConfig:
@@ -131,21 +151,30 @@ class SeriesOutcome:
     bundle: str = ""  # where ``train_series`` wrote the series' model
     outliers: int = 0  # load hours the data layer set missing as outliers
     data_report: list[str] = field(default_factory=list)  # what validating the series' file found and did
+    holdout_mape: float = float("nan")  # train_series with holdout_days: the first fit's score on them
+    holdout_from: str = ""  # ISO time of the holdout's first hour
+    registered: str = ""  # "<name> version N -> champion|challenger: reason" once registered
 
     def row(self) -> dict:
         return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
                 "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
-                "outliers": self.outliers, "bundle": self.bundle, "error": self.error,
-                "data_report": " | ".join(self.data_report)}
+                "outliers": self.outliers, "bundle": self.bundle, "holdout_MAPE": self.holdout_mape,
+                "registered": self.registered, "error": self.error, "data_report": " | ".join(self.data_report)}
 
 
-def _series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | None):
-    """The series' validated hourly data: from its own file, or from its rows of a long file."""
+def series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | None = None,
+                end: pd.Timestamp | None = None):
+    """The series' validated hourly data (before ``end``, a naive end in the series' own zone): from its own
+    file, or from its rows of a long file."""
     from stef_ray.data import frame_to_hourly, load_hourly
 
     if table is None:
-        return load_hourly(data_config)
-    return frame_to_hourly(table, data_config, source=f"{data_config.path} [{series_id}]")
+        data = load_hourly(data_config)
+    else:
+        data = frame_to_hourly(table, data_config, source=f"{data_config.path} [{series_id}]")
+    if end is not None:
+        data = data.window(end=end.tz_localize(data.frame.index.tz) if end.tzinfo is None else end)
+    return data
 
 
 def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
@@ -157,7 +186,7 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
 
     started = time.perf_counter()
     try:
-        data = _series_data(series_id, data_config, table)
+        data = series_data(series_id, data_config, table)
         result = run_backtest(data, model_config, start, days, refit_every, ["hybrid"])
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
@@ -168,25 +197,33 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
 
 
 def train_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, out: str,
-                 end: pd.Timestamp | None = None, table: pd.DataFrame | None = None) -> SeriesOutcome:
+                 end: pd.Timestamp | None = None, table: pd.DataFrame | None = None,
+                 holdout_days: int = 0) -> SeriesOutcome:
     """Fit one series' hybrid (as ``stef-ray train`` does, on the data before ``end`` where given) and write
-    its bundle to ``out/<series_id>``; ``mape`` is the validation blocks' MAPE. A data problem is the
-    outcome, as in ``backtest_series``."""
+    its bundle to ``out/<series_id>``; ``mape`` is the validation blocks' MAPE. With ``holdout_days``, a
+    first fit on the data before the last ``holdout_days`` days is scored on them (day-ahead forecasts from
+    each midnight, as ``stef-ray tune`` scores its holdout) before the fit on everything: the number a
+    champion gate compares. A data problem is the outcome, as in ``backtest_series``."""
+    from stef_ray.backtest import holdout_start, score_holdout
     from stef_ray.bundle import save_bundle
     from stef_ray.models.hybrid import HybridModel
 
     started = time.perf_counter()
+    holdout_mape, holdout_from = float("nan"), None
     try:
-        data = _series_data(series_id, data_config, table)
-        if end is not None:
-            data = data.window(end=end.tz_localize(data.frame.index.tz) if end.tzinfo is None else end)
+        data = series_data(series_id, data_config, table, end)
+        if holdout_days:
+            holdout_from = holdout_start(data, holdout_days)
+            before = HybridModel(model_config, data.exog).fit(data.window(end=holdout_from))
+            holdout_mape = score_holdout(before, data, holdout_from)["MAPE"]
         model = HybridModel(model_config, data.exog).fit(data)
         path = save_bundle(model, Path(out) / series_id, data_config)
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
     return SeriesOutcome(series_id, "ok", float(model.training.get("val_mape_log_approx", float("nan"))),
                          seconds=time.perf_counter() - started, bundle=str(path),
-                         outliers=len(data.report.outliers), data_report=data.report.lines())
+                         outliers=len(data.report.outliers), data_report=data.report.lines(),
+                         holdout_mape=holdout_mape, holdout_from=holdout_from.isoformat() if holdout_from else "")
 
 
 def summary_table(outcomes: list[SeriesOutcome]) -> pd.DataFrame:

@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--end", metavar="DATE", help="train only on data before this date (local time); with data.store, the store's window ends there")
     parser.add_argument("--fleet", metavar="YAML", help="fit every series of a fleet file on Ray, a bundle per "
                         "series in --out (--config and the data options do not apply)")
+    parser.add_argument("--register", action="store_true", help="with --fleet: score each series on its last "
+                        "registry.holdout_days days, register it in MLflow as <registry.model_prefix>-<series id> and "
+                        "move that series' champion alias only to a version at least as good (the fleet file's registry "
+                        "section)")
     parser.add_argument("--address", metavar="ADDR", help="with --fleet: the Ray cluster (default: $RAY_ADDRESS, "
                         "else a local Ray)")
     add_data_arguments(parser)
@@ -67,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fleet:
         return run_fleet(args)
+    if args.register:
+        from stef_ray.exceptions import ConfigError
+
+        raise ConfigError("--register goes with --fleet; one series is registered by `stef-ray tune`")
     config = train_config_from_args(args)
     if args.device:
         config.model.residual.device = args.device
@@ -90,5 +98,8 @@ def run_fleet(args: argparse.Namespace) -> int:
         fleet.model.residual.device = args.device
     end = local_date(args.end, None) if args.end else None  # each series' own zone: see train_series
     print(f"training {len(fleet.series)} series on Ray, {fleet.resources.cpus_per_series:g} CPU each", flush=True)
-    run = run_fleet_train(fleet, args.out, end, args.address, report_line("validation MAPE"))
+    run = run_fleet_train(fleet, args.out, end, args.address, report_line("validation MAPE"), register=args.register)
+    for outcome in run.outcomes:
+        if outcome.registered:
+            print(f"  registered {outcome.series_id}: {outcome.registered}")
     return print_report(run, args.out)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
+from stef_ray.exceptions import StefRayError
 from stef_ray.fleet import FleetConfig, SeriesOutcome, backtest_series, split_long_format, train_series
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 class FleetRun:
     outcomes: list[SeriesOutcome]
     wall_seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)  # series id -> what its task returned beside the outcome
 
     @property
     def failed(self) -> list[SeriesOutcome]:
@@ -45,10 +48,26 @@ def run_fleet_backtest(
 
 def run_fleet_train(
     fleet: FleetConfig, out: str, end: pd.Timestamp | None = None, address: str | None = None,
-    on_result: Callable[[SeriesOutcome, int, int], None] | None = None,
+    on_result: Callable[[SeriesOutcome, int, int], None] | None = None, register: bool = False,
 ) -> FleetRun:
-    """Fit every series of ``fleet`` on Ray and write a bundle per series to ``out/<series_id>``."""
-    return run_fleet(fleet, train_series, address, on_result, out=str(out), end=end)
+    """Fit every series of ``fleet`` on Ray and write a bundle per series to ``out/<series_id>``. With
+    ``register``: each series also scored on its holdout, then registered with its own champion gate
+    (``fleet.registry``; stef_ray.integrations.fleet_registry), one series at a time in this process."""
+    if not register:
+        return run_fleet(fleet, train_series, address, on_result, out=str(out), end=end)
+    from stef_ray.integrations.fleet_registry import open_registry, register_series, train_and_score
+
+    open_registry(fleet.registry)
+    run = run_fleet(fleet, train_and_score, address, on_result, out=str(out), end=end, registry=fleet.registry)
+    for outcome in run.outcomes:
+        scored = run.extras.get(outcome.series_id)
+        if outcome.status != "ok" or scored is None:
+            continue
+        try:
+            logger.info("%s: %s", outcome.series_id, register_series(outcome, scored, fleet.registry))
+        except StefRayError as err:
+            outcome.status, outcome.error = "failed", f"registration: {err}"
+    return run
 
 
 def run_fleet(
@@ -72,11 +91,14 @@ def run_fleet(
         for series_id in fleet.series
     }
     outcomes: list[SeriesOutcome] = []
+    extras: dict[str, Any] = {}
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
         series_id = pending.pop(done)
         try:
             outcome = ray.get(done)
+            if isinstance(outcome, tuple):  # (outcome, something for the driver)
+                outcome, extras[series_id] = outcome
         except RayError as err:  # the worker died more often than retried, or the task raised
             cause = getattr(err, "cause", None) or err
             message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
@@ -85,4 +107,4 @@ def run_fleet(
         outcomes.append(outcome)
         if on_result:
             on_result(outcome, len(outcomes), len(outcomes) + len(pending))
-    return FleetRun(outcomes, time.perf_counter() - started)
+    return FleetRun(outcomes, time.perf_counter() - started, extras)

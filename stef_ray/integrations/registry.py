@@ -247,35 +247,44 @@ def decide(new_mape: float, champion_mape: float | None, margin: float) -> tuple
     return CHALLENGER, f"holdout MAPE {new_mape:.3f} % > champion's {champion_mape:.3f} % + margin {margin:g}"
 
 
-def champion_gate(
-    client: MlflowClient, name: str, version: str, new_mape: float, data: HourlyData,
-    holdout_from: pd.Timestamp, margin: float,
-) -> GateDecision:
-    """Re-score the current champion on this holdout window, compare, and set the new version's alias."""
+def champion_holdout_mape(client: MlflowClient, name: str, data: HourlyData,
+                          holdout_from: pd.Timestamp) -> tuple[str | None, float | None]:
+    """The current champion of ``name`` and its MAPE on this holdout (its configuration refitted before the
+    holdout where it was trained into it); (None, None) when there is none, inf when it cannot forecast
+    this data."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from stef_ray.backtest import score_holdout
     from stef_ray.bundle import load_bundle
     from stef_ray.exceptions import StefRayError
-    from stef_ray.integrations.tune import score_holdout
 
-    champion_version = champion_mape = None
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        current = None
-    if current is not None and str(current.version) != str(version):  # int from MLflow 3, str from older
-        champion_version = str(current.version)
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                local = resolve_model_uri(f"models:/{name}/{current.version}", folder, mlflow.get_tracking_uri())
-                champion_model, manifest = load_bundle(local)
-            champion_model = _before_holdout(champion_model, manifest, data, holdout_from)
-            champion_mape = score_holdout(champion_model, data, holdout_from)["MAPE"]
-        except StefRayError as err:
-            # A champion that cannot forecast this data (e.g. other exogenous columns) cannot defend its title.
-            logger.warning("champion version %s cannot be scored on this holdout: %s", champion_version, err)
-            champion_mape = float("inf")
+        return None, None
+    version = str(current.version)  # int from MLflow 3, str from older
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            local = resolve_model_uri(f"models:/{name}/{version}", folder, mlflow.get_tracking_uri())
+            champion_model, manifest = load_bundle(local)
+        champion_model = _before_holdout(champion_model, manifest, data, holdout_from)
+        return version, score_holdout(champion_model, data, holdout_from)["MAPE"]
+    except StefRayError as err:
+        # A champion that cannot forecast this data (e.g. other exogenous columns) cannot defend its title.
+        logger.warning("champion version %s cannot be scored on this holdout: %s", version, err)
+        return version, float("inf")
+
+
+def champion_gate(
+    client: MlflowClient, name: str, version: str, new_mape: float, data: HourlyData | None,
+    holdout_from: pd.Timestamp, margin: float, champion: tuple[str | None, float | None] | None = None,
+) -> GateDecision:
+    """Re-score the current champion on this holdout (or take ``champion``, its (version, MAPE) scored
+    already, e.g. in a fleet's task), compare, and set the new version's alias."""
+    champion_version, champion_mape = champion or champion_holdout_mape(client, name, data, holdout_from)
+    if champion_version == str(version):
+        champion_version = champion_mape = None
     alias, reason = decide(new_mape, champion_mape, margin)
     client.set_registered_model_alias(name, alias, str(version))
     client.set_model_version_tag(name, str(version), "holdout_mape", f"{new_mape:.4f}")
@@ -302,15 +311,15 @@ def _before_holdout(model: Any, manifest: dict, data: HourlyData, holdout_from: 
 
 
 def register_and_gate(
-    client: MlflowClient, model_uri: str, mlflow_config: MlflowConfig, new_mape: float, data: HourlyData,
-    holdout_from: pd.Timestamp, run_id: str | None = None,
+    client: MlflowClient, model_uri: str, mlflow_config: MlflowConfig, new_mape: float, data: HourlyData | None,
+    holdout_from: pd.Timestamp, run_id: str | None = None, champion: tuple[str | None, float | None] | None = None,
 ) -> tuple[str, GateDecision]:
     """Register ``model_uri`` under ``mlflow_config.registered_model``, apply the gate; log it on ``run_id``."""
     import mlflow
 
     version = mlflow.register_model(model_uri, mlflow_config.registered_model).version
     decision = champion_gate(client, mlflow_config.registered_model, str(version), new_mape, data, holdout_from,
-                             mlflow_config.champion_margin)
+                             mlflow_config.champion_margin, champion)
     if run_id is not None:
         client.log_metric(run_id, "holdout_mape", new_mape)
         if decision.champion_mape is not None and math.isfinite(decision.champion_mape):

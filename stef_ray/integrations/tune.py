@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stef_ray.backtest import holdout_start, score_holdout
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError, StefRayError
 from stef_ray.integrations.tune_config import ObjectiveConfig, SearchSpace, TuneConfig, apply_sampled
-from stef_ray.metrics import point_metrics
 from stef_ray.models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
@@ -55,28 +55,6 @@ class SearchInterruptedError(StefRayError):
 
 
 # --------------------------------------------------------------------------- holdout and windows
-def holdout_start(data: HourlyData, holdout_days: int) -> pd.Timestamp:
-    """First hour of the holdout: ``holdout_days`` whole days before the end of the data."""
-    return data.frame.index[-1] + pd.Timedelta(hours=1) - pd.Timedelta(days=holdout_days)
-
-
-def score_holdout(model: HybridModel, data: HourlyData, start: pd.Timestamp) -> dict[str, float]:
-    """Day-ahead forecasts from every midnight-aligned origin ``start, start+24h, ...`` in ``data``, scored
-    against the actual load (MAPE etc. over every holdout hour). Only load before each origin is read."""
-    frame = data.frame
-    first = int(frame.index.searchsorted(start))
-    positions = np.arange(first, len(frame) - model.horizon + 1, model.horizon)
-    if len(positions) == 0 or positions[0] < model.lookback:
-        raise InsufficientHistoryError(
-            f"the holdout from {start} leaves no full {model.horizon}-hour forecast with "
-            f"{model.lookback} hours of history before it; lower mlflow.holdout_days or give more data"
-        )
-    components = model.predict_components(frame, positions)
-    forecast = model.to_megawatts(components)["forecast"]
-    actual = frame[LOAD].to_numpy(dtype=float)[positions[:, None] + np.arange(model.horizon)]
-    return point_metrics(actual, forecast) | {"origins": float(len(positions))}
-
-
 def objective_windows(data: HourlyData, before: pd.Timestamp, objective: ObjectiveConfig) -> list[pd.Timestamp]:
     """The windows' first origins (00:00 local), spread evenly over ``span_days`` before ``before`` (the
     holdout), in the order a trial evaluates them: the most recent, then the oldest, then the ones farthest

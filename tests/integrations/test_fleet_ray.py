@@ -111,3 +111,44 @@ def test_fleet_ray__a_long_format_file_is_split_into_its_series(local_ray, tmp_p
     alone = backtest_series("alpha", fleet.data_config("alpha").model_copy(update={"path": str(tmp_path / "alpha.csv")}),
                             fleet.model, pd.Timestamp("2020-02-20"), 7, 7)
     assert by_id["alpha"].mape == pytest.approx(alone.mape, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_fleet_ray__register_gives_each_series_its_own_model_and_champion_gate(local_ray, fleet_files, tmp_path,
+                                                                              tiny_model_config, capsys, monkeypatch):
+    import mlflow
+
+    from stef_ray.cli.main import main
+
+    write_series, write_fleet = fleet_files
+    write_series(tmp_path, "north", 1)
+    write_series(tmp_path, "south", 2)
+    model = tiny_model_config.model_dump(mode="json")
+    model["residual"]["enabled"] = False
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fleet = write_fleet(tmp_path, {"north": {"path": "north.csv"}, "south": {"path": "south.csv"}}, model=model,
+                        registry={"tracking_uri": store, "holdout_days": 7})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["train", "--fleet", fleet, "--out", str(tmp_path / "week1"), "--register", "--end", "2020-02-20"]) == 0
+    first = capsys.readouterr().out
+    assert "registered north: power-demand-north version 1 -> champion: first version" in first
+    assert "registered south: power-demand-south version 1 -> champion: first version" in first
+    assert main(["train", "--fleet", fleet, "--out", str(tmp_path / "week2"), "--register", "--end", "2020-02-27"]) == 0
+    second = capsys.readouterr().out
+    client = mlflow.MlflowClient(store, registry_uri=store)
+    for series in ("north", "south"):
+        name = f"power-demand-{series}"
+        newest = client.get_model_version(name, "2")
+        decision = newest.tags["gate_decision"]
+        assert newest.tags["series_id"] == series
+        assert f"registered {series}: {name} version 2 -> {decision}:" in second
+        assert "champion's" in second.split(f"registered {series}:")[1].splitlines()[0]  # the champion was scored
+        expected = "2" if decision == "champion" else "1"
+        assert str(client.get_model_version_by_alias(name, "champion").version) == expected
+    summary = pd.read_csv(tmp_path / "week2" / "summary.csv")
+    assert summary["holdout_MAPE"].between(0, 20).all() and summary["registered"].str.contains("version 2").all()
+    with pytest.raises(SystemExit):
+        main(["train", "--register", "--out", str(tmp_path / "x"), "--data", "north.csv", "--bad-flag"])
+    assert main(["train", "--register", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "north.csv")]) == 2
+    assert "--register goes with --fleet" in capsys.readouterr().err
