@@ -96,6 +96,10 @@ COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "ma
 BACKLOG_EVERY_S = 5.0  # how often the spool backlog gauge is read, at most (on the submitter thread)
 LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000]
 REPLICA_RETRIES = 1  # a request whose component replica died is asked again this many times (idempotent)
+# The residual's wait grows to this many times its recent average answer time (weight of each new answer in
+# that average below), so that a machine busy with other work answers late rather than degraded.
+RESIDUAL_TIMEOUT_FACTOR = 10.0
+RESIDUAL_EWMA_WEIGHT = 0.05
 # Ray Serve's high-throughput mode (Ray >= 2.55; docs: "Enable High Throughput on Ray Serve"): HAProxy
 # (C) in place of the Python proxy actor, requests straight to the ingress replicas, gRPC between
 # deployments, user code on each replica's own event loop. Ray's processes read these when they start,
@@ -120,7 +124,8 @@ class AppArgs(BaseModel):
         description="bundle folder or models:/NAME@ALIAS; used when the ingress's user_config names none",
     )
     residual_timeout_s: float = Field(
-        2.0, gt=0, description="wait this long for the residual model before answering degraded"
+        2.0, gt=0, description="wait at least this long for the residual model before answering degraded "
+        "(longer while it answers slowly for everyone: 10 times its recent average)"
     )
     api_key_env: str | None = Field(
         "STEF_RAY_API_KEY", description="environment variable holding the API key; unset or empty: no key"
@@ -228,8 +233,8 @@ class TrendDeployment:
     def __init__(self) -> None:
         self._models = ComponentCache(load_trend)
 
-    def warm(self, key: ModelKey) -> str:
-        self._models.get(key)
+    async def warm(self, key: ModelKey) -> str:
+        await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
         return key.version
 
     async def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
@@ -244,8 +249,8 @@ class SeasonalityDeployment:
     def __init__(self) -> None:
         self._models = ComponentCache(load_seasonality)
 
-    def warm(self, key: ModelKey) -> str:
-        self._models.get(key)
+    async def warm(self, key: ModelKey) -> str:
+        await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
         return key.version
 
     async def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
@@ -285,8 +290,8 @@ class ResidualDeployment:
         self.predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         self._fault = config.fault
 
-    def warm(self, key: ModelKey) -> str:
-        self._models.get(key)
+    async def warm(self, key: ModelKey) -> str:
+        await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
         return key.version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
@@ -339,6 +344,7 @@ class ForecastIngress:
         self._arm_of: weakref.WeakKeyDictionary[ForecastService, str] = weakref.WeakKeyDictionary()
         self._rng = random.Random(self._args.ab_seed)
         self._residual_timeout_s = self._args.residual_timeout_s
+        self._residual_seconds = 0.0  # moving average of the residual's answer time (RESIDUAL_EWMA_WEIGHT)
         self._in_flight = 0
         self._components.set_max_batch_size(self._args.component_batch_size)
         api_key = self._args.api_key or (os.environ.get(self._args.api_key_env) if self._args.api_key_env else None)
@@ -645,21 +651,30 @@ class ForecastIngress:
                 raise
         raise AssertionError("unreachable")
 
+    def _residual_timeout(self) -> float:
+        """The configured wait, or longer where the residual has been answering slowly for everyone (a busy
+        machine): a request then waits its turn rather than come back degraded. A replica that hangs or
+        fails still degrades after it, since only answers move the average."""
+        return max(self._residual_timeout_s, RESIDUAL_TIMEOUT_FACTOR * self._residual_seconds)
+
     async def _residual_answer(self, response: Any, started: float, ask_again: Callable[[], Any]
                                ) -> tuple[ResidualAnswer | None, str | None]:
         """The residual deployment's answer, or None and why (it failed, or took longer than the timeout).
         A replica that died under the request is asked again once (``ask_again``) while time is left."""
         loop = asyncio.get_running_loop()
+        timeout = self._residual_timeout()
         for attempt in range(1 + REPLICA_RETRIES):
             # What is left of the residual's time; a moment at least, to collect an answer already there.
-            left = max(self._residual_timeout_s - (loop.time() - started), 0.01)
+            left = max(timeout - (loop.time() - started), 0.01)
             try:
-                return await asyncio.wait_for(_resolve(response), left), None
+                answer = await asyncio.wait_for(_resolve(response), left)
+                self._residual_seconds += RESIDUAL_EWMA_WEIGHT * (loop.time() - started - self._residual_seconds)
+                return answer, None
             except TimeoutError:
                 response.cancel()
-                return None, f"no answer within {self._residual_timeout_s:g} s"
+                return None, f"no answer within {timeout:.3g} s"
             except RayActorError as err:
-                if attempt == REPLICA_RETRIES or loop.time() - started >= self._residual_timeout_s:
+                if attempt == REPLICA_RETRIES or loop.time() - started >= timeout:
                     logger.warning("residual deployment failed, answering degraded: %r", err)
                     return None, f"{type(err).__name__}"
                 logger.warning("a residual replica died under a request; asking another: %r", err)

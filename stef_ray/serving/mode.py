@@ -22,6 +22,11 @@ THROUGHPUT_ENV = {
     # (every 10 s), so neither slows what users see.
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # A forecast (and an actuals upload) is idempotent: HAProxy may send it again to another ingress replica
+    # when the first one died under it or answered 5xx (HAProxy's "all-retryable-errors"), instead of
+    # failing the client. It can resend only what it buffered: 64 kB holds a 671-hour request.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "all-retryable-errors",
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "65536",
 }
 
 

@@ -219,8 +219,12 @@ class ComponentCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            item = self._loader(key.path)
-            self._items[key] = item
+        # Loaded outside the lock: during a swap, requests for the model in use must not wait for the new
+        # one to load (two threads loading the same key at once keep the first).
+        item = self._loader(key.path)
+        with self._lock:
+            item = self._items.setdefault(key, item)
+            self._items.move_to_end(key)
             while len(self._items) > self._keep:
                 self._items.popitem(last=False)
             return item
