@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 UTC = dt.UTC
 MAX_SEARCH_DAYS = 366 * 8  # a Feb 29 on a Monday needs up to 28 years of search; such crons are refused
 SCHEDULED_FOR = "{scheduled_for}"  # in an entrypoint: the due time of the run it starts
+DEFAULT_TUNE_CONFIG = "tune_configs/prod.yaml"  # the weekly search; SCHEDULE_TUNE_CONFIG picks another
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MACROS = {
@@ -199,9 +200,11 @@ class ScheduleConfig(BaseModel):
         description="IANA time zone the cron expression is read in; env SCHEDULE_TIMEZONE",
     )
     entrypoint: str = Field(
-        "stef-ray tune --config tune_configs/prod.yaml",
-        description="shell command the Ray job runs; {scheduled_for} in it becomes the run's due time (ISO), "
-        "e.g. `--end {scheduled_for}` to train on the data up to then when a missed run is caught up late",
+        default_factory=lambda: f"stef-ray tune --config {os.environ.get('SCHEDULE_TUNE_CONFIG', DEFAULT_TUNE_CONFIG)}",
+        description="shell command the Ray job runs, in the folder where the head was started (`ray start`); "
+        "default: `stef-ray tune --config $SCHEDULE_TUNE_CONFIG` (tune_configs/prod.yaml; "
+        "tune_configs/smoke.yaml fits 2 cores). {scheduled_for} in it becomes the run's due time (ISO), e.g. "
+        "`--end {scheduled_for}` to train on the data up to then when a missed run is caught up late",
     )
     ray_address: str = Field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),

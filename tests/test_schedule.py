@@ -330,3 +330,39 @@ def test_retrain_scheduler_due__first_start_records_then_each_sunday_is_due_once
     assert scheduler.due(sunday_0200_seoul + dt.timedelta(days=6)) is None
     assert scheduler.due(sunday_0200_seoul + dt.timedelta(days=7)) == sunday_0200_seoul + dt.timedelta(days=7)
 
+
+
+@pytest.mark.slow
+def test_schedule_once__the_shipped_job_sized_by_one_setting_trains_and_registers(tmp_path):
+    # As an operator on a 2-core machine: a head started in the project folder (the job runs there), the
+    # data in data/*.csv, `SCHEDULE_TUNE_CONFIG=tune_configs/smoke.yaml stef-ray schedule --once` and no
+    # other flag: the job reads the data, searches, registers and gates. Token authentication is on.
+    import mlflow
+
+    from stef_ray.data.builtin import write_dataset
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "tune_configs", project / "tune_configs")
+    write_dataset("vic-elec", project / "data" / "vic_elec.csv")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from local_stack import ray_head
+
+    token = uuid.uuid4().hex * 2
+    cwd = os.getcwd()
+    os.chdir(project)  # `ray start` here: the job's working folder
+    try:
+        with ray_head(tmp_path, num_cpus=2, token=token) as head:
+            env = {**os.environ, "RAY_AUTH_TOKEN": token, "SCHEDULE_TUNE_CONFIG": "tune_configs/smoke.yaml",
+                   "RAY_ADDRESS": head.job_api}
+            env.pop("MLFLOW_TRACKING_URI", None)
+            run = subprocess.run([sys.executable, "-m", "stef_ray", "schedule", "--once", "--state-file",
+                                  str(tmp_path / "state.json")], capture_output=True, text=True, env=env, timeout=900)
+    finally:
+        os.chdir(cwd)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "SUCCEEDED" in run.stdout
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store, registry_uri=store)
+    champion = client.get_model_version_by_alias("power-demand-hybrid", "champion")
+    assert str(champion.version) == "1" and champion.tags["gate_decision"] == "champion"
