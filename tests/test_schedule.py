@@ -333,7 +333,7 @@ def test_retrain_scheduler_due__first_start_records_then_each_sunday_is_due_once
 
 
 @pytest.mark.slow
-def test_schedule_once__the_shipped_job_sized_by_one_setting_trains_and_registers(tmp_path):
+def test_schedule_once__the_shipped_job_sized_by_one_setting_trains_and_registers(tmp_path, monkeypatch):
     # As an operator on a 2-core machine: a head started in the project folder (the job runs there), the
     # data in data/*.csv, `SCHEDULE_TUNE_CONFIG=tune_configs/smoke.yaml stef-ray schedule --once` and no
     # other flag: the job reads the data, searches, registers and gates. Token authentication is on.
@@ -349,6 +349,8 @@ def test_schedule_once__the_shipped_job_sized_by_one_setting_trains_and_register
     from local_stack import ray_head
 
     token = uuid.uuid4().hex * 2
+    # The job runs `stef-ray` as the head finds it on its PATH, as where it is installed.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cwd = os.getcwd()
     os.chdir(project)  # `ray start` here: the job's working folder
     try:
