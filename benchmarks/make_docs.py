@@ -36,6 +36,7 @@ TITLES = {
     "tune_vs_defaults": "Ray Tune: the search against the defaults",
     "influx_outage": "InfluxDB outage",
     "fleet_scale": "Many series: fitting on Ray against a plain loop",
+    "serve_fleet": "Many series in one Serve application (model multiplexing)",
 }
 
 # The design changed on this date: the neural residual learns out-of-fold errors and is kept by validation
