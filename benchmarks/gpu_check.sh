@@ -67,18 +67,16 @@ step train_cpu "$OUT/train.txt" 120 $PY "${TRAIN[@]}" --device cpu --out "$W/bun
 step holdout_scores "$OUT/train.txt" 60 $PY - "$W/bundle_cuda" "$W/bundle_cpu" <<'EOF'
 import sys
 from stef_ray.bundle import load_bundle
-from stef_ray.config import DataConfig
 from stef_ray.data import load_hourly
 from stef_ray.integrations.tune import holdout_start, score_holdout
 for path in sys.argv[1:]:
     try:
         model, manifest = load_bundle(path, device="cpu")
-        data = load_hourly(DataConfig.model_validate(manifest["data_config"]), "data/vic_elec.csv")
+        data = load_hourly(manifest.data, "data/vic_elec.csv")
         start = holdout_start(data, 28)
         m = score_holdout(model, data, start)
-        t = manifest.get("training", {})
-        n = t.get('neural') or {}
-        print(f"{path}: trained on {manifest['model_config']['residual']['device']}, neural kept {n.get('kept')}, "
+        n = manifest.training.neural or {}
+        print(f"{path}: trained on {manifest.model_settings['residual']['device']}, neural kept {n.get('kept')}, "
               f"epochs {n.get('epochs_run')}; holdout from {start} ({int(m['origins'])} day-ahead forecasts): "
               f"MAPE {m['MAPE']:.3f} %  MAE {m['MAE']:.1f} MW  RMSE {m['RMSE']:.1f} MW")
     except Exception as err:

@@ -138,7 +138,7 @@ class HybridForecaster:
 
         model, manifest = load_bundle(path)
         forecaster = cls(model.config)
-        forecaster.data_config = DataConfig.model_validate(manifest["data_config"])
+        forecaster.data_config = manifest.data
         forecaster.model = model
         return forecaster
 

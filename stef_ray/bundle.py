@@ -29,10 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from stef_ray import __version__
-from stef_ray.config import DataConfig, ModelConfig
+from stef_ray.config import DataConfig, ModelConfig, format_validation_error
 from stef_ray.exceptions import BundleError, ModelNotFoundError
+from stef_ray.manifest import BundleManifest
 from stef_ray.models.hybrid import HybridModel
 from stef_ray.models.residual_boosted import BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
@@ -97,6 +99,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             "has_boosted": model.boosted is not None,
             "extra": extra or {},
         }
+        BundleManifest.model_validate(manifest)  # what every reader will parse: fail here, not there
         _write_json(staging / MANIFEST, manifest)
         _write_json(staging / "trend.json", model.trend.to_state())
         _write_json(staging / "seasonality.json", model.seasonality.to_state())
@@ -126,7 +129,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
     return path
 
 
-def read_manifest(path: str | Path) -> dict:
+def read_manifest(path: str | Path) -> BundleManifest:
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -137,16 +140,19 @@ def read_manifest(path: str | Path) -> dict:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError:
         raise BundleError(f"{manifest_path} is not valid JSON; the bundle is damaged, retrain it") from None
-    version = manifest.get("format_version")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(
             f"bundle {path} has format version {version}, this stef_ray {__version__} reads up to "
             f"{FORMAT_VERSION}; upgrade stef_ray to load it"
         )
-    return manifest
+    try:
+        return BundleManifest.model_validate(manifest)
+    except ValidationError as err:
+        raise BundleError(format_validation_error(err, str(manifest_path)) + "; the bundle is damaged, retrain it") from None
 
 
-def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, dict]:
+def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, BundleManifest]:
     """Read a bundle folder; returns the model and its manifest.
 
     ``device`` (auto, cpu, cuda) says where the neural residual runs; by default the one the bundle was trained
@@ -159,32 +165,32 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
     path = Path(path)
     manifest = read_manifest(path)
     try:
-        config = ModelConfig.model_validate(manifest["model_config"])
+        config = ModelConfig.model_validate(manifest.model_settings)
         if device:
             config.residual.device = device
         elif config.residual.device == "cuda":
             config.residual.device = "auto"
-        model = HybridModel(config, manifest["exog"])
+        model = HybridModel(config, manifest.exog)
         model.trend = LogLinearTrend.from_state(json.loads((path / "trend.json").read_text()))
         model.seasonality = FourierSeasonality.from_state(json.loads((path / "seasonality.json").read_text()))
         model.scaler = json.loads((path / "residual_scaler.json").read_text())
         model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
-        model.training = manifest.get("training", {})
-        if manifest.get("has_linear"):
+        model.training = manifest.training.model_dump(exclude_unset=True)
+        if manifest.has_linear:
             meta = json.loads((path / LINEAR).read_text())
-            if manifest["format_version"] >= 2:
+            if manifest.format_version >= 2:
                 with np.load(path / LINEAR_ARRAYS, allow_pickle=False) as arrays:
                     model.linear = LinearResidual.from_parts(meta, dict(arrays))
             else:  # format 1: the arrays are in the JSON
                 model.linear = LinearResidual.from_state(meta)
-        if manifest.get("has_boosted"):  # bundles from before the trees have none
+        if manifest.has_boosted:  # bundles from before the trees have none
             with np.load(path / BOOSTED_ARRAYS, allow_pickle=False) as arrays:
                 model.boosted = BoostedResidual.from_parts(json.loads((path / BOOSTED).read_text()), dict(arrays))
-        channels = len(manifest["feature_names"]["residual_channels"])
-        if manifest.get("has_neural"):
+        channels = len(manifest.feature_names["residual_channels"])
+        if manifest.has_neural:
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
             model.neural = NeuralResidual(config.residual, channels, model._hour_channels).load_state_dict(state)
-        elif manifest.get("has_residual"):  # formats 1-6: one LSTM, no origin-hour input
+        elif manifest.has_residual:  # formats 1-6: one LSTM, no origin-hour input
             state = torch.load(path / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
             config.residual.architecture, config.residual.ensemble = "lstm", 1
             neural = NeuralResidual(config.residual, channels, model._hour_channels, origin_hour=False)

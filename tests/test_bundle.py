@@ -24,10 +24,11 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
     expected = forecast_from_frames(fitted_model, history, future).frame
     got = forecast_from_frames(loaded, history, future).frame
     np.testing.assert_array_equal(got.drop(columns="timestamp").to_numpy(), expected.drop(columns="timestamp").to_numpy())
-    assert manifest["format_version"] == FORMAT_VERSION
-    assert loaded.boosted is not None and manifest["has_boosted"]  # the trees made the trip too
-    assert manifest["exog"] == ["temperature", "workday"]
-    assert manifest["training"]["hours"] == 24 * 60
+    assert manifest.format_version == FORMAT_VERSION
+    assert loaded.boosted is not None and manifest.has_boosted  # the trees made the trip too
+    assert manifest.exog == ["temperature", "workday"]
+    assert manifest.training.hours == 24 * 60
+    assert manifest.data.exog == ["temperature", "workday"] and manifest.timezone == "UTC"
 
 
 def test_bundle__trained_on_a_gpu_forecasts_on_a_cpu_only_machine(fitted_model, synthetic_hourly, tmp_path):
@@ -111,7 +112,7 @@ def test_bundle__golden_v1_still_loads_and_forecasts(synthetic_hourly):
     if not GOLDEN.exists():
         pytest.fail("golden bundle missing: run `python tests/golden/make_golden.py` once and commit it")
     model, manifest = load_bundle(GOLDEN)
-    assert manifest["format_version"] == 1
+    assert manifest.format_version == 1
     expected = json.loads((GOLDEN.parent / "bundle_v1_forecast.json").read_text())
     history = synthetic_hourly.frame.iloc[-800:-24]
     got = forecast_from_frames(model, history, synthetic_hourly.frame.iloc[-24:]).frame
@@ -122,3 +123,28 @@ def test_bundle__golden_fixture_is_copyable(tmp_path):
     # The golden bundle is plain files: copying it anywhere keeps it loadable (no absolute paths inside).
     shutil.copytree(GOLDEN, tmp_path / "copy")
     load_bundle(tmp_path / "copy")
+
+
+def test_bundle__a_manifest_of_the_wrong_shape_is_one_line_naming_the_key(fitted_model, tmp_path):
+    path = save_bundle(fitted_model, tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["exog"] = "temperature"  # a string where the list of inputs belongs
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest.json: exog: Input should be a valid list.*retrain it"):
+        load_bundle(path)
+
+
+def test_manifest__reads_what_the_writers_recorded_in_one_place():
+    from stef_ray.manifest import BundleManifest
+
+    manifest = BundleManifest.model_validate({
+        "format_version": 8, "model_config": {}, "exog": ["temperature"], "future_key": 1,
+        "data_config": {"timezone": "US/Eastern", "holidays": "NERC", "a_removed_option": True},
+        "training": {"end": "2017-01-01T00:00:00-05:00", "point_log_adjust": [0.0]},
+        "extra": {"holdout": {"MAPE": 3.2}, "registry_version": 4, "registered_model_name": "power-demand-PJME"},
+    })
+    assert (manifest.timezone, manifest.calendar, manifest.holdout_mape) == ("US/Eastern", "NERC", 3.2)
+    assert (manifest.model_name, manifest.model_version) == ("power-demand-PJME", "4")
+    assert manifest.data.exog == [] and manifest.data.holidays == "NERC"  # the removed option is left out
+    assert manifest.training.model_dump(exclude_unset=True)["point_log_adjust"] == [0.0]  # kept for the model
+    assert manifest.to_json()["future_key"] == 1 and "model_config" in manifest.to_json()

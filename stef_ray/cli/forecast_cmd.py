@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from stef_ray.bundle import load_bundle
     from stef_ray.cli.model_source import resolve_bundle_path
     from stef_ray.cli.options import data_config_with_overrides
-    from stef_ray.config import DataConfig
     from stef_ray.data import load_hourly
     from stef_ray.data.hourly import LOAD
     from stef_ray.exceptions import ConfigError
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     bundle_path = resolve_bundle_path(args.model)
     model, manifest = load_bundle(bundle_path, device=args.device)
-    data_config = data_config_with_overrides(DataConfig.model_validate(manifest["data_config"]), args)
+    data_config = data_config_with_overrides(manifest.data, args)
     data = load_hourly(data_config)
     future = None
     if args.future:
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     csv_path = out_dir / f"forecast_{stamp}.csv"
     frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat())).to_csv(csv_path, index=False, float_format="%.3f")
 
-    version = manifest.get("extra", {}).get("model_version", "")
+    version = manifest.model_version or ""
     print(f"forecast from {result.origin:%Y-%m-%d %H:%M %Z} by {bundle_path}{f' (version {version})' if version else ''}")
     for column in ("trend", "seasonality", "residual", "forecast"):
         print(f"  {column:<12} [{frame[column].min():>10.1f}, {frame[column].max():>10.1f}] MW")
@@ -125,8 +124,7 @@ def _send_to_influx(frame, metrics, manifest, origin, data) -> None:
     from stef_ray.data.hourly import LOAD
     from stef_ray.integrations.influx import InfluxSink
 
-    extra = manifest.get("extra", {})
-    name, version = extra.get("model_name", "local-bundle"), str(extra.get("model_version", "0"))
+    name, version = manifest.model_name or "local-bundle", manifest.model_version or "0"
     with InfluxSink.from_env() as sink:
         sink.submit_forecast(frame, model_name=name, model_version=version, issue_time=origin)
         if metrics:

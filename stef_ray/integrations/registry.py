@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # mlflow is imported where it is used: `stef-ray forecast` on
 
     from stef_ray.integrations.tune import TuneOutcome
     from stef_ray.integrations.tune_config import MlflowConfig, TuneConfig
+    from stef_ray.manifest import BundleManifest
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def predict_frame(model: Any, manifest: dict, rows: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(model: Any, manifest: BundleManifest, rows: pd.DataFrame) -> pd.DataFrame:
     """The pyfunc's predict, as a plain function: history + future rows -> forecast frame."""
     from stef_ray.exceptions import DataError
     from stef_ray.forecasting import forecast_from_frames
 
     if "timestamp" not in rows.columns or LOAD not in rows.columns:
         raise DataError("input needs the columns 'timestamp' and 'load' (empty load on the hours to forecast)")
-    timezone = manifest.get("training", {}).get("timezone") or "UTC"
+    timezone = manifest.training.timezone or "UTC"  # the zone the model's index was fitted in
     stamps = pd.to_datetime(rows["timestamp"], utc=True).dt.tz_convert(timezone)
     frame = rows.drop(columns="timestamp").set_index(pd.DatetimeIndex(stamps, name="timestamp")).sort_index()
     frame[LOAD] = pd.to_numeric(frame[LOAD], errors="coerce")
@@ -147,7 +148,7 @@ def predict_frame(model: Any, manifest: dict, rows: pd.DataFrame) -> pd.DataFram
         raise DataError("input has no observed load: give at least the last week of history")
     last = observed[-1]
     history, future = frame.iloc[: last + 1], frame.iloc[last + 1 :]
-    calendar = (manifest.get("data_config") or {}).get("holidays")
+    calendar = manifest.calendar
     if calendar and HOLIDAY_COLUMN in model.exog:
         # A 'holiday' input made from a calendar is known for any hour: rows (or whole future hours) that
         # leave it out take the calendar's flags, as `stef-ray forecast` and the HTTP endpoint do.
@@ -200,7 +201,7 @@ def log_bundle_model(bundle_path: Path, input_example: pd.DataFrame) -> Any:
     model, manifest = load_bundle(bundle_path)
     output = predict_frame(model, manifest, input_example)
     signature = infer_signature(input_example, output)
-    if (manifest.get("data_config") or {}).get("holidays"):
+    if manifest.calendar:
         # A calendar-made 'holiday' input may be left out (predict_frame fills it from the calendar), so the
         # signature must not make MLflow refuse an input without it.
         from mlflow.types.schema import ColSpec, Schema
@@ -292,19 +293,19 @@ def champion_gate(
     return GateDecision(alias, new_mape, champion_mape, champion_version, margin, reason)
 
 
-def _before_holdout(model: Any, manifest: dict, data: HourlyData, holdout_from: pd.Timestamp) -> Any:
+def _before_holdout(model: Any, manifest: BundleManifest, data: HourlyData, holdout_from: pd.Timestamp) -> Any:
     """The champion as it would forecast the holdout without having seen it: the bundle itself when its
     training ended before the holdout, else its configuration refitted on the data before the holdout."""
     from stef_ray.config import ModelConfig
     from stef_ray.exceptions import DataError
     from stef_ray.models.hybrid import HybridModel
 
-    end = (manifest.get("training") or {}).get("end")
+    end = manifest.training.end
     if end is None or pd.Timestamp(end) < holdout_from:
         return model
-    if list(manifest.get("exog") or []) != list(data.exog):
-        raise DataError(f"its inputs {manifest.get('exog')} are not this data's {data.exog}")
-    config = ModelConfig.model_validate(manifest["model_config"])
+    if manifest.exog != list(data.exog):
+        raise DataError(f"its inputs {manifest.exog} are not this data's {data.exog}")
+    config = ModelConfig.model_validate(manifest.model_settings)
     logger.info("champion trained up to %s, into the holdout from %s: its configuration is refitted before it",
                 end, holdout_from)
     return HybridModel(config, data.exog).fit(data.window(end=holdout_from))

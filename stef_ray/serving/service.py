@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD
 from stef_ray.exceptions import BundleError, ConfigError
+from stef_ray.manifest import BundleManifest
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
 from stef_ray.serving.schemas import (
@@ -131,23 +132,12 @@ def bundle_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _holdout_mape(manifest: dict) -> float | None:
-    extra = manifest.get("extra") or {}
-    # `stef-ray tune` writes extra.holdout.MAPE; the other places are for bundles written by hand.
-    for where in (extra.get("holdout") or {}, extra, extra.get("metrics") or {}, manifest.get("training") or {}):
-        for key in ("holdout_mape", "holdout_MAPE", "mape"):
-            value = where.get(key)
-            if isinstance(value, int | float):
-                return float(value)
-    return None
-
-
 @dataclass
 class LoadedModel:
     """A model read from a bundle, with what the API reports about it."""
 
     model: Any  # stef_ray.models.hybrid.HybridModel (kept untyped: importing it imports torch)
-    manifest: dict
+    manifest: BundleManifest
     info: ModelInfo
     key: ModelKey
 
@@ -172,30 +162,25 @@ def load_model(source: str, tracking_uri: str | None = None, version: str | None
     else:
         path, uri_parts = resolve_source(source, tracking_uri)
     model, manifest = load_bundle(path, device="cpu")
-    extra = manifest.get("extra") or {}
-    training = manifest.get("training") or {}
-    timezone = (manifest.get("data_config") or {}).get("timezone") or training.get("timezone") or "UTC"
-    version = str(uri_parts.get("version") or extra.get("registry_version") or extra.get("version")
-                  or bundle_fingerprint(path))
+    training = manifest.training
     info = ModelInfo(
-        name=uri_parts.get("name") or extra.get("registered_model_name") or path.name,
-        version=version,
+        name=uri_parts.get("name") or manifest.model_name or path.name,
+        version=str(uri_parts.get("version") or manifest.model_version or bundle_fingerprint(path)),
         alias=uri_parts.get("alias"),
         source=source,
-        created_at=manifest.get("created_at"),
-        training_window=TrainingWindow(start=training.get("start"), end=training.get("end"),
-                                       hours=training.get("hours")),
-        holdout_mape=_holdout_mape(manifest),
-        validation_mape_log_approx=training.get("val_mape_log_approx"),
+        created_at=manifest.created_at,
+        training_window=TrainingWindow(start=training.start, end=training.end, hours=training.hours),
+        holdout_mape=manifest.holdout_mape,
+        validation_mape_log_approx=training.val_mape_log_approx,
         residual_models=model.residual_summary(),
-        neural_residual=training.get("neural") if isinstance(training.get("neural"), dict) else None,
+        neural_residual=training.neural,
         lookback_hours=model.lookback,
         history_hours=model.history_hours,
         horizon_hours=model.horizon,
         exog=list(model.exog),
-        timezone=timezone,
+        timezone=manifest.timezone,
     )
-    return LoadedModel(model, manifest, info, ModelKey(str(path), version))
+    return LoadedModel(model, manifest, info, ModelKey(str(path), info.version))
 
 
 # --------------------------------------------------------------------------------- component caches
@@ -465,13 +450,12 @@ class ForecastService:
     def __init__(self, loaded: LoadedModel, max_interpolate_hours: int | None = None) -> None:
         self.loaded = loaded
         model = loaded.model
-        data_config = loaded.manifest.get("data_config") or {}
         self.max_gap_hours = (max_interpolate_hours if max_interpolate_hours is not None
-                              else int(data_config.get("max_interpolate_hours", 3)))
+                              else loaded.manifest.data.max_interpolate_hours)
         self.request_model = request_model(tuple(model.exog), model.horizon)
         # A 'holiday' input made from a calendar (data.holidays) is known ahead: future hours a request
         # leaves out take the calendar's flags, not last week's.
-        calendar = data_config.get("holidays")
+        calendar = loaded.manifest.calendar
         self.calendar = calendar if calendar and HOLIDAY_COLUMN in model.exog else None
         self._exog_fields = self._field_names()
         self._allowed = {

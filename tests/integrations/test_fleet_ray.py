@@ -69,16 +69,15 @@ def test_fleet_ray__train_writes_a_bundle_per_series_that_forecasts(local_ray, s
     assert code == 1 and "east: failed:" in printed and "2 of 3 series ok" in printed
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["north", "south"]
     model, manifest = load_bundle(out / "south")
-    assert manifest["data_config"]["target_col"] == "SOUTH_MW"
-    assert manifest["training"]["end"].startswith("2020-02-19")  # fitted on the data before --end only
+    assert manifest.data.target_col == "SOUTH_MW"
+    assert manifest.training.end.startswith("2020-02-19")  # fitted on the data before --end only
     summary = pd.read_csv(out / "summary.csv")
     assert summary.loc[summary["series_id"] == "north", "bundle"].item() == str(out / "north")
     # The bundle reads its series' file with the options its manifest kept, and forecasts from it.
-    from stef_ray.config import DataConfig
     from stef_ray.data import load_hourly
     from stef_ray.forecasting import forecast_at
 
-    data = load_hourly(DataConfig.model_validate(manifest["data_config"]))
+    data = load_hourly(manifest.data)
     forecast = forecast_at(model, data, pd.Timestamp("2020-02-20")).frame
     assert len(forecast) == 24 and forecast["forecast"].notna().all()
 

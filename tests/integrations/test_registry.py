@@ -184,7 +184,7 @@ def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqli
     local = registry.resolve_model_uri(f"models:/{MODEL}@champion", sqlite_store / "download")
     assert local.is_relative_to(sqlite_store / "download")
     model, manifest = load_bundle(local)
-    assert manifest["extra"]["tune"]["best_trial_id"] == outcome.best_trial_id
+    assert manifest.extra["tune"]["best_trial_id"] == outcome.best_trial_id
     assert score_holdout(model, tiny_hourly, outcome.holdout_start)["MAPE"] == pytest.approx(
         score_holdout(outcome.model, tiny_hourly, outcome.holdout_start)["MAPE"])
     with pytest.raises(ModelNotFoundError, match="cannot fetch models:/power-demand-hybrid@nobody"):

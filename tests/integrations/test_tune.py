@@ -148,8 +148,9 @@ def test_run_search__the_best_configuration_by_rolling_origin_mape_is_the_bundle
     assert outcome.holdout_start == tiny_hourly.frame.index[-24 * 7]
     assert outcome.holdout_metrics["origins"] == 7 and 0 < outcome.holdout_metrics["MAPE"] < 10
     model, manifest = load_bundle(outcome.bundle_path)
-    assert manifest["training"]["end"] == tiny_hourly.frame.index[-1].isoformat()
-    assert manifest["extra"]["tune"]["best_trial_id"] == best.trial_id
+    assert manifest.training.end == tiny_hourly.frame.index[-1].isoformat()
+    assert manifest.extra["tune"]["best_trial_id"] == best.trial_id
+    assert manifest.holdout_mape == pytest.approx(outcome.holdout_metrics["MAPE"])  # what /model reports
     assert model.config.seasonality.daily_order == best.hyperparameters["seasonality.daily_order"]
     assert model.config.residual.linear_alpha == pytest.approx(best.hyperparameters["residual.linear_alpha"])
     assert model.config.residual.enabled == (best.hyperparameters["residual.architecture"] != "none")
