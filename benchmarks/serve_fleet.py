@@ -14,6 +14,7 @@ runs it. Writes benchmarks/results/serve_fleet.md (and prints it).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -134,14 +135,17 @@ def main() -> None:
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - began
-        handle = serve.get_deployment_handle("FleetForecaster", app_name=app["name"])
-        per_replica: dict[str, int] = {}
-        for _ in range(50 * args.replicas):  # calls land on replicas at random: ask until each has answered
-            stats = handle.stats.remote().result()
-            per_replica[stats["replica"]] = sum(stats["loads"].values())
-            if len(per_replica) == args.replicas:
-                break
-        loads = sum(per_replica.values())
+        async def replica_loads() -> dict[str, int]:
+            handle = serve.get_deployment_handle("FleetForecaster", app_name=app["name"])
+            per_replica: dict[str, int] = {}
+            for _ in range(50 * args.replicas):  # calls land on replicas at random: ask until each answered
+                stats = await handle.stats.remote()
+                per_replica[stats["replica"]] = sum(stats["loads"].values())
+                if len(per_replica) == args.replicas:
+                    break
+            return per_replica
+
+        loads = sum(asyncio.run(replica_loads()).values())
         ray.shutdown()
     ok = [status for _, status in cold + warm if status == 200]
     rows = {
