@@ -181,16 +181,15 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         ("parse + validate (pydantic, numpy)", timed(lambda: service.parse(body))),
         ("trend", timed(lambda: trend_log(model.trend, prepared.frame.index))),
         ("seasonality (Fourier + exog design)", timed(lambda: season_log(model.seasonality, exog))),
-        ("residual: LSTM, 1 request", timed(lambda: residual_log_batch(model, frame, trend, season, n))),
-        ("residual: LSTM, batch of 16 (per batch)",
+        ("residual models, 1 request", timed(lambda: residual_log_batch(model, frame, trend, season, n))),
+        ("residual models, batch of 16 (per batch)",
          timed(lambda: residual_log_batch(model, frame16, trend16, season16, n), n=50)),
         ("assemble answer", timed(lambda: service.assemble(prepared, trend, season, residual))),
         ("Residual replica, 1 request: parse + trend + seasonality + residual", timed(replica_work)),
         ("whole forecast in process", timed(lambda: service.forecast(service.parse(body)))),
     ]
-    params = sum(p.numel() for p in model.residual.net.parameters())
-    out = [f"Bundle: LSTM hidden {model.config.residual.hidden_size}, {params} parameters, "
-           f"lookback {model.lookback} h, horizon {model.horizon} h.", "",
+    out = [f"Bundle: the shipped defaults' residual models ({model.residual_summary()}), "
+           f"history {model.history_hours} h, lookback {model.lookback} h, horizon {model.horizon} h.", "",
            "| step | ms |", "|---|---|"]
     out += [f"| {name} | {ms:.2f} |" for name, ms in lines]
     return out
@@ -332,12 +331,15 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="stef-serve-bench-"))
     bundle = args.model or train_bundle(workdir / "bundle")
-    body = request_body()
+    from stef_ray.bundle import load_bundle
+
+    history_hours = load_bundle(bundle)[0].history_hours  # the weather's smoothing warm-up included
+    body = request_body(history_hours)
     load_before = os.getloadavg()
     sections = [f"# Serve latency ({time.strftime('%Y-%m-%d %H:%M')})", "",
                 f"Machine: {os.cpu_count()} CPUs; load average before the run {load_before[0]:.1f} "
                 "(other jobs share this machine: figures are pessimistic when it is above ~0.5).",
-                f"Request: 168 h history + 24 h future, {len(body)} bytes of JSON; caps per phase: "
+                f"Request: {history_hours} h history + 24 h future, {len(body)} bytes of JSON; caps per phase: "
                 f"{args.requests} requests / {args.seconds:g} s.", "", "## Compute per request (in process)", ""]
     sections += component_timings(bundle, body)
 
