@@ -40,7 +40,8 @@ def residual_answer(first, then):
         return Response(then)
 
     async def run():
-        ingress = SimpleNamespace(_residual_timeout_s=5.0)
+        ingress = SimpleNamespace(_residual_timeout_s=5.0, _residual_seconds=0.0)
+        ingress._residual_timeout = lambda: INGRESS._residual_timeout(ingress)
         started = asyncio.get_running_loop().time()
         return await INGRESS._residual_answer(ingress, Response(first), started, ask_again)
 
