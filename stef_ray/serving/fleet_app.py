@@ -23,7 +23,6 @@ registered model per series (``models:/power-demand-{series_id}@champion``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError, StefRayError
-from stef_ray.serving.plain_app import API_KEY_HEADER, DEFAULT_MAX_BODY_BYTES, all_finite, read_body
+from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, all_finite, check_api_key, read_body
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import ForecastService, load_model
 
@@ -155,11 +154,7 @@ class FleetIngress:
         self._api_key = key or None
 
     def _check_key(self, request: Request) -> None:
-        if self._api_key is None:
-            return
-        given = request.headers.get(API_KEY_HEADER, "")
-        if not hmac.compare_digest(given.encode(), self._api_key.encode()):
-            raise RequestError(401, f"missing or wrong {API_KEY_HEADER} header", API_KEY_HEADER)
+        check_api_key(request, self._api_key)
 
     async def _call(self, method: str, series_id: str, *args: Any) -> tuple[int, dict]:
         check_series_id(series_id)

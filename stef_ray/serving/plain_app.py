@@ -85,6 +85,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def check_api_key(request: Request, api_key: str | None) -> None:
+    """A 401 unless the request carries ``api_key`` (any request passes where none is configured)."""
+    if api_key is None:
+        return
+    given = request.headers.get(API_KEY_HEADER, "")
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise RequestError(401, f"missing or wrong {API_KEY_HEADER} header", API_KEY_HEADER)
+
+
 def all_finite(answer: dict) -> bool:
     return all(
         math.isfinite(v) for key in ("forecast", "trend", "seasonality", "residual", "p10", "p50", "p90")
@@ -120,11 +129,7 @@ def build_http_app(
         return service
 
     def check_key(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        given = request.headers.get(API_KEY_HEADER, "")
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise RequestError(401, f"missing or wrong {API_KEY_HEADER} header", API_KEY_HEADER)
+        check_api_key(request, settings.api_key)
 
     @app.get("/healthz", response_model=HealthResponse, responses={503: error_responses[503]})
     async def healthz() -> JSONResponse:
