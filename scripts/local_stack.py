@@ -61,11 +61,21 @@ def _stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
         process.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux), so a driver that
+    is killed or aborts leaves no server running; elsewhere the `finally` below is the only cleanup."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def _server(command: list[str], ready_url: str, log: Path, what: str, env: dict | None = None,
             timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
         _wait_until_up(process, ready_url, log, what, timeout_s)
         yield process

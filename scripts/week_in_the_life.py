@@ -149,16 +149,32 @@ def write_configs(folder: Path, export_url: str, bad_change: bool = False) -> tu
     return ingest, tune
 
 
-def deploy_serve(port: int, mlflow_url: str, store_url: str, spool: Path) -> str:
-    from stef_ray.serving.app import deploy_config, read_serve_config
+def deploy_serve(job_api: str, port: int, mlflow_url: str, store_url: str, spool: Path, wait_s: float = 180) -> str:
+    """`serve deploy` through the head's dashboard REST API, as an operator deploys to a remote cluster: the
+    drill never joins the cluster as a driver (nothing here needs a connection to the head's GCS)."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from stef_ray.serving.app import read_serve_config
 
     config = read_serve_config(ROOT / "serve_config.yaml", model_source=f"models:/{MODEL_NAME}@champion", port=port)
     config["applications"][0]["args"].update({
         "mlflow_tracking_uri": mlflow_url, "alias_poll_s": 1.0, "influx": True,
         "influx_settings": {"url": store_url, "token": "drill", "org": "stef", "bucket": "drill",
                             "spool_dir": str(spool), "flush_interval_s": 0.5}})
-    deploy_config(config)
-    return f"http://127.0.0.1:{port}"
+    client = ServeSubmissionClient(job_api)
+    client.deploy_applications(config)
+    names = {app["name"] for app in config["applications"]}
+    deadline = time.monotonic() + wait_s
+    while True:
+        apps = client.get_serve_details().get("applications", {})
+        states = {name: apps.get(name, {}).get("status") for name in names}
+        if all(state == "RUNNING" for state in states.values()):
+            return f"http://127.0.0.1:{port}"
+        failed = [name for name, state in states.items() if state in ("DEPLOY_FAILED", "UNHEALTHY")]
+        if failed or time.monotonic() > deadline:
+            raise RuntimeError(f"Serve applications not running: {states} "
+                               f"({apps.get((failed or list(names))[0], {}).get('message', '')[:300]})")
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------------------ the week
@@ -361,7 +377,6 @@ def main(argv: list[str] | None = None) -> int:
             ray_head(folder, num_cpus=3, token=token, env=throughput | {"OMP_NUM_THREADS": "1"}) as head, \
             victoria_metrics(folder, scrape_config(folder, head.service_discovery)) as store_url:
         import mlflow
-        import ray
 
         from stef_ray.schedule import RetrainScheduler, ScheduleConfig
 
@@ -375,8 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "--until", str(start.date())], capture_output=True, text=True)
         print(ingest.stdout.strip().splitlines()[-1] if ingest.stdout.strip() else ingest.stderr, flush=True)
         ingested = load.loc[: start - HOUR]
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        drill = Drill(deploy_serve(free_port(), mlflow_url, store_url, folder / "spool-serve"), load)
+        drill = Drill(deploy_serve(job_api, free_port(), mlflow_url, store_url, folder / "spool-serve"), load)
         drill.check(ingest.returncode == 0, f"stef-ray ingest wrote the history before {start.date()}")
         client = mlflow.MlflowClient(mlflow_url)
         fresh = served_model(drill.url)
@@ -418,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
             drill.check(last.get("gate") == "challenger" and last.get("champion_after") == last.get("champion_before"),
                         f"the bad change was caught: version {last.get('registered')} -> {last.get('gate')}, the "
                         f"champion stayed {last.get('champion_after')}")
-        ray.shutdown()
     day_ahead = [a for a in drill.forecasts if pd.Timestamp(a["origin"]).hour == 0]
     report = {"start": str(start), "weeks": args.weeks, "seconds": round(time.monotonic() - started),
               "actual_hours_posted": len(drill.actuals_sent), "history_hours_ingested": len(ingested),

@@ -25,8 +25,8 @@ def test_three_weeks_in_the_life__every_point_once_champion_moves_only_by_the_ga
         run = subprocess.run([sys.executable, str(ROOT / "scripts" / "week_in_the_life.py"), "--weeks", "3",
                               "--folder", str(tmp_path / f"stack{attempt}"), "--report", str(report_path)],
                              capture_output=True, text=True, timeout=1200, cwd=tmp_path)
-        # Once in a full CI run the driver could not reach the fresh head's GCS: a start-up failure, before
-        # any check ran, is started again once (as the Ray head fixtures do); a failed check is never retried.
+        # A start-up failure of one of the servers, before any check ran, is started again once (as the Ray
+        # head fixtures do); a failed check is never retried.
         if run.returncode == 0 or "  ok  " in run.stdout:
             break
     failed = [line for line in run.stdout.splitlines() if line.startswith("  FAIL")]
