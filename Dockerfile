@@ -14,10 +14,14 @@ CMD ["mlflow", "server", "--host=0.0.0.0", "--port=5000"]
 
 FROM python:3.11-slim AS app
 ARG TORCH_SPEC="torch==2.13.0"
+# One BLAS and one OpenMP thread per process, as `stef-ray` sets for itself (stef_ray/threads.py): the Ray
+# processes of `ray start` (Serve replicas, job drivers' workers) read these too; Ray spreads the work.
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    RAY_USAGE_STATS_ENABLED=0
+    RAY_USAGE_STATS_ENABLED=0 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl tini \

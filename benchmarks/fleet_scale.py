@@ -110,7 +110,7 @@ def main() -> None:
 
     from stef_ray.fleet import load_fleet, train_series
     from stef_ray.integrations.fleet_ray import run_fleet_train
-    from stef_ray.integrations.tune import limit_threads
+    from stef_ray.threads import limit_threads
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})

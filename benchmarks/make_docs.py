@@ -37,6 +37,7 @@ TITLES = {
     "influx_outage": "InfluxDB outage",
     "fleet_scale": "Many series: fitting on Ray against a plain loop",
     "serve_fleet": "Many series in one Serve application (model multiplexing)",
+    "busy_machine": "A busy machine",
 }
 
 # The design changed on this date: the neural residual learns out-of-fold errors and is kept by validation

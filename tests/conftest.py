@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+from stef_ray.threads import configure_threads
+
+configure_threads()  # as the CLI does: one BLAS and one OpenMP thread, for this process and those it starts
 
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 

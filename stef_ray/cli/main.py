@@ -9,6 +9,7 @@ import sys
 
 from stef_ray import __version__
 from stef_ray.exceptions import StefRayError
+from stef_ray.threads import configure_threads
 
 # Each module defines register(subparsers) and sets args.handler; listed in the order --help shows them.
 SUBCOMMAND_MODULES = (
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        configure_threads()  # before the command imports numpy, torch or scikit-learn (they read it once)
         return int(args.handler(args) or 0)
     except StefRayError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,7 +32,7 @@ class FleetRun:
 
 def _series_task(work: Callable[..., SeriesOutcome], series_id: str, data_config, model_config, threads: int,
                  **options) -> SeriesOutcome:
-    from stef_ray.integrations.tune import limit_threads
+    from stef_ray.threads import limit_threads
 
     limit_threads(threads)
     return work(series_id, data_config, model_config, **options)

@@ -37,6 +37,7 @@ from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError, StefRayError
 from stef_ray.integrations.tune_config import ObjectiveConfig, SearchSpace, TuneConfig, apply_sampled
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +140,6 @@ def searcher(config: TuneConfig) -> Any:
 
 
 # --------------------------------------------------------------------------- the trial
-def limit_threads(threads: int) -> None:
-    """One trial, its share of the CPUs: torch's and the BLAS pools sized to ``threads`` (else each starts
-    one thread per core and trials spin against each other)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
 def run_trial(sampled: dict, data: HourlyData, base_model: dict, windows: list[str], window_days: int,
               threads: int) -> None:
     """Ray Tune function trainable: score one hybrid configuration window by window.
