@@ -43,6 +43,7 @@ from stef_ray.integrations.influx import (
     TAG_MODEL_NAME,
     TAG_MODEL_VERSION,
     TAG_SCOPE,
+    TAG_SERIES_ID,
 )
 from stef_ray.metrics import point_metrics
 from stef_ray.schedule import ScheduleConfig
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORECAST_FIELD = "forecast"
-FORECAST_COLUMNS = ("timestamp", "issue_time", "model_name", "model_version", "forecast")
-ACTUAL_COLUMNS = ("timestamp", "load")
+FORECAST_COLUMNS = ("timestamp", "issue_time", "model_name", "model_version", "series_id", "forecast")
+ACTUAL_COLUMNS = ("timestamp", "series_id", "load")  # series_id "" where a single series wrote no tag
 ALERT_MODEL_ALL = "all"  # model_name tag of an alert about all models together
 HOUR = pd.Timedelta(hours=1)
 EXPORT_PAD_S = 60
@@ -140,14 +141,16 @@ def _tidy_forecasts(frame: pd.DataFrame) -> pd.DataFrame:
     if untagged.any():
         logger.warning("ignoring %d forecast point(s) without model or issue-time tags", int(untagged.sum()))
         frame = frame[~untagged]
-    frame = frame.astype({"model_name": str, "model_version": str, "forecast": float})
+    frame = frame.assign(series_id=frame["series_id"].fillna("")).astype(
+        {"model_name": str, "model_version": str, "series_id": str, "forecast": float})
     # A point sent twice (a spool retry) is one point: InfluxDB overwrites it, victoria-metrics keeps both.
-    return frame.drop_duplicates(["model_name", "model_version", "issue_time", "timestamp"], keep="last")
+    return frame.drop_duplicates(["series_id", "model_name", "model_version", "issue_time", "timestamp"], keep="last")
 
 
 def _tidy_actuals(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = _utc_timestamps(frame.reindex(columns=list(ACTUAL_COLUMNS))).astype({"load": float})
-    return frame.drop_duplicates("timestamp", keep="last")
+    frame = _utc_timestamps(frame.reindex(columns=list(ACTUAL_COLUMNS)))
+    frame = frame.assign(series_id=frame["series_id"].fillna("")).astype({"series_id": str, "load": float})
+    return frame.drop_duplicates(["series_id", "timestamp"], keep="last")
 
 
 class ExportReader:
@@ -189,7 +192,7 @@ class ExportReader:
                     field_name: series["values"],
                 }
             )
-            for tag in (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME):
+            for tag in (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME, TAG_SERIES_ID):
                 if tag in labels:
                     frame[tag] = labels[tag]
             frames.append(frame)
@@ -256,11 +259,11 @@ class FluxReader:
         return frame
 
     def forecasts(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        tags = (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME)
+        tags = (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME, TAG_SERIES_ID)
         return _tidy_forecasts(self._query(MEASUREMENT_FORECAST, FORECAST_FIELD, tags, start, end))
 
     def actuals(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-        return _tidy_actuals(self._query(MEASUREMENT_ACTUAL, ACTUAL_FIELD, (), start, end))
+        return _tidy_actuals(self._query(MEASUREMENT_ACTUAL, ACTUAL_FIELD, (TAG_SERIES_ID,), start, end))
 
     def close(self) -> None:
         self._client.close()
@@ -292,6 +295,13 @@ class ModelMape:
     pairs: int
 
 
+@dataclass(frozen=True)
+class SeriesMape:
+    series_id: str  # "" for the points of a single series (written without the tag)
+    mape: float
+    pairs: int
+
+
 @dataclass
 class MonitorReport:
     """MAPE of one window, and what was done about it. `pairs == 0` means nothing to evaluate."""
@@ -305,6 +315,7 @@ class MonitorReport:
     overall_mape: float | None
     by_lead_hour: dict[int, float] = field(default_factory=dict)
     by_model: list[ModelMape] = field(default_factory=list)
+    by_series: list[SeriesMape] = field(default_factory=list)  # a fleet's series, worst first
     alert: bool = False
     alert_point_delivered: bool | None = None  # None: not attempted; False: kept in the sink's spool
     webhook_delivered: bool | None = None
@@ -348,6 +359,7 @@ class MonitorReport:
             "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(),
             "by_model": [asdict(score) for score in self.by_model],
+            "by_series": [asdict(score) for score in self.by_series],
             "by_lead_hour": {str(hour): mape for hour, mape in self.by_lead_hour.items()},
         }
 
@@ -360,12 +372,13 @@ def compute_report(
     forecasts: pd.DataFrame, actuals: pd.DataFrame, window_start: pd.Timestamp, window_end: pd.Timestamp,
     threshold: float,
 ) -> MonitorReport:
-    """MAPE over (window_start, window_end] of forecasts joined with actuals on the target hour."""
+    """MAPE over (window_start, window_end] of forecasts joined with actuals on the series and the target
+    hour (a fleet's forecasts meet their own series' actuals only)."""
     def in_window(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["timestamp"] > window_start) & (frame["timestamp"] <= window_end)]
 
     forecasts, actuals = in_window(forecasts), in_window(actuals)
-    pairs = forecasts.merge(actuals, on="timestamp", how="inner")
+    pairs = forecasts.merge(actuals, on=["series_id", "timestamp"], how="inner")
     zero = pairs["load"] == 0
     if zero.any():
         logger.warning("leaving out %d pair(s) whose actual load is 0 (MAPE is undefined there)", int(zero.sum()))
@@ -383,6 +396,10 @@ def compute_report(
         ModelMape(name, version, _mape(group), len(group))
         for (name, version), group in pairs.groupby(["model_name", "model_version"], sort=True)
     ]
+    if (pairs["series_id"] != "").any():
+        report.by_series = sorted((SeriesMape(series_id, _mape(group), len(group))
+                                   for series_id, group in pairs.groupby("series_id", sort=True)),
+                                  key=lambda score: -score.mape)
     return report
 
 

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stef_ray.integrations.influx import MEASUREMENT_FIELDS, MEASUREMENT_TAGS
+from stef_ray.integrations.influx import MEASUREMENT_FIELDS, MEASUREMENT_TAGS, TAG_SERIES_ID
 from stef_ray.serving.app import TAG_ARM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +195,7 @@ def test_dashboard__every_queried_measurement_and_field_is_written_by_the_sink()
             written_tags.add(TAG_ARM)  # the Serve app's A/B arm, beside the sink's tags
         fields = set(re.findall(r'r\._field\s*==\s*"([^"]+)"', query))
         assert fields <= written_fields, f"{title}: field(s) {fields - written_fields} are not written"
-        for tag in re.findall(r"\br\.(model_name|model_version|issue_time|scope|arm)\b", query):
+        for tag in re.findall(r"\br\.(model_name|model_version|issue_time|scope|arm|series_id)\b", query):
             assert tag in written_tags, f"{title}: tag {tag} is not written"
 
 
@@ -231,6 +231,26 @@ def test_dashboard__day_ahead_panel_shows_the_00_00_forecast_with_its_band_and_m
     boxes = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"]) for p in dashboard["panels"]]
     cells = [(x + i, y + j) for x, y, w, h in boxes for i in range(w) for j in range(h)]
     assert len(cells) == len(set(cells)), "two panels overlap"
+
+
+def test_dashboard__a_series_variable_filters_every_stored_series_and_joins_keep_series_apart():
+    # A fleet's points carry series_id (the fleet Serve app, stef-ray monitor reads it); a single
+    # series' points have none and must still show, and a forecast may only meet its own series' actual.
+    dashboard = json.loads(DASHBOARD.read_text())
+    variable = {v["name"]: v for v in dashboard["templating"]["list"]}["series_id"]
+    assert variable["includeAll"] and variable["allValue"] == ".*" and 'tag: "series_id"' in variable["query"]
+    assert TAG_SERIES_ID == "series_id"
+    series_filter = 'filter(fn: (r) => not exists r.series_id or r.series_id =~ /^${series_id:regex}$/)'
+    stored = ("power_demand_forecast", "power_demand_actual", "forecast_metrics")
+    for title, query in flux_queries(dashboard):
+        if title.startswith("variable"):  # the variables list tag values, across series
+            continue
+        reads = [m for m in re.findall(r'r\._measurement\s*==\s*"([^"]+)"', query) if m in stored]
+        assert query.count(series_filter) == len(reads), f"{title}: not every stored series is filtered"
+        for join in re.findall(r"join\(tables: \{[^}]*\}, on: \[([^\]]*)\]\)", query):
+            assert '"series_id"' in join, f"{title}: a join across series"
+        if "join(" in query:
+            assert query.count('series_id: if exists r.series_id then r.series_id else ""') == 2, title
 
 
 def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):

@@ -115,6 +115,11 @@ def print_report(report, window_days: int) -> None:
     print(f"  {'model':<{width}}  {'version':>8}  {'MAPE %':>7}  {'pairs':>6}")
     for score in report.by_model:
         print(f"  {score.model_name:<{width}}  {score.model_version:>8}  {score.mape:7.2f}  {score.pairs:6d}")
+    if report.by_series:
+        width = max(len("series"), *(len(score.series_id or "(untagged)") for score in report.by_series))
+        print(f"  {'series':<{width}}  {'MAPE %':>7}  {'pairs':>6}   (worst first)")
+        for score in report.by_series:
+            print(f"  {score.series_id or '(untagged)':<{width}}  {score.mape:7.2f}  {score.pairs:6d}")
     print("MAPE % by lead hour")
     cells = [f"h{hour:<3d}{mape:6.2f}" for hour, mape in report.by_lead_hour.items()]
     for start in range(0, len(cells), LEAD_HOURS_PER_LINE):

@@ -52,17 +52,18 @@ TAG_MODEL_NAME = "model_name"
 TAG_MODEL_VERSION = "model_version"
 TAG_ISSUE_TIME = "issue_time"
 TAG_SCOPE = "scope"
+TAG_SERIES_ID = "series_id"  # on every point of a fleet's series (stef-ray serve with serve_fleet_config.yaml)
 MEASUREMENT_FIELDS: dict[str, tuple[str, ...]] = {
     MEASUREMENT_FORECAST: (*COMPONENT_FIELDS, *QUANTILE_FIELDS, LEAD_HOUR_FIELD),
     MEASUREMENT_METRICS: METRIC_FIELDS,
     MEASUREMENT_ACTUAL: (ACTUAL_FIELD,),
     MEASUREMENT_ALERT: ALERT_FIELDS,
 }
-MEASUREMENT_TAGS: dict[str, tuple[str, ...]] = {
-    MEASUREMENT_FORECAST: (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME),
-    MEASUREMENT_METRICS: (TAG_MODEL_NAME, TAG_MODEL_VERSION),
-    MEASUREMENT_ACTUAL: (),
-    MEASUREMENT_ALERT: (TAG_MODEL_NAME, TAG_SCOPE),
+MEASUREMENT_TAGS: dict[str, tuple[str, ...]] = {  # series_id only where a fleet's series is written
+    MEASUREMENT_FORECAST: (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_ISSUE_TIME, TAG_SERIES_ID),
+    MEASUREMENT_METRICS: (TAG_MODEL_NAME, TAG_MODEL_VERSION, TAG_SERIES_ID),
+    MEASUREMENT_ACTUAL: (TAG_SERIES_ID,),
+    MEASUREMENT_ALERT: (TAG_MODEL_NAME, TAG_SCOPE, TAG_SERIES_ID),
 }
 
 ENV_VARS = {
@@ -158,8 +159,13 @@ def _finite_fields(row: Mapping[str, object], names: Iterable[str]) -> dict[str,
     return fields
 
 
+def _series_tag(series_id: str | None) -> dict[str, str]:
+    return {} if series_id is None else {TAG_SERIES_ID: str(series_id)}
+
+
 def forecast_lines(
-    forecast: pd.DataFrame, *, model_name: str, model_version: str, issue_time: pd.Timestamp | dt.datetime
+    forecast: pd.DataFrame, *, model_name: str, model_version: str, issue_time: pd.Timestamp | dt.datetime,
+    series_id: str | None = None,
 ) -> list[str]:
     """Line protocol for one forecast: one point per hour, tagged with model and issue time.
 
@@ -169,6 +175,7 @@ def forecast_lines(
         issue_time: the forecast origin (tz-aware): the start of the first forecast hour, as
             ``stef_ray.forecasting.Forecast.origin``; stored as a UTC ISO tag. Lead hour 1 is the hour
             that starts at the origin, as in the backtest's horizon_metrics.csv.
+        series_id: the fleet's series the forecast is for (a ``series_id`` tag); None for a single series.
 
     Raises:
         DataError: a required column is missing or a timestamp has no timezone.
@@ -181,6 +188,7 @@ def forecast_lines(
         TAG_MODEL_NAME: str(model_name),
         TAG_MODEL_VERSION: str(model_version),
         TAG_ISSUE_TIME: origin.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **_series_tag(series_id),
     }
     present = [*COMPONENT_FIELDS, *(name for name in QUANTILE_FIELDS if name in forecast.columns)]
     lines = []
@@ -200,18 +208,20 @@ def metrics_lines(
     model_name: str,
     model_version: str,
     issue_time: pd.Timestamp | dt.datetime,
+    series_id: str | None = None,
 ) -> list[str]:
     """One `forecast_metrics` point at the issue time of the evaluated forecast (unknown names dropped)."""
     fields = _finite_fields(metrics, METRIC_FIELDS)
     if not fields:
         raise DataError(f"no metric among {', '.join(METRIC_FIELDS)} in {sorted(metrics)}")
     seconds = int(_utc(issue_time, "issue_time").timestamp())
-    tags = {TAG_MODEL_NAME: str(model_name), TAG_MODEL_VERSION: str(model_version)}
+    tags = {TAG_MODEL_NAME: str(model_name), TAG_MODEL_VERSION: str(model_version), **_series_tag(series_id)}
     return [_line(MEASUREMENT_METRICS, tags, fields, seconds)]
 
 
-def actual_lines(actuals: pd.DataFrame, *, value_column: str = ACTUAL_FIELD) -> list[str]:
-    """`power_demand_actual` points from a frame with `timestamp` (tz-aware) and `value_column`."""
+def actual_lines(actuals: pd.DataFrame, *, value_column: str = ACTUAL_FIELD, series_id: str | None = None) -> list[str]:
+    """`power_demand_actual` points from a frame with `timestamp` (tz-aware) and `value_column` (tagged
+    with ``series_id`` for a fleet's series)."""
     missing = [name for name in ("timestamp", value_column) if name not in actuals.columns]
     if missing:
         raise DataError(f"actuals frame lacks column(s) {', '.join(missing)}")
@@ -220,7 +230,7 @@ def actual_lines(actuals: pd.DataFrame, *, value_column: str = ACTUAL_FIELD) -> 
         if value is None or not math.isfinite(float(value)):
             continue
         seconds = int(_utc(timestamp, "actual timestamp").timestamp())
-        lines.append(_line(MEASUREMENT_ACTUAL, {}, {ACTUAL_FIELD: float(value)}, seconds))
+        lines.append(_line(MEASUREMENT_ACTUAL, _series_tag(series_id), {ACTUAL_FIELD: float(value)}, seconds))
     return lines
 
 
@@ -407,16 +417,21 @@ class InfluxSink:
         self._wake.set()
         return len(lines)
 
-    def submit_forecast(self, forecast: pd.DataFrame, *, model_name: str, model_version: str, issue_time) -> int:
-        lines = forecast_lines(forecast, model_name=model_name, model_version=model_version, issue_time=issue_time)
+    def submit_forecast(self, forecast: pd.DataFrame, *, model_name: str, model_version: str, issue_time,
+                        series_id: str | None = None) -> int:
+        lines = forecast_lines(forecast, model_name=model_name, model_version=model_version, issue_time=issue_time,
+                               series_id=series_id)
         return self.submit(lines)
 
-    def submit_metrics(self, metrics: Mapping[str, float], *, model_name: str, model_version: str, issue_time) -> int:
-        lines = metrics_lines(metrics, model_name=model_name, model_version=model_version, issue_time=issue_time)
+    def submit_metrics(self, metrics: Mapping[str, float], *, model_name: str, model_version: str, issue_time,
+                       series_id: str | None = None) -> int:
+        lines = metrics_lines(metrics, model_name=model_name, model_version=model_version, issue_time=issue_time,
+                              series_id=series_id)
         return self.submit(lines)
 
-    def submit_actuals(self, actuals: pd.DataFrame, *, value_column: str = ACTUAL_FIELD) -> int:
-        return self.submit(actual_lines(actuals, value_column=value_column))
+    def submit_actuals(self, actuals: pd.DataFrame, *, value_column: str = ACTUAL_FIELD,
+                       series_id: str | None = None) -> int:
+        return self.submit(actual_lines(actuals, value_column=value_column, series_id=series_id))
 
     # -- delivering --
 

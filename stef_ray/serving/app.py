@@ -64,7 +64,13 @@ from ray.serve.handle import DeploymentHandle
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError
 from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
-from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, NO_STORE, HttpSettings, build_http_app
+from stef_ray.serving.plain_app import (
+    DEFAULT_MAX_BODY_BYTES,
+    NO_STORE,
+    HttpSettings,
+    actuals_frame,
+    build_http_app,
+)
 from stef_ray.serving.schemas import ActualsRequest, RequestError
 from stef_ray.serving.service import (
     ComponentBatch,
@@ -174,10 +180,10 @@ class AppArgs(BaseModel):
     @field_validator("influx_settings")
     @classmethod
     def _known_influx_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_influx_keys(value)
+        return check_influx_keys(value)
 
 
-def _check_influx_keys(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_influx_keys(value: dict[str, Any] | None) -> dict[str, Any] | None:
     unknown = sorted(set(value or {}) - set(InfluxSettings.model_fields))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(InfluxSettings.model_fields)}")
@@ -203,7 +209,7 @@ class IngressConfig(BaseModel):
     @field_validator("influx_settings")
     @classmethod
     def _known_influx_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _check_influx_keys(value)
+        return check_influx_keys(value)
 
 
 class ResidualConfig(BaseModel):
@@ -523,9 +529,7 @@ class ForecastIngress:
         sink = self._sink
         if sink is None:
             raise RequestError(503, NO_STORE)
-        frame = pd.DataFrame({"timestamp": [pd.Timestamp(row.timestamp) for row in request.actuals],
-                              "load": [row.load for row in request.actuals]})
-        accepted = await asyncio.to_thread(sink.submit_actuals, frame, value_column="load")
+        accepted = await asyncio.to_thread(sink.submit_actuals, actuals_frame(request), value_column="load")
         self._actuals.inc(accepted)
         return accepted
 
@@ -705,7 +709,8 @@ def forecast_points(answer: dict) -> list[str]:
         if answer.get(name) is not None:
             columns[name] = answer[name]
     lines = forecast_lines(pd.DataFrame(columns), model_name=answer["model_name"],
-                           model_version=answer["model_version"], issue_time=pd.Timestamp(answer["origin"]))
+                           model_version=answer["model_version"], issue_time=pd.Timestamp(answer["origin"]),
+                           series_id=answer.get("series_id"))  # a fleet's answer names its series
     # forecast_lines has no extra tags; "arm" sorts before the sink's own tags, so it goes first.
     prefix = f"{MEASUREMENT_FORECAST},"
     arm = answer.get("arm") or CHAMPION

@@ -5,6 +5,7 @@
 Routes (the same request body and answer as ``POST /forecast`` of the single-series app):
 
     POST /series/{series_id}/forecast    one series' forecast
+    POST /series/{series_id}/actuals     that series' measured load into the time-series store (as POST /actuals)
     GET  /series/{series_id}/model       what that series' model is (as GET /model)
     POST /forecast_batch                 {"requests": [{"series_id": ..., "history": [...], ...}, ...]}
     GET  /healthz
@@ -15,6 +16,10 @@ one does. Each replica loads a series' model on its first request (``@serve.mult
 most ``models_per_replica`` of them, the least recently used going first. A batch fans out concurrently,
 one call per series, and answers every series with its own status: one bad series sinks nothing else.
 
+With a time-series store (``influx``, or ``INFLUXDB_URL`` set) every answered forecast and every posted
+actual is written as the single-series app writes them, with a ``series_id`` tag: the dashboards' series
+variable and ``stef-ray monitor``'s per-series MAPE read it.
+
 A series' model comes from ``model_source`` with ``{series_id}`` filled in: a bundle folder per series
 (``models/fleet/{series_id}``, as ``stef-ray train --fleet --out models/fleet`` writes them) or a
 registered model per series (``models:/power-demand-{series_id}@champion``).
@@ -24,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,10 +44,21 @@ from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError, StefRayError
-from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES, all_finite, check_api_key, read_body
+from stef_ray.serving.app import check_influx_keys, forecast_points
+from stef_ray.serving.plain_app import (
+    DEFAULT_MAX_BODY_BYTES,
+    NO_STORE,
+    actuals_answer,
+    actuals_frame,
+    all_finite,
+    check_api_key,
+    parse_actuals,
+    read_body,
+)
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import ForecastService, load_model
 
+logger = logging.getLogger("ray.serve")
 SERIES_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLACEHOLDER = "{series_id}"
 
@@ -58,6 +76,15 @@ class FleetArgs(BaseModel):
     api_key_env: str | None = Field("STEF_RAY_API_KEY", description="variable holding the API key (unset: none)")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="largest one-series request body")
     max_batch_series: int = Field(1000, ge=1, description="most series in one /forecast_batch request")
+    influx: bool | None = Field(None, description="store forecasts and actuals in the time-series store "
+                                "(default: when INFLUXDB_URL is set)")
+    influx_settings: dict[str, Any] = Field(default_factory=dict, description="InfluxSettings fields over "
+                                            "the INFLUXDB_* environment (url, org, bucket, spool_dir, ...)")
+
+    @field_validator("influx_settings")
+    @classmethod
+    def _known_influx_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_influx_keys(value)
 
     @field_validator("model_source")
     @classmethod
@@ -152,9 +179,24 @@ class FleetIngress:
         self._forecaster = forecaster
         key = os.environ.get(self._args.api_key_env) if self._args.api_key_env else None
         self._api_key = key or None
+        self._sink = open_sink(self._args)  # a bad setting fails the deployment, naming the variable
+        self._submitter = ThreadPoolExecutor(1, thread_name_prefix="influx-submit")
 
     def _check_key(self, request: Request) -> None:
         check_api_key(request, self._api_key)
+
+    def _store(self, answer: dict) -> None:
+        """An answered forecast to the sink's spool, off the request's path (as the single-series app)."""
+        if self._sink is not None:
+            self._submitter.submit(lambda: self._sink.submit(forecast_points(answer))).add_done_callback(_logged)
+
+    async def _store_actuals(self, series_id: str, body: bytes) -> dict:
+        parsed = parse_actuals(body)
+        if self._sink is None:
+            raise RequestError(503, NO_STORE)
+        accepted = await asyncio.to_thread(self._sink.submit_actuals, actuals_frame(parsed), value_column="load",
+                                           series_id=series_id)
+        return {"series_id": series_id, **actuals_answer(parsed, accepted)}
 
     async def _call(self, method: str, series_id: str, *args: Any) -> tuple[int, dict]:
         check_series_id(series_id)
@@ -165,6 +207,23 @@ class FleetIngress:
         # Built by a module-level function: Serve ships the ingress class by value, and routes defined in
         # its methods would lose the names their (string) annotations refer to.
         return fleet_http_app(self)
+
+
+def open_sink(args: FleetArgs) -> Any:
+    """The InfluxDB sink the args ask for, or None (influxdb_client is imported only when one is)."""
+    enabled = args.influx if args.influx is not None else bool(os.environ.get("INFLUXDB_URL"))
+    if not enabled:
+        return None
+    from stef_ray.integrations.influx import InfluxSink
+
+    sink = InfluxSink.from_env(**args.influx_settings)
+    logger.info("storing forecasts in InfluxDB at %s (spool %s)", sink.settings.url, sink.settings.spool_dir)
+    return sink
+
+
+def _logged(future: Future) -> None:
+    if future.exception() is not None:
+        logger.error("forecast not spooled for InfluxDB: %r", future.exception())
 
 
 def fleet_http_app(ingress: FleetIngress) -> FastAPI:
@@ -193,7 +252,22 @@ def fleet_http_app(ingress: FleetIngress) -> FastAPI:
         try:
             ingress._check_key(request)
             body = await read_body(request, ingress._args.max_body_bytes)
-            return reply(*await ingress._call("forecast", series_id, body))
+            status, payload = await ingress._call("forecast", series_id, body)
+        except RequestError as err:
+            return reply(err.status, err.payload())
+        if status == 200:
+            ingress._store(payload)
+        return reply(status, payload)
+
+    @app.post("/series/{series_id}/actuals")
+    async def actuals(series_id: str, request: Request) -> JSONResponse:
+        """One series' measured load (the body of the single-series POST /actuals), stored with its
+        ``series_id``; sending an hour again changes nothing. A series needs no model to take actuals."""
+        try:
+            ingress._check_key(request)
+            check_series_id(series_id)
+            body = await read_body(request, ingress._args.max_body_bytes)
+            return reply(200, await ingress._store_actuals(series_id, body))
         except RequestError as err:
             return reply(err.status, err.payload())
 
@@ -214,6 +288,8 @@ def fleet_http_app(ingress: FleetIngress) -> FastAPI:
                 status, payload = await ingress._call("forecast", series_id, json.dumps(item).encode())
             except RequestError as err:
                 status, payload = err.status, err.payload()
+            if status == 200:
+                ingress._store(payload)
             return {"series_id": series_id, "status": status,
                     **({"forecast": payload} if status == 200 else {"error": payload})}
 

@@ -85,6 +85,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def parse_actuals(body: bytes) -> ActualsRequest:
+    """A ``POST /actuals`` body, validated (hourly, no repeated hour); else a 4xx naming what is wrong."""
+    try:
+        parsed = ActualsRequest.model_validate_json(body)
+    except ValidationError as err:
+        raise error_from_validation(err, {"body": ["actuals"], "actuals": ["timestamp", "load"]}) from None
+    stamps = np.array([int(row.timestamp.timestamp()) * 10**9 for row in parsed.actuals], dtype=np.int64)
+    check_hourly(stamps, "actuals", "UTC")
+    return parsed
+
+
+def actuals_frame(parsed: ActualsRequest):
+    """The hours of a ``POST /actuals`` body as the sink takes them: a DataFrame of ``timestamp``, ``load``."""
+    import pandas as pd
+
+    return pd.DataFrame({"timestamp": [pd.Timestamp(row.timestamp) for row in parsed.actuals],
+                         "load": [row.load for row in parsed.actuals]})
+
+
+def actuals_answer(parsed: ActualsRequest, accepted: int) -> dict:
+    return {"accepted": accepted, "first": parsed.actuals[0].timestamp.isoformat(),
+            "last": parsed.actuals[-1].timestamp.isoformat()}
+
+
 def check_api_key(request: Request, api_key: str | None) -> None:
     """A 401 unless the request carries ``api_key`` (any request passes where none is configured)."""
     if api_key is None:
@@ -192,18 +216,10 @@ def build_http_app(
         nothing. Answers once the points are in the local spool, which delivers them to the store."""
         try:
             check_key(request)
-            body = await read_body(request, settings.max_body_bytes)
-            try:
-                parsed = ActualsRequest.model_validate_json(body)
-            except ValidationError as err:
-                raise error_from_validation(err, {"body": ["actuals"], "actuals": ["timestamp", "load"]}) from None
-            stamps = np.array([int(row.timestamp.timestamp()) * 10**9 for row in parsed.actuals], dtype=np.int64)
-            check_hourly(stamps, "actuals", "UTC")
+            parsed = parse_actuals(await read_body(request, settings.max_body_bytes))
             if store_actuals is None:
                 raise RequestError(503, NO_STORE)
-            accepted = await store_actuals(parsed)
-            return JSONResponse({"accepted": accepted, "first": parsed.actuals[0].timestamp.isoformat(),
-                                 "last": parsed.actuals[-1].timestamp.isoformat()})
+            return JSONResponse(actuals_answer(parsed, await store_actuals(parsed)))
         except RequestError as err:
             return _error(err)
 

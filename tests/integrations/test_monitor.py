@@ -173,6 +173,29 @@ def test_evaluate__two_model_versions_get_separate_mape(tsdb, tmp_path):
     assert report.by_lead_hour[1] == pytest.approx(4.5, rel=1e-9)
 
 
+def test_evaluate__a_fleets_series_meet_their_own_actuals_and_get_their_own_mape(tsdb, tmp_path):
+    # Two series of a fleet on the same hours, with different loads: joined on the time alone, each
+    # forecast would meet both series' actuals and no MAPE below would hold.
+    first_issue = pd.Timestamp("2019-06-10 00:00", tz="UTC")
+    north, south = hourly_actuals(first_issue, days=1, seed=4), hourly_actuals(first_issue, days=1, seed=5)
+    south = south.assign(load=south["load"] * 3)
+    with sink_for(tsdb, tmp_path) as sink:
+        for series_id, actuals, factor in (("north", north, 1.02), ("south", south, 1.08)):
+            sink.submit_actuals(actuals, series_id=series_id)
+            sink.submit_forecast(forecasts_from(actuals, first_issue, lambda lead, f=factor: f), model_name="hybrid",
+                                 model_version="1", issue_time=first_issue, series_id=series_id)
+        assert sink.flush(timeout_s=10)
+    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    config = MonitorConfig(mape_threshold=10.0, source="export", export_url=tsdb.url)
+
+    report = evaluate(ExportReader(tsdb.url), first_issue + pd.Timedelta(days=1), config)
+
+    assert [(s.series_id, round(s.mape, 9), s.pairs) for s in report.by_series] == [("south", 8.0, HOURS),
+                                                                                 ("north", 2.0, HOURS)]
+    assert report.pairs == 2 * HOURS and report.overall_mape == pytest.approx(5.0, rel=1e-9)
+    assert report.to_dict()["by_series"][0] == {"series_id": "south", "mape": pytest.approx(8.0), "pairs": HOURS}
+
+
 def test_evaluate__failing_webhook_is_logged_and_retrain_waits_for_cooldown(tsdb, tmp_path, caplog):
     first_issue = pd.Timestamp("2019-07-10 00:00", tz="UTC")
     actuals = hourly_actuals(first_issue, days=1, seed=4)

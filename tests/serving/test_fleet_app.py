@@ -22,8 +22,9 @@ KEY_ENV, KEY = "STEF_RAY_FLEET_TEST_KEY", "fleet-key"
 
 
 @pytest.fixture(scope="module")
-def fleet(served, bundles, tmp_path_factory):
-    """Three series' bundles in one folder; the fleet app at /fleet, one forecaster keeping two models."""
+def fleet(served, bundles, tmp_path_factory, victoria_metrics):
+    """Three series' bundles in one folder; the fleet app at /fleet, one forecaster keeping two models,
+    writing to the session's time-series server."""
     import yaml
     from ray import serve
 
@@ -35,7 +36,10 @@ def fleet(served, bundles, tmp_path_factory):
     train_bundle(folder / "east", seed=3)
     app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
     app |= {"name": "fleet", "route_prefix": "/fleet"}
-    app["args"] |= {"model_source": str(folder / "{series_id}"), "models_per_replica": 2, "api_key_env": KEY_ENV}
+    app["args"] |= {"model_source": str(folder / "{series_id}"), "models_per_replica": 2, "api_key_env": KEY_ENV,
+                    "influx": True, "influx_settings": {
+                        "url": victoria_metrics.url, "token": "test-token", "org": "stef", "bucket": "fleet",
+                        "spool_dir": str(folder / "spool"), "flush_interval_s": 0.2, "fsync": False}}
     for deployment in app["deployments"]:
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = 1
@@ -44,7 +48,7 @@ def fleet(served, bundles, tmp_path_factory):
     config["applications"].append(app)
     deploy_config(config)
     forecaster = serve.get_deployment_handle("FleetForecaster", app_name="fleet")
-    yield f"{served.url}/fleet", folder, forecaster
+    yield f"{served.url}/fleet", folder, forecaster, victoria_metrics
     deploy_config(served.config)  # the session's app alone again
 
 
@@ -54,7 +58,7 @@ def post(url: str, body, key: str | None = KEY) -> requests.Response:
 
 @pytest.mark.slow
 def test_fleet_app__each_series_answers_with_its_own_model_loaded_on_demand_and_evicted_lru(fleet, make_body):
-    url, folder, forecaster = fleet
+    url, folder, forecaster, _ = fleet
     body = make_body()
     answers = {}
     for series in ("north", "south", "east", "north"):  # two models fit: east evicts north, north comes back
@@ -76,7 +80,7 @@ def test_fleet_app__each_series_answers_with_its_own_model_loaded_on_demand_and_
 
 @pytest.mark.slow
 def test_fleet_app__batch_answers_every_series_with_its_own_status(fleet, make_body):
-    url, _, _ = fleet
+    url, _, _, _ = fleet
     body = make_body()
     short = make_body(history_hours=24)  # too little history: a 422 for that series only
     requests_ = [{"series_id": "south", **body}, {"series_id": "nowhere", **body},
@@ -95,7 +99,7 @@ def test_fleet_app__batch_answers_every_series_with_its_own_status(fleet, make_b
 
 @pytest.mark.slow
 def test_fleet_app__bad_ids_keys_and_batches_are_one_line_4xx(fleet, make_body):
-    url, _, _ = fleet
+    url, _, _, _ = fleet
     body = make_body()
     assert post(f"{url}/series/north/forecast", body, key=None).status_code == 401
     bad = post(f"{url}/series/..%2Fsecret/forecast", body)
@@ -131,3 +135,48 @@ def test_fleet_args__model_source_must_name_the_series():
     with pytest.raises(ConfigError, match=r"model_source: Value error, must contain \{series_id\}"):
         fleet_args({"model_source": "models/fleet"})
     assert FleetArgs(model_source="models:/power-demand-{series_id}@champion").models_per_replica == 16
+
+
+def stored(server, metric: str, series_id: str, count: int, timeout_s: float = 30) -> dict[int, float]:
+    """The points of one series (by its series_id tag) once ``count`` of them are there."""
+    import time
+
+    points: dict[int, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(points) < count:
+        points = {ts: value for series in server.export(metric) if series["metric"].get("series_id") == series_id
+                  for ts, value in zip(series["timestamps"], series["values"], strict=True)}
+        time.sleep(0.3)
+    return points
+
+
+@pytest.mark.slow
+def test_fleet_app__forecasts_and_actuals_reach_the_store_tagged_with_their_series(fleet, make_body):
+    import pandas as pd
+
+    url, _, _, server = fleet
+    answer = post(f"{url}/series/south/forecast", make_body())
+    assert answer.status_code == 200, answer.text
+    forecast = answer.json()
+    points = stored(server, "power_demand_forecast_forecast", "south", 24)
+    expected = {int(pd.Timestamp(ts).timestamp()) * 1000: value
+                for ts, value in zip(forecast["timestamps"], forecast["forecast"], strict=True)}
+    assert points.keys() == expected.keys()
+    assert_close([points[t] for t in sorted(points)], [expected[t] for t in sorted(expected)], rel=1e-9)
+    assert stored(server, "power_demand_forecast_forecast", "north", 1, timeout_s=0) == {}  # not asked for north
+
+    # Actuals need no model (a series' history arrives before its first model): "west" has none.
+    hours = [f"2021-03-01T{hour:02d}:00:00+00:00" for hour in range(24)]
+    body = {"actuals": [{"timestamp": ts, "load": 1000.0 + i} for i, ts in enumerate(hours)]}
+    assert post(f"{url}/series/west/actuals", body, key=None).status_code == 401
+    bad = post(f"{url}/series/we st/actuals", body)
+    assert (bad.status_code, bad.json()["field"]) == (422, "series_id")
+    repeated = post(f"{url}/series/west/actuals", {"actuals": body["actuals"][:1] * 2})
+    assert (repeated.status_code, repeated.json()["field"]) == (422, "actuals[1].timestamp")
+    for _ in range(2):  # a resend keys the same points
+        answer = post(f"{url}/series/west/actuals", body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() | {"first": None, "last": None} == {"series_id": "west", "accepted": 24,
+                                                                 "first": None, "last": None}
+    actual = stored(server, "power_demand_actual_load", "west", 24)
+    assert actual == {int(pd.Timestamp(ts).timestamp()) * 1000: 1000.0 + i for i, ts in enumerate(hours)}
