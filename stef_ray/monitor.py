@@ -316,6 +316,7 @@ class MonitorReport:
     by_lead_hour: dict[int, float] = field(default_factory=dict)
     by_model: list[ModelMape] = field(default_factory=list)
     by_series: list[SeriesMape] = field(default_factory=list)  # a fleet's series, worst first
+    series_alerts: list[str] = field(default_factory=list)  # series above the threshold (with min_pairs each)
     alert: bool = False
     alert_point_delivered: bool | None = None  # None: not attempted; False: kept in the sink's spool
     webhook_delivered: bool | None = None
@@ -343,10 +344,14 @@ class MonitorReport:
                 f"({self.forecast_points} forecast and {self.actual_points} actual points)"
             )
         state = "above" if self.overall_mape > self.threshold else "within"
-        return (
+        text = (
             f"forecast MAPE {self.overall_mape:.2f} % over {self.window_text()} ({self.pairs} pairs) "
             f"is {state} the {self.threshold:g} % threshold"
         )
+        if self.series_alerts:
+            mape = {score.series_id: score.mape for score in self.by_series}
+            text += "; above it: " + ", ".join(f"{sid} {mape[sid]:.2f} %" for sid in self.series_alerts)
+        return text
 
     def to_dict(self) -> dict:
         """JSON-ready: the webhook body. `text` lets chat webhooks (Slack, Mattermost) show it as is."""
@@ -360,6 +365,7 @@ class MonitorReport:
             "window_end": self.window_end.isoformat(),
             "by_model": [asdict(score) for score in self.by_model],
             "by_series": [asdict(score) for score in self.by_series],
+            "series_alerts": list(self.series_alerts),
             "by_lead_hour": {str(hour): mape for hour, mape in self.by_lead_hour.items()},
         }
 
@@ -407,18 +413,20 @@ def compute_report(
 
 
 def alert_lines(report: MonitorReport, now: pd.Timestamp) -> list[str]:
-    """The `forecast_alert` point of an alert about all models together, at `now`."""
+    """The `forecast_alert` points of an alert, at `now`: one about all models together when the overall
+    MAPE is above the threshold (scope overall), one per series above it (scope series, its series_id)."""
     from influxdb_client import Point, WritePrecision
 
-    point = (
-        Point(MEASUREMENT_ALERT)
-        .tag(TAG_MODEL_NAME, ALERT_MODEL_ALL)
-        .tag(TAG_SCOPE, "overall")
-        .field("mape", float(report.overall_mape))
-        .field("threshold", float(report.threshold))
-        .time(int(now.timestamp()), WritePrecision.S)
-    )
-    return [point.to_line_protocol()]
+    def point(scope: str, mape: float, series_id: str | None = None) -> str:
+        alert = Point(MEASUREMENT_ALERT).tag(TAG_MODEL_NAME, ALERT_MODEL_ALL).tag(TAG_SCOPE, scope)
+        if series_id is not None:
+            alert = alert.tag(TAG_SERIES_ID, series_id)
+        return (alert.field("mape", float(mape)).field("threshold", float(report.threshold))
+                .time(int(now.timestamp()), WritePrecision.S).to_line_protocol())
+
+    lines = [point("overall", report.overall_mape)] if report.overall_mape > report.threshold else []
+    mape = {score.series_id: score.mape for score in report.by_series}
+    return lines + [point("series", mape[series_id], series_id) for series_id in report.series_alerts]
 
 
 def post_webhook(url: str, payload: dict, timeout_s: float = 5.0) -> bool:
@@ -530,7 +538,10 @@ def evaluate(
         reader.forecasts(window_start, now), reader.actuals(window_start, now), window_start, now,
         config.mape_threshold,
     )
-    if report.nothing_to_evaluate or report.overall_mape <= config.mape_threshold:
+    # A fleet's series alerts on its own: one bad zone would otherwise be averaged away by the others.
+    report.series_alerts = [score.series_id for score in report.by_series if score.series_id
+                            and score.mape > config.mape_threshold and score.pairs >= config.min_pairs]
+    if report.nothing_to_evaluate or (report.overall_mape <= config.mape_threshold and not report.series_alerts):
         logger.info("%s", report.summary())
         return report
     if report.pairs < config.min_pairs:

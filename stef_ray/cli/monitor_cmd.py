@@ -110,7 +110,8 @@ def print_report(report, window_days: int) -> None:
     if report.nothing_to_evaluate:
         print(report.summary())
         return
-    print(f"overall MAPE {report.overall_mape:6.2f} %  ({report.pairs} pairs)" + ("  ALERT" if report.alert else ""))
+    overall_alert = report.alert and report.overall_mape > report.threshold
+    print(f"overall MAPE {report.overall_mape:6.2f} %  ({report.pairs} pairs)" + ("  ALERT" if overall_alert else ""))
     width = max(len("model"), *(len(score.model_name) for score in report.by_model))
     print(f"  {'model':<{width}}  {'version':>8}  {'MAPE %':>7}  {'pairs':>6}")
     for score in report.by_model:
@@ -119,7 +120,8 @@ def print_report(report, window_days: int) -> None:
         width = max(len("series"), *(len(score.series_id or "(untagged)") for score in report.by_series))
         print(f"  {'series':<{width}}  {'MAPE %':>7}  {'pairs':>6}   (worst first)")
         for score in report.by_series:
-            print(f"  {score.series_id or '(untagged)':<{width}}  {score.mape:7.2f}  {score.pairs:6d}")
+            flag = "  ALERT" if score.series_id in report.series_alerts else ""
+            print(f"  {score.series_id or '(untagged)':<{width}}  {score.mape:7.2f}  {score.pairs:6d}{flag}")
     print("MAPE % by lead hour")
     cells = [f"h{hour:<3d}{mape:6.2f}" for hour, mape in report.by_lead_hour.items()]
     for start in range(0, len(cells), LEAD_HOURS_PER_LINE):

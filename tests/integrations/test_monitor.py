@@ -194,6 +194,38 @@ def test_evaluate__a_fleets_series_meet_their_own_actuals_and_get_their_own_mape
                                                                                  ("north", 2.0, HOURS)]
     assert report.pairs == 2 * HOURS and report.overall_mape == pytest.approx(5.0, rel=1e-9)
     assert report.to_dict()["by_series"][0] == {"series_id": "south", "mape": pytest.approx(8.0), "pairs": HOURS}
+    assert not report.alert and report.series_alerts == []
+
+
+def test_evaluate__one_series_above_the_threshold_alerts_though_the_fleets_mape_is_within(tsdb, tmp_path, webhook):
+    # The overall MAPE (4.5 %) is within the 5 % threshold; south's 7 % would be averaged away without
+    # its own alert.
+    first_issue = pd.Timestamp("2019-11-10 00:00", tz="UTC")
+    north, south = hourly_actuals(first_issue, days=1, seed=6), hourly_actuals(first_issue, days=1, seed=7)
+    with sink_for(tsdb, tmp_path) as sink:
+        for series_id, actuals, factor in (("north", north, 1.02), ("south", south, 1.07)):
+            sink.submit_actuals(actuals, series_id=series_id)
+            sink.submit_forecast(forecasts_from(actuals, first_issue, lambda lead, f=factor: f), model_name="hybrid",
+                                 model_version="1", issue_time=first_issue, series_id=series_id)
+        assert sink.flush(timeout_s=10)
+    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    url, received = webhook
+    config = MonitorConfig(mape_threshold=5.0, min_pairs=24, source="export", export_url=tsdb.url, webhook_url=url)
+    now = first_issue + pd.Timedelta(days=1)
+
+    with sink_for(tsdb, tmp_path / "alerts") as sink:
+        report = evaluate(ExportReader(tsdb.url), now, config, sink=sink)
+
+    assert report.alert and report.series_alerts == ["south"] and report.alert_point_delivered
+    assert report.overall_mape == pytest.approx(4.5, rel=1e-9)
+    assert "above it: south 7.00 %" in report.summary()
+    assert [body["series_alerts"] for body in received] == [["south"]]
+    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    points = {(series["metric"]["scope"], series["metric"].get("series_id")): series["values"]
+              for series in tsdb.export("forecast_alert_mape")
+              if int(now.timestamp()) * 1000 in series["timestamps"]}
+    assert points.keys() == {("series", "south")}  # no overall alert: the fleet as a whole is within
+    assert points["series", "south"] == [pytest.approx(7.0)]
 
 
 def test_evaluate__failing_webhook_is_logged_and_retrain_waits_for_cooldown(tsdb, tmp_path, caplog):

@@ -82,8 +82,16 @@ def test_throughput_mode__sets_serves_variables_but_keeps_an_opt_out():
 
 
 def test_throughput_mode__docker_compose_and_cluster_yaml_set_the_same_variables():
-    """The containers and the cluster start Ray themselves; they must run the mode `stef-ray serve` runs."""
+    """The containers and the cluster start Ray themselves; they must run the mode `stef-ray serve` runs,
+    with the one-thread pools `stef-ray` sets for itself (the image sets those in its ENV)."""
     from stef_ray.serving.mode import THROUGHPUT_ENV
+    from stef_ray.threads import configure_threads
+
+    threads: dict[str, str] = {}
+    configure_threads(threads)
+    assert threads == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert all(f"{name}={value}" in dockerfile for name, value in threads.items())
 
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     ray_services = [s for s in compose["services"].values() if "ray start" in str(s.get("command", ""))]
@@ -93,7 +101,7 @@ def test_throughput_mode__docker_compose_and_cluster_yaml_set_the_same_variables
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
     for command in cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]:
         exported = dict(part.split("=", 1) for part in command.split("export ", 1)[1].split(";")[0].split())
-        assert exported == THROUGHPUT_ENV
+        assert exported == THROUGHPUT_ENV | threads
 
 
 @pytest.mark.slow
