@@ -59,6 +59,17 @@ def store(tsdb, tmp_path, actuals: pd.DataFrame, forecasts: list[tuple[pd.DataFr
     urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
 
 
+def store_fleet(tsdb, tmp_path, issue_time: pd.Timestamp, series: dict[str, tuple[pd.DataFrame, float]]) -> None:
+    """Each series' actuals and its forecast (actual x factor) issued at ``issue_time``, tagged with its id."""
+    with sink_for(tsdb, tmp_path) as sink:
+        for series_id, (actuals, factor) in series.items():
+            sink.submit_actuals(actuals, series_id=series_id)
+            sink.submit_forecast(forecasts_from(actuals, issue_time, lambda lead, f=factor: f), model_name="hybrid",
+                                 model_version="1", issue_time=issue_time, series_id=series_id)
+        assert sink.flush(timeout_s=10)
+    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+
+
 def alert_samples(tsdb, now: pd.Timestamp) -> dict[str, list[float]]:
     """Values of each forecast_alert field stored at `now`."""
     found = {}
@@ -179,13 +190,7 @@ def test_evaluate__a_fleets_series_meet_their_own_actuals_and_get_their_own_mape
     first_issue = pd.Timestamp("2019-06-10 00:00", tz="UTC")
     north, south = hourly_actuals(first_issue, days=1, seed=4), hourly_actuals(first_issue, days=1, seed=5)
     south = south.assign(load=south["load"] * 3)
-    with sink_for(tsdb, tmp_path) as sink:
-        for series_id, actuals, factor in (("north", north, 1.02), ("south", south, 1.08)):
-            sink.submit_actuals(actuals, series_id=series_id)
-            sink.submit_forecast(forecasts_from(actuals, first_issue, lambda lead, f=factor: f), model_name="hybrid",
-                                 model_version="1", issue_time=first_issue, series_id=series_id)
-        assert sink.flush(timeout_s=10)
-    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    store_fleet(tsdb, tmp_path, first_issue, {"north": (north, 1.02), "south": (south, 1.08)})
     config = MonitorConfig(mape_threshold=10.0, source="export", export_url=tsdb.url)
 
     report = evaluate(ExportReader(tsdb.url), first_issue + pd.Timedelta(days=1), config)
@@ -202,13 +207,7 @@ def test_evaluate__one_series_above_the_threshold_alerts_though_the_fleets_mape_
     # its own alert.
     first_issue = pd.Timestamp("2019-11-10 00:00", tz="UTC")
     north, south = hourly_actuals(first_issue, days=1, seed=6), hourly_actuals(first_issue, days=1, seed=7)
-    with sink_for(tsdb, tmp_path) as sink:
-        for series_id, actuals, factor in (("north", north, 1.02), ("south", south, 1.07)):
-            sink.submit_actuals(actuals, series_id=series_id)
-            sink.submit_forecast(forecasts_from(actuals, first_issue, lambda lead, f=factor: f), model_name="hybrid",
-                                 model_version="1", issue_time=first_issue, series_id=series_id)
-        assert sink.flush(timeout_s=10)
-    urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10).close()
+    store_fleet(tsdb, tmp_path, first_issue, {"north": (north, 1.02), "south": (south, 1.07)})
     url, received = webhook
     config = MonitorConfig(mape_threshold=5.0, min_pairs=24, source="export", export_url=tsdb.url, webhook_url=url)
     now = first_issue + pd.Timedelta(days=1)
