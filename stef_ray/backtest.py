@@ -13,13 +13,32 @@ import pandas as pd
 from stef_ray.baselines import seasonal_naive
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
-from stef_ray.exceptions import DataError, InsufficientHistoryError
+from stef_ray.exceptions import ConfigError, DataError, InsufficientHistoryError
 from stef_ray.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.models.hybrid import HybridModel
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day")
+PEER_NAMES = ("ridge_residual", "lightgbm", "mstl")  # stef_ray.peers, imported only when asked for
+
+
+def parse_models(text: str) -> list[str]:
+    """``--models``' comma-separated names, checked before any work starts: an unknown name or a peer whose
+    package is missing is a one-line error, not a failure of every series (or refit) later."""
+    from importlib.util import find_spec
+
+    models = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not models:
+        raise ConfigError("--models names no model; give e.g. hybrid,seasonal_naive_week")
+    for name in models:
+        if name not in BUILTIN_MODELS and name not in PEER_NAMES:
+            raise ConfigError(f"--models: unknown model '{name}'; choose from {', '.join(BUILTIN_MODELS + PEER_NAMES)}")
+    needs = {"lightgbm": "lightgbm", "mstl": "statsforecast"}
+    for name in models:
+        if name in needs and find_spec(needs[name]) is None:
+            raise ConfigError(f"--models: the {name} peer needs the 'peers' extra: pip install 'stef-ray[peers]'")
+    return models
 
 
 @dataclass
@@ -66,7 +85,7 @@ def run_backtest(
     unknown = [name for name in models if name not in BUILTIN_MODELS and name not in (peers or {})]
     if unknown:
         raise DataError(f"unknown backtest model '{unknown[0]}'; choose from {', '.join(BUILTIN_MODELS)}, "
-                        "ridge_residual, lightgbm, mstl")
+                        f"{', '.join(PEER_NAMES)}")
     frame = data.frame
     horizon = config.residual.horizon_hours
     origins = origins_for(data, start, days)

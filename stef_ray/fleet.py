@@ -154,12 +154,22 @@ class SeriesOutcome:
     holdout_mape: float = float("nan")  # train_series with holdout_days: the first fit's score on them
     holdout_from: str = ""  # ISO time of the holdout's first hour
     registered: str = ""  # "<name> version N -> champion|challenger: reason" once registered
+    others: dict[str, float] = field(default_factory=dict)  # a backtest's other models (baselines, peers): MAPE
+    tables: dict[str, pd.DataFrame] | None = None  # a backtest's tables, to write where the driver keeps them
 
     def row(self) -> dict:
         return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
                 "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
                 "outliers": self.outliers, "bundle": self.bundle, "holdout_MAPE": self.holdout_mape,
-                "registered": self.registered, "error": self.error, "data_report": " | ".join(self.data_report)}
+                "registered": self.registered,
+                **{f"MAPE_{name}": value for name, value in self.others.items()},
+                "error": self.error, "data_report": " | ".join(self.data_report)}
+
+    @property
+    def best_other(self) -> tuple[str, float] | None:
+        """The other model with the lowest MAPE (what the first one has to beat), if any."""
+        scored = [(value, name) for name, value in self.others.items() if value == value]
+        return (min(scored)[1], min(scored)[0]) if scored else None
 
 
 def series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | None = None,
@@ -178,22 +188,31 @@ def series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | N
 
 
 def backtest_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, start: pd.Timestamp,
-                    days: int, refit_every: int, table: pd.DataFrame | None = None) -> SeriesOutcome:
-    """One series' day-ahead backtest of the hybrid (as ``stef-ray backtest`` runs it). A problem with the
-    series' data or window is its outcome (status "failed", the one-line message), not an exception: the
-    fleet goes on."""
+                    days: int, refit_every: int, table: pd.DataFrame | None = None,
+                    models: tuple[str, ...] = ("hybrid",), keep_tables: bool = False) -> SeriesOutcome:
+    """One series' day-ahead backtest (as ``stef-ray backtest`` runs it) of ``models``: the first one's
+    scores are the outcome's ``mape`` and coverage, the others' MAPE its ``others`` (the baselines and peers
+    it is compared with, on the same days). ``keep_tables``: the backtest's tables (overall_metrics,
+    horizon_metrics, forecasts) ride along in ``tables``. A problem with the series' data or window is its
+    outcome (status "failed", the one-line message), not an exception: the fleet goes on."""
     from stef_ray.backtest import run_backtest
+    from stef_ray.peers import available_peers
 
     started = time.perf_counter()
     try:
         data = series_data(series_id, data_config, table)
-        result = run_backtest(data, model_config, start, days, refit_every, ["hybrid"])
+        result = run_backtest(data, model_config, start, days, refit_every, list(models),
+                              peers=available_peers(models))
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
-    overall = result.overall.iloc[0]
-    return SeriesOutcome(series_id, "ok", float(overall["MAPE"]), float(overall.get("coverage_p10_p90", float("nan"))),
+    overall = result.overall.set_index("model")
+    first = overall.loc[models[0]]
+    return SeriesOutcome(series_id, "ok", float(first["MAPE"]), float(first.get("coverage_p10_p90", float("nan"))),
                          int(result.forecasts["origin"].nunique()), time.perf_counter() - started,
-                         outliers=len(data.report.outliers), data_report=data.report.lines())
+                         outliers=len(data.report.outliers), data_report=data.report.lines(),
+                         others={name: float(overall.loc[name, "MAPE"]) for name in models[1:]},
+                         tables={"overall_metrics": result.overall, "horizon_metrics": result.by_horizon,
+                                 "forecasts": result.forecasts} if keep_tables else None)
 
 
 def train_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, out: str,

@@ -63,3 +63,22 @@ def test_backtest__window_outside_the_data_is_a_clear_error(synthetic_hourly, ti
 def test_backtest__unknown_model_is_a_clear_error(synthetic_hourly, tiny_model_config):
     with pytest.raises(DataError, match="unknown backtest model 'prophet'"):
         run_backtest(synthetic_hourly, tiny_model_config, pd.Timestamp("2020-02-20"), 2, 0, ["prophet"])
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("hybrid,prophet", "unknown model 'prophet'"),
+    (" , ", "names no model"),
+])
+def test_backtest__models_flag_is_checked_before_any_work(text, words):
+    from stef_ray.backtest import parse_models
+    from stef_ray.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=words) as caught:
+        parse_models(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_backtest__models_flag_keeps_order_and_drops_repeats():
+    from stef_ray.backtest import parse_models
+
+    assert parse_models("lightgbm, hybrid,lightgbm") == ["lightgbm", "hybrid"]

@@ -23,9 +23,12 @@ example (the vic-elec protocol of the README):
 
 Many series at once (--fleet FILE.yaml: each series' file and read options, the shared model; see
 configs/pjm_fleet.yaml): one Ray task per series on the local Ray or --address, a line as each series
-finishes, and a summary (summary.csv in --out); a series with bad data is reported and the others go on.
-Exit status 1 when a series failed.
-  stef-ray backtest --fleet configs/pjm_fleet.yaml --start 2017-01-01 --days 364 --refit-every 28
+finishes, and a summary (summary.csv in --out: the hybrid's MAPE and coverage and each other model's
+MAPE_<model>, per series) with the mean of each model over the series; each series' three tables go to
+--out/<series_id>/. A series with bad data is reported and the others go on. Exit status 1 when a series
+failed.
+  stef-ray backtest --fleet configs/pjm_fleet.yaml --start 2017-01-01 --days 364 --refit-every 28 \
+      --models hybrid,trend_fourier,seasonal_naive_week,seasonal_naive_day,lightgbm,mstl
 """
 
 
@@ -54,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stef_ray.backtest import run_backtest
+    from stef_ray.backtest import parse_models, run_backtest
     from stef_ray.cli.options import load_data, train_config_from_args
     from stef_ray.peers import available_peers
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs:
         config.model.residual.max_epochs = args.epochs
     start = _window(args)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = parse_models(args.models)
     data = load_data(config.data)
     peers = available_peers(models)
     result = run_backtest(data, config.model, start, args.days, args.refit_every, models,
@@ -96,13 +99,27 @@ def _window(args: argparse.Namespace):
 
 
 def run_fleet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stef_ray.backtest import parse_models
     from stef_ray.cli.fleet_output import fleet_from_args, print_report, report_line
     from stef_ray.integrations.fleet_ray import run_fleet_backtest
 
     start = _window(args)
+    models = parse_models(args.models)
+    models.sort(key=lambda name: name != "hybrid")  # the hybrid first: each series' score, the others beside it
     fleet = fleet_from_args(args)
-    print(f"backtesting {len(fleet.series)} series on Ray, {fleet.resources.cpus_per_series:g} CPU each", flush=True)
-    run = run_fleet_backtest(fleet, start, args.days, args.refit_every, args.address, report_line("MAPE"))
+    print(f"backtesting {len(fleet.series)} series on Ray ({', '.join(models)}), "
+          f"{fleet.resources.cpus_per_series:g} CPU each", flush=True)
+    run = run_fleet_backtest(fleet, start, args.days, args.refit_every, args.address, report_line("MAPE"),
+                             models=tuple(models), keep_tables=True)
+    for outcome in run.outcomes:  # each series' tables as `stef-ray backtest` writes one series'
+        if outcome.tables:
+            folder = Path(args.out) / outcome.series_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, table in outcome.tables.items():
+                table.to_csv(folder / f"{name}.csv", index=False, float_format="%.4f" if name != "forecasts" else "%.3f")
+            outcome.tables = None
     return print_report(run, args.out)
 
 

@@ -30,6 +30,9 @@ def report_line(score: str) -> Callable:
             what = f"{score} {outcome.mape:.3f} %"
             if not math.isnan(outcome.coverage_p10_p90):  # a backtest's; training has none
                 what += f", coverage {outcome.coverage_p10_p90:.1f} %"
+            if outcome.best_other:
+                name, value = outcome.best_other
+                what += f"; best other {name} {value:.3f} %"
             if outcome.bundle:
                 what += f" -> {outcome.bundle}"
         else:
@@ -54,6 +57,10 @@ def print_report(run, out: str) -> int:
     print()
     print(shown.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     mean = f"mean MAPE {ok['MAPE'].mean():.3f} %; " if len(ok) else ""
+    others = [column for column in ok.columns if column.startswith("MAPE_")]
+    if len(ok) and others:  # a backtest beside baselines or peers: each model's mean over the same series
+        means = ", ".join(f"{column[5:]} {ok[column].mean():.3f} %" for column in others)
+        mean = f"mean MAPE {ok['MAPE'].mean():.3f} % (others: {means}); "
     print(f"\n{len(ok)} of {len(table)} series ok; {mean}{run.wall_seconds:.0f} s wall "
           f"({len(table) / max(run.wall_seconds, 1e-9) * 60:.2f} series/min); wrote {folder}/summary.csv")
     for failed in run.failed:

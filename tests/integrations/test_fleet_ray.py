@@ -46,17 +46,42 @@ def test_fleet_ray__scores_every_good_series_and_reports_the_bad_one(local_ray, 
     assert by_id["north"].mape == pytest.approx(alone.mape, rel=1e-9)  # (thread counts differ: rounding)
 
 
+def test_fleet_ray__series_with_the_most_data_are_submitted_first(tmp_path, fleet_files):
+    from stef_ray.integrations.fleet_ray import largest_first
+
+    write_series, write_fleet = fleet_files
+    for name, seed in (("north", 1), ("south", 2)):
+        write_series(tmp_path, name, seed)
+    fleet = load_fleet(write_fleet(tmp_path, {"north": {"path": "north.csv"}, "south": {"path": "south.csv"},
+                                              "gone": {"path": "gone.csv"}}))
+    (tmp_path / "south.csv").write_text((tmp_path / "south.csv").read_text() * 2)  # twice the rows
+    assert largest_first(fleet, {}) == ["south", "north", "gone"]
+    tables = {"a": pd.DataFrame({"x": range(3)}), "b": pd.DataFrame({"x": range(9)})}
+    fleet.series = {"a": {"path": "long.csv"}, "b": {"path": "long.csv"}}
+    assert largest_first(fleet, tables) == ["b", "a"]
+
+
 def test_fleet_ray__cli_prints_each_series_and_exits_1_when_one_failed(local_ray, small_fleet, tmp_path, capsys):
     from stef_ray.cli.main import main
 
     code = main(["backtest", "--fleet", small_fleet, "--start", "2020-02-20", "--days", "7", "--refit-every", "7",
-                 "--out", str(tmp_path / "out")])
+                 "--models", "seasonal_naive_day,hybrid", "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert code == 1
     assert "[3/3]" in printed and "east: failed:" in printed and "2 of 3 series ok" in printed
+    assert "best other seasonal_naive_day" in printed and "(others: seasonal_naive_day" in printed
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(summary["status"]) == ["ok", "ok", "failed"]
     assert "rows read" in summary["data_report"].iloc[0] and summary["outliers"].iloc[0] == 0
+    # The hybrid is each series' score whatever the order asked; the baseline sits beside it, from the
+    # series' own tables, which are written per series as `stef-ray backtest` writes one series'.
+    north = summary.set_index("series_id").loc["north"]
+    overall = pd.read_csv(tmp_path / "out" / "north" / "overall_metrics.csv").set_index("model")
+    assert north["MAPE"] == pytest.approx(overall.loc["hybrid", "MAPE"], abs=1e-4)
+    assert north["MAPE_seasonal_naive_day"] == pytest.approx(overall.loc["seasonal_naive_day", "MAPE"], abs=1e-4)
+    forecasts = pd.read_csv(tmp_path / "out" / "north" / "forecasts.csv")
+    assert set(forecasts["model"]) == {"hybrid", "seasonal_naive_day"} and len(forecasts) == 2 * 7 * 24
+    assert not (tmp_path / "out" / "east").exists()
 
 
 def test_fleet_ray__train_writes_a_bundle_per_series_that_forecasts(local_ray, small_fleet, tmp_path, capsys):

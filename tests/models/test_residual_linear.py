@@ -146,3 +146,35 @@ def test_linear_residual__weighting_by_season_learns_that_season_dynamics():
         errors[name] = np.std(model.predict(series, test)[:, 0] - actual)
     assert errors["season"] < 0.12  # the noise alone: 0.1
     assert errors["equal"] > 1.5 * errors["season"]
+
+
+def test_linear_residual__pooled_hour_moments_solve_as_the_rows_do():
+    # The first solve of each per-hour ridge comes from hour moments summed over its hours; it must be the
+    # ridge a solve on the group's own rows gives, weights, a loud channel (offset and scale far from 0 and 1)
+    # and a constant-within-hour channel included.
+    from stef_ray.models.residual_linear import HourMoments, origin_hours
+
+    series = _hourly_persistence_series(24 * 200)
+    rng = np.random.default_rng(5)
+    loud = 5_000 + 300 * rng.normal(size=len(series))
+    series = np.column_stack([series, loud])
+    origins = np.arange(48, 24 * 195)
+    weight = rng.uniform(0, 2, size=len(origins))
+    weight[::7] = 0.0
+    model = LinearResidual(48, 4, alpha=0.3, hour_width=2, hour_channels=(1, 2))
+    x = model._features(series, origins)
+    y = series[origins[:, None] + np.arange(4), 0]
+    hours = origin_hours(series, origins, (1, 2))
+    moments = HourMoments(x, y, weight, hours)
+    for hour in (0, 7, 23):
+        distance = np.abs(hours - hour)
+        rows = np.minimum(distance, 24 - distance) <= 2
+        prior, windows = weight[rows], weight[rows].sum()
+        mean = np.average(x[rows], axis=0, weights=prior)
+        scale = np.sqrt(np.average((x[rows] - mean) ** 2, axis=0, weights=prior))
+        scale = np.where(scale > 1e-9, scale, 1.0)
+        z = (x[rows] - mean) / scale
+        coef, intercept = model._solve(z, y[rows], prior, windows)
+        pooled_coef, pooled_intercept = model._solve_pooled(moments.pooled(np.unique(hours[rows])), mean, scale, windows)
+        np.testing.assert_allclose(pooled_coef, coef, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(pooled_intercept, intercept, rtol=1e-7, atol=1e-9)
