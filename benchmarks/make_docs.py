@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 OUT = DOCS / "benchmarks.md"
 
-ORDER = ("accuracy", "smoothing_window", "neural_residual", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
+ORDER = ("accuracy", "pjm_zones", "smoothing_window", "neural_residual", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
 TITLES = {
     "accuracy": "Day-ahead accuracy",
     "smoothing_window": "One forecast path: the bounded smoothing of weather inputs",
@@ -38,6 +38,7 @@ TITLES = {
     "fleet_scale": "Many series: fitting on Ray against a plain loop",
     "serve_fleet": "Many series in one Serve application (model multiplexing)",
     "busy_machine": "A busy machine",
+    "pjm_zones": "Nine PJM series against the peers",
 }
 
 # The design changed on this date: the neural residual learns out-of-fold errors and is kept by validation

@@ -16,6 +16,7 @@ from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import ConfigError, DataError, InsufficientHistoryError
 from stef_ray.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.quantiles import band, coverage_column, level_of, quantile_columns
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,10 @@ def parse_models(text: str) -> list[str]:
 
 @dataclass
 class BacktestResult:
-    """``forecasts``: long table (model, origin, timestamp, lead_hour, actual, forecast[, p10, p90]);
-    ``overall`` one row per model; ``by_horizon`` one row per model and lead hour."""
+    """``forecasts``: long table (model, origin, timestamp, lead_hour, actual, forecast[, p10, p50, p90: the
+    model's quantile levels]); ``overall`` one row per model (with ``coverage_p10_p90``, named after the band
+    the levels give, and ``pinball`` for a model with quantiles); ``by_horizon`` one row per model and lead
+    hour."""
 
     forecasts: pd.DataFrame
     overall: pd.DataFrame
@@ -147,10 +150,10 @@ def run_backtest(
             for key, array in values.items():
                 predictions.setdefault(f"{name}:{key}", np.full((len(origins), horizon), np.nan))[rows] = array
     return _summarise(origins, frame.index, ahead, actual, predictions, history_ok, list(models), fit_seconds,
-                      skipped, config.quantiles)
+                      skipped)
 
 
-def _summarise(origins, index, ahead, actual, predictions, history_ok, models, fit_seconds, skipped, quantiles):
+def _summarise(origins, index, ahead, actual, predictions, history_ok, models, fit_seconds, skipped):
     rows_long, overall_rows, horizon_rows = [], [], []
     horizon = actual.shape[1]
     keep = history_ok
@@ -158,11 +161,13 @@ def _summarise(origins, index, ahead, actual, predictions, history_ok, models, f
         forecast = predictions[f"{name}:forecast"]
         metrics = point_metrics(actual[keep], forecast[keep])
         row = {"model": name, **metrics}
-        low, high = f"{name}:p10", f"{name}:p90"
-        if low in predictions and high in predictions:
-            row["coverage_p10_p90"] = coverage(actual[keep], predictions[low][keep], predictions[high][keep])
-            losses = [pinball_loss(actual[keep], predictions[f"{name}:p{q * 100:g}"][keep], q)
-                      for q in quantiles if f"{name}:p{q * 100:g}" in predictions]
+        issued = [key.split(":", 1)[1] for key in predictions if key.startswith(f"{name}:")]
+        pair = band(issued)  # P10-P90 with the default levels; whatever band the model's levels give
+        if pair is not None:
+            low, high = (predictions[f"{name}:{column}"][keep] for column in pair)
+            row[coverage_column(pair)] = coverage(actual[keep], low, high)
+            losses = [pinball_loss(actual[keep], predictions[f"{name}:{column}"][keep], level_of(column))
+                      for column in quantile_columns(issued)]
             row["pinball"] = float(np.mean(losses))
         overall_rows.append(row)
         for lead in range(horizon):
@@ -177,10 +182,8 @@ def _summarise(origins, index, ahead, actual, predictions, history_ok, models, f
             "actual": actual.ravel(),
             "forecast": forecast.ravel(),
         }
-        for q in quantiles:
-            key = f"{name}:p{q * 100:g}"
-            if key in predictions:
-                table[f"p{q * 100:g}"] = predictions[key].ravel()
+        for column in quantile_columns(key.split(":", 1)[1] for key in predictions if key.startswith(f"{name}:")):
+            table[column] = predictions[f"{name}:{column}"].ravel()
         rows_long.append(pd.DataFrame(table))
     return BacktestResult(
         pd.concat(rows_long, ignore_index=True),

@@ -144,7 +144,7 @@ class SeriesOutcome:
     series_id: str
     status: str  # "ok" or "failed"
     mape: float = float("nan")
-    coverage_p10_p90: float = float("nan")
+    coverage: float = float("nan")  # share of actuals inside the band (P10-P90 with the default levels)
     days: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -159,7 +159,7 @@ class SeriesOutcome:
 
     def row(self) -> dict:
         return {"series_id": self.series_id, "status": self.status, "MAPE": self.mape,
-                "coverage_p10_p90": self.coverage_p10_p90, "days": self.days, "seconds": self.seconds,
+                "coverage": self.coverage, "days": self.days, "seconds": self.seconds,
                 "outliers": self.outliers, "bundle": self.bundle, "holdout_MAPE": self.holdout_mape,
                 "registered": self.registered,
                 **{f"MAPE_{name}": value for name, value in self.others.items()},
@@ -197,6 +197,7 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
     outcome (status "failed", the one-line message), not an exception: the fleet goes on."""
     from stef_ray.backtest import run_backtest
     from stef_ray.peers import available_peers
+    from stef_ray.quantiles import coverage_of
 
     started = time.perf_counter()
     try:
@@ -207,7 +208,7 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
     overall = result.overall.set_index("model")
     first = overall.loc[models[0]]
-    return SeriesOutcome(series_id, "ok", float(first["MAPE"]), float(first.get("coverage_p10_p90", float("nan"))),
+    return SeriesOutcome(series_id, "ok", float(first["MAPE"]), coverage_of(first),
                          int(result.forecasts["origin"].nunique()), time.perf_counter() - started,
                          outliers=len(data.report.outliers), data_report=data.report.lines(),
                          others={name: float(overall.loc[name, "MAPE"]) for name in models[1:]},

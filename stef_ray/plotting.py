@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from stef_ray.quantiles import band, band_label
+
 
 def plot_forecast(history: pd.Series, forecast: pd.DataFrame, path: str | Path,
                   actual: pd.Series | None = None, title: str = "", residual_label: str = "residual") -> Path:
-    """Top: the last 7 days of load, the forecast and its P10–P90 band (and actuals when known);
+    """Top: the last 7 days of load, the forecast and its band (P10–P90 with the default levels; the widest
+    its quantile columns give) and actuals when known;
     bottom: the forecast's components in MW, the residual labelled with the models in it."""
     import matplotlib
 
@@ -21,8 +24,10 @@ def plot_forecast(history: pd.Series, forecast: pd.DataFrame, path: str | Path,
     recent = history.iloc[-168:]
     top.plot(recent.index, recent.to_numpy(), color="0.35", lw=1.2, label="load (last 7 days)")
     times = pd.DatetimeIndex(forecast["timestamp"])
-    if {"p10", "p90"} <= set(forecast.columns):
-        top.fill_between(times, forecast["p10"], forecast["p90"], color="tab:blue", alpha=0.2, label="P10–P90")
+    pair = band(forecast.columns)  # P10-P90 with the default levels
+    if pair is not None:
+        top.fill_between(times, forecast[pair[0]], forecast[pair[1]], color="tab:blue", alpha=0.2,
+                         label=band_label(pair))
     top.plot(times, forecast["forecast"], color="tab:blue", lw=2, label="forecast")
     if actual is not None and actual.notna().any():
         top.plot(actual.index, actual.to_numpy(), color="black", lw=1.2, ls="--", label="actual")

@@ -124,7 +124,7 @@ def run_fleet(args: argparse.Namespace) -> int:
 
 
 def format_table(overall) -> str:
-    columns = [c for c in ("model", "MAPE", "SMAPE", "MAE", "RMSE", "R2", "coverage_p10_p90", "pinball")
-               if c in overall.columns]
+    bands = [c for c in overall.columns if c.startswith("coverage_")]  # coverage_p10_p90 with the default levels
+    columns = [c for c in ("model", "MAPE", "SMAPE", "MAE", "RMSE", "R2", *bands, "pinball") if c in overall.columns]
     table = overall[columns].sort_values("MAPE")
     return table.to_string(index=False, float_format=lambda v: f"{v:,.3f}")

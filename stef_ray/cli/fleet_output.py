@@ -28,8 +28,8 @@ def report_line(score: str) -> Callable:
     def report(outcome, finished: int, total: int) -> None:
         if outcome.status == "ok":
             what = f"{score} {outcome.mape:.3f} %"
-            if not math.isnan(outcome.coverage_p10_p90):  # a backtest's; training has none
-                what += f", coverage {outcome.coverage_p10_p90:.1f} %"
+            if not math.isnan(outcome.coverage):  # a backtest's; training has none
+                what += f", coverage {outcome.coverage:.1f} %"
             if outcome.best_other:
                 name, value = outcome.best_other
                 what += f"; best other {name} {value:.3f} %"

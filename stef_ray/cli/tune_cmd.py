@@ -26,6 +26,15 @@ examples:
   stef-ray tune --config tune_configs/prod.yaml --data data/vic_elec.csv --resume   # continue a stopped search
   ray job submit --working-dir . -- stef-ray tune --config tune_configs/prod.yaml --data data/vic_elec.csv
 
+Many series (--fleet FILE.yaml, as train and backtest take it): one search per series, the series with the
+most data first, each with the tune config's space, objective and base model on the series' own data (the
+fleet file's model section is not read); each search runs its trials in parallel on Ray as above. Each
+series' best model goes to --out/<series_id> and is registered under the fleet file's name for it
+(registry.model_prefix: power-demand-<series_id>, as train --fleet --register and the fleet Serve app
+name it) with its own champion gate; the rest of the mlflow section is the tune config's. A series whose data is wrong or whose every trial failed is reported and the
+others go on; summary.csv in --out (default models/tuned-fleet); exit status 1 when a series failed.
+  stef-ray tune --config tune_configs/quick.yaml --fleet configs/pjm_fleet.yaml --end 2017-01-01
+
 """ + DATA_HELP
 
 
@@ -42,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="bundle folder for the best model (default: bundle_out)")
     parser.add_argument("--end", metavar="DATE", help="search and train only on data before this date (local time); with data.store, the store's window ends there")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging and registration")
+    parser.add_argument("--fleet", metavar="YAML", help="search each series of a fleet file in turn (see below); "
+                        "--data and the data options do not apply")
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -114,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--num-samples must be at least 1")
     if args.resume and args.num_samples is not None:
         raise ConfigError("--num-samples cannot change a resumed search; drop it or start a new search")
+    if args.fleet:
+        return run_fleet(args, config)
     data = load_data(config.data, args.end)
     for line in data.report.lines():
         print(f"data: {line}")
@@ -149,3 +162,62 @@ def run(args: argparse.Namespace) -> int:
         print(f"  browse: mlflow ui --backend-store-uri {registered.tracking_uri}")
     print(f"  forecast with it: stef-ray forecast --model models:/{config.mlflow.registered_model}@{decision.alias}")
     return 0
+
+
+def run_fleet(args: argparse.Namespace, config) -> int:
+    """One search per series of the fleet, one after another (each search's trials in parallel); a series that
+    fails is reported and the others go on."""
+    import pandas as pd
+
+    from stef_ray.cli.fleet_output import print_report
+    from stef_ray.exceptions import ConfigError, StefRayError
+    from stef_ray.fleet import SeriesOutcome, load_fleet, series_data, split_long_format
+    from stef_ray.integrations.fleet_ray import FleetRun, largest_first
+    from stef_ray.integrations.tune import SearchInterruptedError, run_search
+
+    if args.data:
+        raise ConfigError("--fleet names each series' data; leave out --data")
+    if args.resume:
+        raise ConfigError("--resume continues one search; run it without --fleet, with that series' --data")
+    fleet = load_fleet(args.fleet)
+    tables = split_long_format(fleet)
+    order = largest_first(fleet, tables)
+    out = Path(args.out or "models/tuned-fleet")
+    end = pd.Timestamp(args.end) if args.end else None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    print(f"searching {len(order)} series one after another, {args.num_samples or config.search.num_samples} trials "
+          f"each ({config.resources.cpus_per_trial:g} CPU per trial, in parallel)", flush=True)
+    started, outcomes = time.perf_counter(), []
+    for number, series_id in enumerate(order, 1):
+        began = time.perf_counter()
+        series_config = config.model_copy(update={
+            "data": fleet.data_config(series_id),
+            # The name train --fleet --register and the fleet Serve app use: one champion per series.
+            "mlflow": config.mlflow.model_copy(update={"registered_model": fleet.registry.registered_name(series_id)}),
+        })
+        try:
+            data = series_data(series_id, series_config.data, tables.get(series_id), end)
+            found = run_search(series_config, data, name=f"tune_{args.config.stem}_{series_id}",
+                               num_samples=args.num_samples, address=args.address, bundle_out=out / series_id,
+                               callbacks=[progress_callback(args.num_samples or config.search.num_samples,
+                                                            config.objective.windows)])
+            outcome = SeriesOutcome(
+                series_id, "ok", next(t.mape for t in found.trials if t.trial_id == found.best_trial_id),
+                bundle=str(found.bundle_path), outliers=len(data.report.outliers), data_report=data.report.lines(),
+                holdout_mape=float(found.holdout_metrics["MAPE"]), holdout_from=found.holdout_start.isoformat())
+            if not (args.no_mlflow or not config.mlflow.enabled):
+                from stef_ray.integrations.registry import log_search
+
+                registered = log_search(found, series_config, data)
+                outcome.registered = registered.decision.line(series_config.mlflow.registered_model, registered.version)
+        except SearchInterruptedError:
+            raise  # Ctrl-C stops the fleet, not only this series
+        except StefRayError as err:
+            outcome = SeriesOutcome(series_id, "failed", error=str(err).strip().splitlines()[-1][:300])
+        outcome.seconds = time.perf_counter() - began
+        outcomes.append(outcome)
+        what = (f"search MAPE {outcome.mape:.3f} %, holdout {outcome.holdout_mape:.3f} % -> {outcome.bundle}"
+                + (f"; {outcome.registered}" if outcome.registered else "")
+                if outcome.status == "ok" else f"failed: {outcome.error}")
+        print(f"  [{number}/{len(order)}] {series_id}: {what} ({outcome.seconds:.0f} s)", flush=True)
+    return print_report(FleetRun(outcomes, time.perf_counter() - started), str(out))

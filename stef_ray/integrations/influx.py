@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from stef_ray.exceptions import ConfigError, DataError
+from stef_ray.quantiles import quantile_columns
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ MEASUREMENT_METRICS = "forecast_metrics"
 MEASUREMENT_ACTUAL = "power_demand_actual"
 MEASUREMENT_ALERT = "forecast_alert"
 COMPONENT_FIELDS = ("forecast", "trend", "seasonality", "residual")
-QUANTILE_FIELDS = ("p10", "p50", "p90")
+QUANTILE_FIELDS = ("p10", "p50", "p90")  # the default levels, which the dashboards read; any p<level> is written
 LEAD_HOUR_FIELD = "lead_hour"
 METRIC_FIELDS = ("MAE", "MSE", "RMSE", "R2", "MAPE", "SMAPE")
 ACTUAL_FIELD = "load"
@@ -171,7 +172,8 @@ def forecast_lines(
 
     Args:
         forecast: columns `timestamp` (tz-aware), `forecast`, `trend`, `seasonality`, `residual`,
-            optionally `p10`, `p50`, `p90`.
+            optionally the quantiles the model issues (`p10`, `p50`, `p90` with the default levels; each
+            `p<level>` column is a field of the same name).
         issue_time: the forecast origin (tz-aware): the start of the first forecast hour, as
             ``stef_ray.forecasting.Forecast.origin``; stored as a UTC ISO tag. Lead hour 1 is the hour
             that starts at the origin, as in the backtest's horizon_metrics.csv.
@@ -190,7 +192,7 @@ def forecast_lines(
         TAG_ISSUE_TIME: origin.strftime("%Y-%m-%dT%H:%M:%SZ"),
         **_series_tag(series_id),
     }
-    present = [*COMPONENT_FIELDS, *(name for name in QUANTILE_FIELDS if name in forecast.columns)]
+    present = [*COMPONENT_FIELDS, *quantile_columns(forecast.columns)]
     lines = []
     for row in forecast.to_dict("records"):
         target = _utc(row["timestamp"], "forecast timestamp")

@@ -37,6 +37,7 @@ from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError, StefRayError
 from stef_ray.integrations.tune_config import ObjectiveConfig, SearchSpace, TuneConfig, apply_sampled
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.quantiles import band
 from stef_ray.threads import limit_threads
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def objective_windows(data: HourlyData, before: pd.Timestamp, objective: Objecti
 
 def score_window(config: ModelConfig, data: HourlyData, start: pd.Timestamp, days: int) -> dict[str, Any]:
     """Fit the hybrid on the data before ``start`` and forecast from each 00:00 for ``days``: daily MAPE (%)
-    and P10-P90 coverage, as the backtest scores them."""
+    and the band's coverage (P10-P90 with the default levels), as the backtest scores them."""
     frame = data.frame
     model = HybridModel(config, data.exog).fit(data.window(end=start))
     origins = [start + pd.DateOffset(days=d) for d in range(days)]
@@ -85,9 +86,10 @@ def score_window(config: ModelConfig, data: HourlyData, start: pd.Timestamp, day
     actual = frame[LOAD].to_numpy(dtype=float)[positions[:, None] + np.arange(model.horizon)]
     scored = np.isfinite(actual).all(axis=1)
     daily = np.mean(np.abs(out["forecast"][scored] / actual[scored] - 1), axis=1) * 100
-    low, high = out.get("p10"), out.get("p90")
+    pair = band(out)  # P10-P90 with the default levels
+    low, high = (out[pair[0]], out[pair[1]]) if pair else (None, None)
     covered = (float(np.mean((actual[scored] >= low[scored]) & (actual[scored] <= high[scored])) * 100)
-               if low is not None and high is not None else float("nan"))
+               if pair else float("nan"))
     neural = model.training.get("neural") or {}
     return {"start": start.isoformat(), "daily_mape": daily.tolist(), "coverage": covered,
             "neural_kept": bool(neural.get("kept", False))}

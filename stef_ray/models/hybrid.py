@@ -48,6 +48,7 @@ from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origi
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
+from stef_ray.quantiles import quantile_column
 
 logger = logging.getLogger(__name__)
 
@@ -714,8 +715,3 @@ def _per_origin(values: Sequence, origin_hour: np.ndarray | None) -> np.ndarray:
     if origin_hour is None:
         raise ValueError("the calibration is per origin hour: give the components' origin_hour")
     return array[np.asarray(origin_hour, dtype=int)]
-
-
-def quantile_column(q: float) -> str:
-    """0.1 -> 'p10', 0.5 -> 'p50', 0.975 -> 'p97.5'."""
-    return f"p{q * 100:g}"

@@ -64,6 +64,7 @@ from ray.serve.handle import DeploymentHandle
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError
 from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, forecast_lines
+from stef_ray.quantiles import quantile_columns
 from stef_ray.serving.plain_app import (
     DEFAULT_MAX_BODY_BYTES,
     NO_STORE,
@@ -705,7 +706,7 @@ def _unit_interval(text: str) -> float:
 def forecast_points(answer: dict) -> list[str]:
     """Line protocol for an answer: the sink's forecast points plus the ``arm`` tag."""
     columns = {"timestamp": pd.to_datetime(answer["timestamps"], utc=True)}
-    for name in ("forecast", "trend", "seasonality", "residual", "p10", "p50", "p90"):
+    for name in ("forecast", "trend", "seasonality", "residual", *quantile_columns(answer)):
         if answer.get(name) is not None:
             columns[name] = answer[name]
     lines = forecast_lines(pd.DataFrame(columns), model_name=answer["model_name"],

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from stef_ray.exceptions import StefRayError
+from stef_ray.quantiles import quantile_columns
 from stef_ray.serving.schemas import (
     ActualsRequest,
     ActualsResponse,
@@ -120,7 +121,7 @@ def check_api_key(request: Request, api_key: str | None) -> None:
 
 def all_finite(answer: dict) -> bool:
     return all(
-        math.isfinite(v) for key in ("forecast", "trend", "seasonality", "residual", "p10", "p50", "p90")
+        math.isfinite(v) for key in ("forecast", "trend", "seasonality", "residual", *quantile_columns(answer))
         for v in (answer.get(key) or ())
     )
 

@@ -137,9 +137,10 @@ class ActualsResponse(BaseModel):
 
 
 class ForecastResponse(BaseModel):
-    """A forecast in MW with its additive split: forecast = trend + seasonality + residual."""
+    """A forecast in MW with its additive split: forecast = trend + seasonality + residual, and a p<level> list
+    per quantile level the model issues (p10, p50, p90 by default)."""
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")  # extra: other quantile levels' p<level>
 
     model_name: str = Field(description="registered model name, or the bundle folder's name")
     model_version: str = Field(description="registry version, or a content fingerprint of the bundle")
@@ -154,7 +155,9 @@ class ForecastResponse(BaseModel):
     trend: list[float] = Field(description="trend part (MW)")
     seasonality: list[float] = Field(description="seasonal and exogenous part (MW)")
     residual: list[float] = Field(description="the residual models' part (MW: ridges, trees and the neural residual where kept; see /model); 0 when degraded")
-    p10: list[float] | None = Field(None, description="10 % quantile (MW); null when degraded")
+    p10: list[float] | None = Field(None, description="10 % quantile (MW); null when degraded. A model with other "
+                                    "quantile levels (`model.quantiles`) answers p<level> for each instead, e.g. "
+                                    "p5, p50, p95")
     p50: list[float] | None = Field(None, description="50 % quantile (MW); null when degraded")
     p90: list[float] | None = Field(None, description="90 % quantile (MW); null when degraded")
     quality: Literal["ok", "interpolated", "degraded"] = Field(description=QUALITY_HELP)

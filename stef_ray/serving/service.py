@@ -36,6 +36,7 @@ from stef_ray.exceptions import BundleError, ConfigError
 from stef_ray.manifest import BundleManifest
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.trend import LogLinearTrend
+from stef_ray.quantiles import DEFAULT_LEVELS, quantile_column, quantile_columns
 from stef_ray.serving.schemas import (
     ModelInfo,
     RequestError,
@@ -641,7 +642,9 @@ class ForecastService:
             "timestamps": timestamps,
             **{name: columns[name][0, :n].tolist() for name in ("forecast", "trend", "seasonality", "residual")},
         }
-        for name in ("p10", "p50", "p90"):
+        # Each quantile level the model issues, as p<level> (p10, p50, p90 with the default levels); null when
+        # degraded (the residual's calibration is what sets them).
+        for name in quantile_columns(columns) or [quantile_column(q) for q in DEFAULT_LEVELS]:
             answer[name] = None if degraded or name not in columns else columns[name][0, :n].tolist()
         answer["quality"] = "degraded" if degraded else ("interpolated" if "interpolated" in flags else "ok")
         answer["quality_flags"] = flags

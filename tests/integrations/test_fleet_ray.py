@@ -37,7 +37,7 @@ def test_fleet_ray__scores_every_good_series_and_reports_the_bad_one(local_ray, 
     assert [done for _, done, _ in seen] == [1, 2, 3] and {total for *_, total in seen} == {3}
     for name in ("north", "south"):
         assert by_id[name].status == "ok" and by_id[name].days == 7
-        assert 0 < by_id[name].mape < 10 and 0 <= by_id[name].coverage_p10_p90 <= 100
+        assert 0 < by_id[name].mape < 10 and 0 <= by_id[name].coverage <= 100
     assert by_id["east"].status == "failed" and "EAST_MW" in by_id["east"].error
     # The series were scored as `stef-ray backtest` scores one: the same number for the same data.
     from stef_ray.fleet import backtest_series

@@ -291,3 +291,41 @@ def test_ray_job_submit__tune_cli_succeeds_on_a_started_cluster(tmp_path, tiny_h
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)  # never a URI another test left
     assert str(client.get_model_version_by_alias("power-demand-hybrid", "champion").version) == "1"
     shutil.rmtree(work, ignore_errors=True)
+
+
+def test_tune_cmd__fleet_searches_each_series_and_registers_each_with_its_own_champion(
+    ray_session, tmp_path, fleet_files, make_tune_config, monkeypatch, capsys,
+):
+    from stef_ray.cli.main import main
+
+    write_series, write_fleet = fleet_files
+    write_series(tmp_path, "north", 1)
+    write_series(tmp_path, "south", 2, load_column="SOUTH_MW")
+    fleet = write_fleet(tmp_path, {"north": {"path": "north.csv"}, "south": {"path": "south.csv", "target_col": "SOUTH_MW"},
+                                   "east": {"path": "north.csv", "target_col": "EAST_MW"}})  # no such column
+    config = make_tune_config(str(tmp_path / "ray_results")).model_dump(mode="json", exclude_none=True)
+    config["search"]["num_samples"] = 2
+    tune_yaml = write_yaml(tmp_path / "tiny.yaml", config)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    out = tmp_path / "tuned"
+
+    code = main(["tune", "--config", str(tune_yaml), "--fleet", fleet, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1, printed[-3000:]
+    assert "east: failed:" in printed and "EAST_MW" in printed and "2 of 3 series ok" in printed
+    summary = pd.read_csv(out / "summary.csv").set_index("series_id")
+    assert list(summary["status"].sort_index()) == ["failed", "ok", "ok"]
+    for series_id in ("north", "south"):
+        row = summary.loc[series_id]
+        assert row["bundle"] == str(out / series_id) and 0 < row["MAPE"] < 20 and 0 < row["holdout_MAPE"] < 20
+        assert row["registered"].startswith(f"power-demand-{series_id} version 1 -> champion")
+        _, manifest = load_bundle(out / series_id)
+        assert manifest.data.target_col == ("SOUTH_MW" if series_id == "south" else "load")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=store)
+    for series_id in ("north", "south"):
+        assert client.get_model_version_by_alias(f"power-demand-{series_id}", "champion").version == "1"
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_registered_model("power-demand-east")
