@@ -326,6 +326,6 @@ def test_tune_cmd__fleet_searches_each_series_and_registers_each_with_its_own_ch
 
     client = mlflow.MlflowClient(tracking_uri=store)
     for series_id in ("north", "south"):
-        assert client.get_model_version_by_alias(f"power-demand-{series_id}", "champion").version == "1"
+        assert str(client.get_model_version_by_alias(f"power-demand-{series_id}", "champion").version) == "1"
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_registered_model("power-demand-east")
