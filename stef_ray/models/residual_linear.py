@@ -101,11 +101,14 @@ class LinearResidual:
     def _fit_one(
         self, x: np.ndarray, y: np.ndarray, prior: np.ndarray, pooled: tuple | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        # Standardised by the weighted moments, so a window of weight zero has no say at all.
-        mean = np.average(x, axis=0, weights=prior)
-        scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=prior))
+        # Standardised by the weighted moments, so a window of weight zero has no say at all. ``x`` is the
+        # caller's copy of the group's rows: it becomes z in place (arrays of ~15,000 x 300 on PJM).
+        total = prior.sum()
+        mean = prior @ x / total
+        z = np.subtract(x, mean, out=x)
+        scale = np.sqrt(prior @ np.square(z) / total)
         scale = np.where(scale > 1e-9, scale, 1.0)
-        z = (x - mean) / scale
+        z /= scale
         weight = prior
         counted = prior > 0
         windows = prior.sum()  # the prior weights count windows (1 = a whole one) against the penalty
@@ -129,7 +132,8 @@ class LinearResidual:
         weight = weight / weight.sum()
         z_mean, y_mean = weight @ z, weight @ y
         root = np.sqrt(weight * windows)[:, None]
-        rooted = (z - z_mean) * root
+        rooted = np.subtract(z, z_mean)
+        rooted *= root
         # The Gram matrix by a symmetric rank-k update (BLAS syrk): half the multiplications of a general
         # product, and the bulk of a fit (24 ridges x 4 reweighting passes on up to 70,000 windows).
         gram = blas.dsyrk(1.0, rooted.T, trans=0, lower=0)  # rooted.T is Fortran-ordered: no copy
