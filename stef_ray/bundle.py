@@ -152,6 +152,16 @@ def read_manifest(path: str | Path) -> BundleManifest:
         raise BundleError(format_validation_error(err, str(manifest_path)) + "; the bundle is damaged, retrain it") from None
 
 
+def upgraded_settings(settings: dict, format_version: int) -> dict:
+    """A bundle's model settings as today's ModelConfig takes them. Formats 2 to 6 wrote
+    ``residual.train_days: 0`` (the neural residual's windows from the whole history); it now counts the
+    days of its validation folds (28 at least) and only a refit reads it, so the default stands in."""
+    residual = dict(settings.get("residual") or {})
+    if format_version <= 6 and residual.get("train_days", 28) < 28:
+        residual.pop("train_days")
+    return {**settings, "residual": residual} if residual or "residual" in settings else settings
+
+
 def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, BundleManifest]:
     """Read a bundle folder; returns the model and its manifest.
 
@@ -165,7 +175,7 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
     path = Path(path)
     manifest = read_manifest(path)
     try:
-        config = ModelConfig.model_validate(manifest.model_settings)
+        config = ModelConfig.model_validate(upgraded_settings(manifest.model_settings, manifest.format_version))
         if device:
             config.residual.device = device
         elif config.residual.device == "cuda":

@@ -1,4 +1,5 @@
-"""The bundle: save -> load gives identical forecasts; no pickle; versions; a golden bundle keeps loading."""
+"""The bundle: save -> load gives identical forecasts; no pickle; versions; a golden bundle of every format keeps
+loading and forecasting the same numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from stef_ray.bundle import FORMAT_VERSION, load_bundle, save_bundle
+from stef_ray.config import ResidualConfig
 from stef_ray.exceptions import BundleError, ModelNotFoundError
 from stef_ray.forecasting import forecast_from_frames
 
@@ -117,6 +119,29 @@ def test_bundle__golden_v1_still_loads_and_forecasts(synthetic_hourly):
     history = synthetic_hourly.frame.iloc[-800:-24]
     got = forecast_from_frames(model, history, synthetic_hourly.frame.iloc[-24:]).frame
     np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("version", range(2, FORMAT_VERSION + 1))
+def test_bundle__golden_of_every_format_loads_and_forecasts_as_when_it_was_written(version, synthetic_hourly):
+    # Each golden was written by the commit that introduced its format (tests/golden/make_golden.py), with
+    # its neural residual, ridges and (formats 3-6) trees; today's code must read it and forecast the same.
+    path = GOLDEN.parent / f"bundle_v{version}"
+    if not path.exists():
+        pytest.fail(f"no golden bundle for format {version}: run `python tests/golden/make_golden.py` and commit it")
+    model, manifest = load_bundle(path)
+    assert manifest.format_version == version
+    expected = json.loads((GOLDEN.parent / f"bundle_v{version}_forecast.json").read_text())
+    history = synthetic_hourly.frame.iloc[-800:-24]
+    got = forecast_from_frames(model, history, synthetic_hourly.frame.iloc[-24:]).frame
+    np.testing.assert_allclose(got["forecast"].to_numpy(), expected["forecast"], rtol=1e-6)
+
+
+def test_bundle__formats_2_to_6_with_the_whole_history_setting_load(tmp_path):
+    # Those formats wrote residual.train_days: 0 (all history), which today's settings refuse (28 at least).
+    manifest = json.loads((GOLDEN.parent / "bundle_v4" / "manifest.json").read_text())
+    assert manifest["model_config"]["residual"]["train_days"] == 0
+    model, _ = load_bundle(GOLDEN.parent / "bundle_v4")
+    assert model.config.residual.train_days == ResidualConfig().train_days
 
 
 def test_bundle__golden_fixture_is_copyable(tmp_path):

@@ -296,6 +296,7 @@ def champion_gate(
 def _before_holdout(model: Any, manifest: BundleManifest, data: HourlyData, holdout_from: pd.Timestamp) -> Any:
     """The champion as it would forecast the holdout without having seen it: the bundle itself when its
     training ended before the holdout, else its configuration refitted on the data before the holdout."""
+    from stef_ray.bundle import upgraded_settings
     from stef_ray.config import ModelConfig
     from stef_ray.exceptions import DataError
     from stef_ray.models.hybrid import HybridModel
@@ -305,7 +306,7 @@ def _before_holdout(model: Any, manifest: BundleManifest, data: HourlyData, hold
         return model
     if manifest.exog != list(data.exog):
         raise DataError(f"its inputs {manifest.exog} are not this data's {data.exog}")
-    config = ModelConfig.model_validate(manifest.model_settings)
+    config = ModelConfig.model_validate(upgraded_settings(manifest.model_settings, manifest.format_version))
     logger.info("champion trained up to %s, into the holdout from %s: its configuration is refitted before it",
                 end, holdout_from)
     return HybridModel(config, data.exog).fit(data.window(end=holdout_from))
