@@ -139,10 +139,15 @@ def ray_head(folder: Path, num_cpus: int, token: str, env: dict[str, str] | None
         "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
         "--ray-client-server-port", str(free_port()),
     ]
-    # Serve's HAProxy binds fixed ports for its stats and metrics (8404, 9101): with a second Serve on the
-    # machine (a test session's) it could not start, so the head's get free ones.
-    haproxy_ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
-    head_env = {**os.environ, **haproxy_ports, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+    # Serve binds fixed ports in high-throughput mode. HAProxy's stats and metrics (8404, 9101): with a
+    # second Serve on the machine (a test session's) it could not start. The fallback proxy behind HAProxy
+    # (8500, 9500) binds with SO_REUSEPORT: the kernel then shares its connections between both Serve
+    # instances' proxies, and a request to this head's Serve can reach the other application (a full CI run
+    # saw /model answered by the test session's app). The head's get free ones.
+    serve_ports = {name: str(free_port()) for name in (
+        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")}
+    head_env = {**os.environ, **serve_ports, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
                 "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     api = f"http://127.0.0.1:{dashboard_port}"
     try:

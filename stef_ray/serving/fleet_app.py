@@ -22,7 +22,11 @@ variable and ``stef-ray monitor``'s per-series MAPE read it.
 
 A series' model comes from ``model_source`` with ``{series_id}`` filled in: a bundle folder per series
 (``models/fleet/{series_id}``, as ``stef-ray train --fleet --out models/fleet`` writes them) or a
-registered model per series (``models:/power-demand-{series_id}@champion``).
+registered model per series (``models:/power-demand-{series_id}@champion``). With ``alias_poll_s`` > 0 a
+replica asks the registry, at most that often per series and when the series is requested, which version
+its alias names now; when it moved (a weekly retrain registered a new champion), the new version is loaded
+beside the old one, which answers meanwhile, and takes over between requests: no request fails or mixes
+two versions.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -56,7 +61,7 @@ from stef_ray.serving.plain_app import (
     read_body,
 )
 from stef_ray.serving.schemas import RequestError
-from stef_ray.serving.service import ForecastService, load_model
+from stef_ray.serving.service import ForecastService, alias_version, load_model, registry_parts
 
 logger = logging.getLogger("ray.serve")
 SERIES_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -76,6 +81,9 @@ class FleetArgs(BaseModel):
     api_key_env: str | None = Field("STEF_RAY_API_KEY", description="variable holding the API key (unset: none)")
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="largest one-series request body")
     max_batch_series: int = Field(1000, ge=1, description="most series in one /forecast_batch request")
+    alias_poll_s: float = Field(0.0, ge=0, description="for models:/NAME@ALIAS sources: seconds between a "
+                                "replica's registry checks of a series' alias (made when the series is requested); "
+                                "a new version is swapped in between requests. 0: a loaded version stays until evicted")
     influx: bool | None = Field(None, description="store forecasts and actuals in the time-series store "
                                 "(default: when INFLUXDB_URL is set)")
     influx_settings: dict[str, Any] = Field(default_factory=dict, description="InfluxSettings fields over "
@@ -111,6 +119,15 @@ class UnknownSeriesError(StefRayError):
     """No model for a series id (HTTP 404)."""
 
 
+class SeriesModel:
+    """What the multiplexed cache holds for a series: its service (replaced whole when its alias moves, so a
+    request that took it answers entirely with one version) and when its alias was last checked."""
+
+    def __init__(self, service: ForecastService) -> None:
+        self.service = service
+        self.checked = time.monotonic()
+
+
 # -------------------------------------------------------------------------------------- the models
 @serve.deployment(name="FleetForecaster", ray_actor_options={"num_cpus": 0.5, "num_gpus": 0},
                   max_ongoing_requests=32)
@@ -120,25 +137,50 @@ class FleetForecaster:
     def __init__(self, args: dict) -> None:
         self._args = fleet_args(args)
         self.loads: Counter[str] = Counter()
+        self.swaps: Counter[str] = Counter()
 
-        async def load(series_id: str) -> ForecastService:
+        async def load(series_id: str) -> SeriesModel:
             self.loads[series_id] += 1
-            return await asyncio.to_thread(self._load, series_id)
+            return SeriesModel(await asyncio.to_thread(self._load, series_id))
 
         # Wired here, not on the class, so that models_per_replica comes from the application's args.
         self._service = serve.multiplexed(max_num_models_per_replica=self._args.models_per_replica)(load)
 
-    def _load(self, series_id: str) -> ForecastService:
+    def _load(self, series_id: str, version: str | None = None) -> ForecastService:
         source = self._args.model_source.replace(PLACEHOLDER, series_id)
         try:
-            return ForecastService(load_model(source, self._args.mlflow_tracking_uri))
+            return ForecastService(load_model(source, self._args.mlflow_tracking_uri, version))
         except ModelNotFoundError as err:
             raise UnknownSeriesError(f"no model for series {series_id!r}: {err}") from None
+
+    async def _current(self, series_id: str, held: SeriesModel) -> ForecastService:
+        """The series' service, after following its alias if it is due for a check. A registry that cannot
+        be reached keeps the loaded version serving (logged); the next due request asks again."""
+        poll = self._args.alias_poll_s
+        if not poll or time.monotonic() - held.checked < poll:
+            return held.service
+        parts = registry_parts(self._args.model_source.replace(PLACEHOLDER, series_id))
+        if "alias" not in parts:
+            return held.service
+        held.checked = time.monotonic()  # before asking: concurrent requests do not all ask
+        name = parts["name"]
+        try:
+            version = await asyncio.to_thread(alias_version, name, parts["alias"], self._args.mlflow_tracking_uri)
+            if version != held.service.loaded.info.version:
+                logger.info("series %s: %s@%s now names version %s; swapping it in", series_id, name,
+                            parts["alias"], version)
+                held.service = await asyncio.to_thread(self._load, series_id, version)
+                self.swaps[series_id] += 1
+        except StefRayError as err:
+            logger.warning("series %s: alias check failed, version %s keeps serving: %s", series_id,
+                           held.service.loaded.info.version, str(err).splitlines()[0][:200])
+        return held.service
 
     async def _answer(self, work) -> tuple[int, dict]:
         series_id = serve.get_multiplexed_model_id()
         try:
-            return 200, await work(await self._service(series_id)) | {"series_id": series_id}
+            service = await self._current(series_id, await self._service(series_id))
+            return 200, await work(service) | {"series_id": series_id}
         except UnknownSeriesError as err:
             return 404, {"detail": str(err), "field": "series_id"}
         except RequestError as err:
@@ -163,8 +205,10 @@ class FleetForecaster:
         return await self._answer(work)
 
     def stats(self) -> dict:
-        """How often each series' model was loaded in this replica (a reload means it had been evicted)."""
-        return {"replica": str(serve.get_replica_context().replica_id), "loads": dict(self.loads)}
+        """How often each series' model was loaded in this replica (a reload means it had been evicted) and
+        swapped for a new version of its alias."""
+        return {"replica": str(serve.get_replica_context().replica_id), "loads": dict(self.loads),
+                "swaps": dict(self.swaps)}
 
 
 # --------------------------------------------------------------------------------------- HTTP

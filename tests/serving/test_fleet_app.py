@@ -180,3 +180,87 @@ def test_fleet_app__forecasts_and_actuals_reach_the_store_tagged_with_their_seri
                                                                  "first": None, "last": None}
     actual = stored(server, "power_demand_actual_load", "west", 24)
     assert actual == {int(pd.Timestamp(ts).timestamp()) * 1000: 1000.0 + i for i, ts in enumerate(hours)}
+
+
+@pytest.mark.slow
+def test_fleet_app__a_series_follows_its_alias_to_a_new_champion_without_a_failed_request(
+    served, bundles, make_body, tmp_path,
+):
+    """A weekly retrain registers a series' new champion: the replica holding that series swaps it in on a
+    later request, while the old version answers meanwhile; no answer fails or mixes versions."""
+    import threading
+    import time
+
+    import mlflow
+    import yaml
+
+    from stef_ray.serving.app import deploy_config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("fleet-alias", artifact_location=(tmp_path / "artifacts").as_uri())
+    client.create_registered_model("fleet-alias-north")
+    for bundle in (bundles.first, bundles.second):
+        run = client.create_run(experiment)
+        client.log_artifacts(run.info.run_id, str(bundle), "bundle")
+        client.set_terminated(run.info.run_id)
+        client.create_model_version("fleet-alias-north", f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id)
+    client.set_registered_model_alias("fleet-alias-north", "champion", "1")
+
+    app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
+    app |= {"name": "fleet-alias", "route_prefix": "/fleet-alias"}
+    app["args"] |= {"model_source": "models:/fleet-alias-{series_id}@champion", "mlflow_tracking_uri": uri,
+                    "alias_poll_s": 0.5, "api_key_env": KEY_ENV, "influx": False}
+    for deployment in app["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+        deployment["ray_actor_options"] = {"num_cpus": 0.1, "runtime_env": {"env_vars": {KEY_ENV: KEY}}}
+    config = copy.deepcopy(served.config)
+    config["applications"].append(app)
+    deploy_config(config)
+    body = make_body()
+    expected = {}
+    for version, bundle in (("1", bundles.first), ("2", bundles.second)):
+        service = ForecastService.from_source(str(bundle))
+        expected[version] = service.forecast(service.parse(json_bytes(body)))["forecast"]
+    url = f"{served.url}/fleet-alias/series/north/forecast"
+    try:
+        first = post(url, body)
+        assert first.status_code == 200, first.text
+        assert (first.json()["model_version"], first.json()["model_alias"]) == ("1", "champion")
+        answers: list[tuple[int, dict]] = []
+        stop = threading.Event()
+
+        def request_loop() -> None:
+            while not stop.is_set():
+                response = post(url, body)
+                answers.append((response.status_code, response.json() if response.ok else {"text": response.text}))
+
+        workers = [threading.Thread(target=request_loop) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            time.sleep(0.5)
+            client.set_registered_model_alias("fleet-alias-north", "champion", "2")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(a[1].get("model_version") == "2" for a in answers[-5:]):
+                time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        failed = [a for a in answers if a[0] != 200]
+        assert not failed, failed[:3]
+        versions = [a[1]["model_version"] for a in answers]
+        assert (versions[0], versions[-1]) == ("1", "2"), set(versions)
+        for _, answer in answers:  # each answer entirely one version's forecast
+            assert_close(answer["forecast"], expected[answer["model_version"]], rel=1e-9)
+        info = requests.get(f"{served.url}/fleet-alias/series/north/model", headers={"X-API-Key": KEY}, timeout=30)
+        assert info.json()["version"] == "2"
+        from ray import serve
+
+        forecaster = serve.get_deployment_handle("FleetForecaster", app_name="fleet-alias")
+        assert forecaster.stats.remote().result()["swaps"] == {"north": 1}
+    finally:
+        deploy_config(served.config)
