@@ -6,8 +6,10 @@ Tiny by construction: a 60-day synthetic series, an 8-unit LSTM trained for one 
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +173,26 @@ def victoria_metrics(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def posting_clients(post: Callable[[], requests.Response], clients: int = 2) -> Iterator[list[tuple[int, dict]]]:
+    """``clients`` threads calling ``post()`` in a loop while the block runs (a hot swap, an alias move):
+    yields the list their (status, JSON or {"text": ...}) answers are appended to, in order."""
+    answers: list[tuple[int, dict]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            response = post()
+            answers.append((response.status_code, response.json() if response.ok else {"text": response.text}))
+
+    workers = [threading.Thread(target=loop) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()

@@ -16,7 +16,7 @@ from stef_ray.serving.fleet_app import FleetArgs, batch_items, fleet_args
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import ForecastService
 
-from .conftest import REPO, assert_close, train_bundle
+from .conftest import REPO, assert_close, posting_clients, train_bundle
 
 KEY_ENV, KEY = "STEF_RAY_FLEET_TEST_KEY", "fleet-key"
 
@@ -25,7 +25,6 @@ KEY_ENV, KEY = "STEF_RAY_FLEET_TEST_KEY", "fleet-key"
 def fleet(served, bundles, tmp_path_factory, victoria_metrics):
     """Three series' bundles in one folder; the fleet app at /fleet, one forecaster keeping two models,
     writing to the session's time-series server."""
-    import yaml
     from ray import serve
 
     from stef_ray.serving.app import deploy_config
@@ -34,22 +33,31 @@ def fleet(served, bundles, tmp_path_factory, victoria_metrics):
     shutil.copytree(bundles.first, folder / "north")
     shutil.copytree(bundles.second, folder / "south")
     train_bundle(folder / "east", seed=3)
-    app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
-    app |= {"name": "fleet", "route_prefix": "/fleet"}
-    app["args"] |= {"model_source": str(folder / "{series_id}"), "models_per_replica": 2, "api_key_env": KEY_ENV,
-                    "influx": True, "influx_settings": {
-                        "url": victoria_metrics.url, "token": "test-token", "org": "stef", "bucket": "fleet",
-                        "spool_dir": str(folder / "spool"), "flush_interval_s": 0.2, "fsync": False}}
-    for deployment in app["deployments"]:
-        deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
-        deployment["ray_actor_options"] = {"num_cpus": 0.1, "runtime_env": {"env_vars": {KEY_ENV: KEY}}}
+    app = fleet_application("fleet", model_source=str(folder / "{series_id}"), models_per_replica=2, influx=True,
+                            influx_settings={"url": victoria_metrics.url, "token": "test-token", "org": "stef",
+                                             "bucket": "fleet", "spool_dir": str(folder / "spool"),
+                                             "flush_interval_s": 0.2, "fsync": False})
     config = copy.deepcopy(served.config)
     config["applications"].append(app)
     deploy_config(config)
     forecaster = serve.get_deployment_handle("FleetForecaster", app_name="fleet")
     yield f"{served.url}/fleet", folder, forecaster, victoria_metrics
     deploy_config(served.config)  # the session's app alone again
+
+
+def fleet_application(name: str, **args) -> dict:
+    """serve_fleet_config.yaml's application at /<name>, one replica of each deployment (small CPU shares, the
+    test's API key in their environment), its args updated with ``args``."""
+    import yaml
+
+    app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
+    app |= {"name": name, "route_prefix": f"/{name}"}
+    app["args"] |= {"api_key_env": KEY_ENV, **args}
+    for deployment in app["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+        deployment["ray_actor_options"] = {"num_cpus": 0.1, "runtime_env": {"env_vars": {KEY_ENV: KEY}}}
+    return app
 
 
 def post(url: str, body, key: str | None = KEY) -> requests.Response:
@@ -188,11 +196,9 @@ def test_fleet_app__a_series_follows_its_alias_to_a_new_champion_without_a_faile
 ):
     """A weekly retrain registers a series' new champion: the replica holding that series swaps it in on a
     later request, while the old version answers meanwhile; no answer fails or mixes versions."""
-    import threading
     import time
 
     import mlflow
-    import yaml
 
     from stef_ray.serving.app import deploy_config
 
@@ -207,14 +213,8 @@ def test_fleet_app__a_series_follows_its_alias_to_a_new_champion_without_a_faile
         client.create_model_version("fleet-alias-north", f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id)
     client.set_registered_model_alias("fleet-alias-north", "champion", "1")
 
-    app = yaml.safe_load((REPO / "serve_fleet_config.yaml").read_text())["applications"][0]
-    app |= {"name": "fleet-alias", "route_prefix": "/fleet-alias"}
-    app["args"] |= {"model_source": "models:/fleet-alias-{series_id}@champion", "mlflow_tracking_uri": uri,
-                    "alias_poll_s": 0.5, "api_key_env": KEY_ENV, "influx": False}
-    for deployment in app["deployments"]:
-        deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
-        deployment["ray_actor_options"] = {"num_cpus": 0.1, "runtime_env": {"env_vars": {KEY_ENV: KEY}}}
+    app = fleet_application("fleet-alias", model_source="models:/fleet-alias-{series_id}@champion",
+                            mlflow_tracking_uri=uri, alias_poll_s=0.5, influx=False)
     config = copy.deepcopy(served.config)
     config["applications"].append(app)
     deploy_config(config)
@@ -228,28 +228,13 @@ def test_fleet_app__a_series_follows_its_alias_to_a_new_champion_without_a_faile
         first = post(url, body)
         assert first.status_code == 200, first.text
         assert (first.json()["model_version"], first.json()["model_alias"]) == ("1", "champion")
-        answers: list[tuple[int, dict]] = []
-        stop = threading.Event()
-
-        def request_loop() -> None:
-            while not stop.is_set():
-                response = post(url, body)
-                answers.append((response.status_code, response.json() if response.ok else {"text": response.text}))
-
-        workers = [threading.Thread(target=request_loop) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        try:
+        with posting_clients(lambda: post(url, body)) as answers:
             time.sleep(0.5)
             client.set_registered_model_alias("fleet-alias-north", "champion", "2")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not any(a[1].get("model_version") == "2" for a in answers[-5:]):
                 time.sleep(0.2)
             time.sleep(0.5)
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join()
         failed = [a for a in answers if a[0] != 200]
         assert not failed, failed[:3]
         versions = [a[1]["model_version"] for a in answers]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from stef_ray.serving.app import (
     validate_serve_config,
 )
 from stef_ray.serving.service import ForecastService
+
+from .conftest import posting_clients
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -243,28 +244,13 @@ def test_alias_polling__champion_moves_without_a_failed_request(
     info = model_info()
     assert (info["name"], info["version"], info["alias"]) == (MODEL, "1", "champion")
 
-    answers: list[tuple[int, dict]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            response = served.post(body)
-            answers.append((response.status_code, response.json() if response.ok else {"text": response.text}))
-
-    workers = [threading.Thread(target=client) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with posting_clients(lambda: served.post(body)) as answers:
         time.sleep(0.5)
         mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(MODEL, "champion", "2")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and model_info()["version"] != "2":
             time.sleep(0.2)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
 
     assert model_info()["version"] == "2"
     failed = [a for a in answers if a[0] != 200]
