@@ -39,6 +39,7 @@ TITLES = {
     "serve_fleet": "Many series in one Serve application (model multiplexing)",
     "busy_machine": "A busy machine",
     "pjm_zones": "Nine PJM series against the peers",
+    "refit_speed": "One refit on a long series",
 }
 
 # The design changed on this date: the neural residual learns out-of-fold errors and is kept by validation
