@@ -156,10 +156,10 @@ def upgraded_settings(settings: dict, format_version: int) -> dict:
     """A bundle's model settings as today's ModelConfig takes them. Formats 2 to 6 wrote
     ``residual.train_days: 0`` (the neural residual's windows from the whole history); it now counts the
     days of its validation folds (28 at least) and only a refit reads it, so the default stands in."""
-    residual = dict(settings.get("residual") or {})
-    if format_version <= 6 and residual.get("train_days", 28) < 28:
-        residual.pop("train_days")
-    return {**settings, "residual": residual} if residual or "residual" in settings else settings
+    residual = settings.get("residual") or {}
+    if format_version > 6 or residual.get("train_days", 28) >= 28:
+        return settings
+    return {**settings, "residual": {k: v for k, v in residual.items() if k != "train_days"}}
 
 
 def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridModel, BundleManifest]:

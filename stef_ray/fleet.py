@@ -168,8 +168,8 @@ class SeriesOutcome:
     @property
     def best_other(self) -> tuple[str, float] | None:
         """The other model with the lowest MAPE (what the first one has to beat), if any."""
-        scored = [(value, name) for name, value in self.others.items() if value == value]
-        return (min(scored)[1], min(scored)[0]) if scored else None
+        scored = [(name, value) for name, value in self.others.items() if value == value]  # NaN: not scored
+        return min(scored, key=lambda item: item[1], default=None)
 
 
 def series_data(series_id: str, data_config: DataConfig, table: pd.DataFrame | None = None,
