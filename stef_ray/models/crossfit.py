@@ -6,10 +6,10 @@ validation block (the last one where the data ends) and holds a few early-stoppi
 away from any block: load errs in spells, so stopping days next to a block would share its weather, and the
 epoch they pick would look good on the block by that alone (on BigDEAL's 2005, with the stopping days just
 before each block, the gate kept the net in 7 of 13 refits and the kept nets lost 1.3 % MAPE on the test
-weeks). The rest of the fold is training windows for the neural residual. The ridges and trees are refitted once per fold without that
-fold's windows (and the lookback and horizon around them), so every window of the period gets an out-of-sample
-forecast of the linear layers: what the neural residual learns to correct, and what the validation blocks
-score. Blocks spread over the year see every season: one block of the last weeks judges a model on one
+weeks). The rest of the fold is training windows for the neural residual. The ridges and trees walk forward:
+each fold's are fitted only on the windows before it (the fold's lookback and horizon kept clear), as a refit
+on that day would have been, so every window of the period gets an out-of-sample forecast of the linear layers:
+what the neural residual learns to correct, and what the validation blocks score. Blocks spread over the year see every season: one block of the last weeks judges a model on one
 weather regime only (blocked cross-validation of this kind is sound for autoregressive models: Bergmeir,
 Hyndman and Koo 2018).
 """

@@ -1,24 +1,8 @@
 """The hybrid: log load = trend + seasonality + residual, each a component fitted on what the previous
-left over. Forecasts are combined in log space and reported in MW as an additive split:
-
-    trend_mw       = exp(trend)
-    seasonality_mw = exp(trend + seasonality) - trend_mw
-    residual_mw    = forecast_mw - exp(trend + seasonality)
-    forecast_mw    = exp(trend + seasonality + residual) * the point move below
-                   = trend_mw + seasonality_mw + residual_mw
-
-Quantiles come from conformal calibration: quantiles of the validation errors in log space per lead hour
-and local origin hour (the spread per origin hour, around a centre pooled over all of them): a lead hour's
-errors are as wide as the time of day it falls on makes them, the afternoon's wider than the night's.
-Errors come in spells (heat waves, holidays), so where the frame holds the days before an origin the
-offsets are scaled by how large the last daily forecasts' errors were against the validation errors.
-
-The point forecast is, by default (``point_forecast: mape``), not the median but the value with the least
-expected absolute percentage error: for an error spread s in log space that is the median times
-exp(-s²) (Gneiting 2011, "Making and evaluating point forecasts": under MAPE the optimal point is the
-median of the density f(y)/y; for a log-normal, exp(mu - s²)). s comes per lead hour from the validation
-errors' P10-P90 width, times the interval scale, so the point moves down where forecasts are uncertain
-(the afternoon, a spell of large errors) and hardly at lead 1. The residual's MW share carries the move.
+left over. Forecasts are combined in log space and reported in MW as an additive split of the forecast
+into trend, seasonality and residual; the quantiles and the point forecast (the value with the least
+expected absolute percentage error) come from the validation blocks' out-of-sample errors
+(``stef_ray.models.calibration`` says how).
 """
 
 from __future__ import annotations
@@ -34,28 +18,21 @@ from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
 from stef_ray.features import (
-    CALENDAR_CHANNELS,
-    DAYS_PER_YEAR,
-    calendar_inputs,
-    is_binary,
-    season_weights,
     wall_clock_days,
     wall_clock_hours,
 )
-from stef_ray.models.crossfit import GAP, STOP, TRAIN, VALID, FoldPlan, plan_folds
-from stef_ray.models.residual_boosted import HISTORY_HOURS, BoostedResidual
+from stef_ray.models import calibration, linear_layers, neural_walk, residual_inputs
+from stef_ray.models.crossfit import GAP, TRAIN, VALID, FoldPlan, plan_folds
+from stef_ray.models.linear_layers import MIN_FORWARD_DAYS
+from stef_ray.models.residual_boosted import BoostedResidual, trees_off_reason
 from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origin_hours
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
+from stef_ray.models.segments import request_rows
 from stef_ray.models.trend import LogLinearTrend
-from stef_ray.quantiles import quantile_column
 
 logger = logging.getLogger(__name__)
 
-P10_P90_WIDTH_IN_SIGMAS = 2.5631  # a normal's P90 - P10, in standard deviations
-MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
-MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
-MIN_CALIBRATION_WINDOWS = 24  # per origin hour's share of the validation windows, else the pooled values
 SEGMENTS_PER_CALL = 64  # origins forecast together (a backtest's many origins: bounded memory)
 
 
@@ -72,6 +49,15 @@ class ComponentForecast:
     @property
     def final(self) -> np.ndarray:
         return self.trend + self.seasonality + self.residual
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ComponentForecast]) -> ComponentForecast:
+        """One forecast of the origins of ``parts``, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        scales = [p.interval_scale for p in parts]
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("trend", "seasonality", "residual")),
+                   None if scales[0] is None else np.concatenate(scales), np.concatenate([p.origin_hour for p in parts]))
 
 
 @dataclass
@@ -138,36 +124,14 @@ class HybridModel:
         """Log trend and log seasonality for every row of ``frame`` (needs only time and exog)."""
         return self.trend.predict(frame.index), self.seasonality.predict(frame.index, self._exog_frame(frame))
 
-    def _fit_scaler(self, residual_log: np.ndarray, frame: pd.DataFrame, season_log: np.ndarray) -> None:
-        exog = frame[self.exog].to_numpy(dtype=float) if self.exog else np.empty((len(frame), 0))
-        self.scaler = {
-            "residual_mean": float(np.nanmean(residual_log)),
-            "residual_std": float(np.nanstd(residual_log)) or 1.0,
-            "exog_mean": np.nanmean(exog, axis=0).tolist() if exog.size else [],
-            "exog_std": [float(s) or 1.0 for s in np.nanstd(exog, axis=0)] if exog.size else [],
-            "season_mean": float(np.nanmean(season_log)),
-            "season_std": float(np.nanstd(season_log)) or 1.0,
-        }
-
     def residual_series(self, frame: pd.DataFrame, residual_log: np.ndarray, season_log: np.ndarray) -> np.ndarray:
-        """The residual models' input array: scaled residual, scaled seasonal level, scaled exog, calendar."""
-        s = self.scaler
-        columns = [
-            (residual_log - s["residual_mean"]) / s["residual_std"],
-            (season_log - s["season_mean"]) / s["season_std"],
-        ]
-        for i, name in enumerate(self.exog):
-            if name in self.seasonality.dropped_exog:
-                # An input the seasonality's cross-validation found to carry nothing about load would only
-                # give the ridges and trees chance patterns to fit; a zero channel keeps the array's shape.
-                columns.append(np.zeros(len(frame)))
-                continue
-            columns.append((frame[name].to_numpy(dtype=float) - s["exog_mean"][i]) / s["exog_std"][i])
-        return np.column_stack([*columns, calendar_inputs(frame.index)]).astype(np.float32)
+        """The residual models' input array (``residual_inputs.residual_series``)."""
+        return residual_inputs.residual_series(self.scaler, frame, residual_log, season_log, self.exog,
+                                               self.seasonality.dropped_exog)
 
     @property
     def channel_names(self) -> list[str]:
-        return ["residual", "seasonal_level", *self.exog, *CALENDAR_CHANNELS]
+        return residual_inputs.channel_names(self.exog)
 
     # -------------------------------------------------------------- fitting
     def fit_base(self, data: HourlyData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,7 +167,7 @@ class HybridModel:
         """Scale the residual series, plan the folds and validation blocks over the last ``train_days`` and
         set up (unfitted) the ridges and trees."""
         frame = data.frame
-        self._fit_scaler(residual_log, frame, season_log)
+        self.scaler = residual_inputs.fit_scaler(residual_log, frame, season_log, self.exog)
         series = self.residual_series(frame, residual_log, season_log)
         valid = np.isfinite(series).all(axis=1)
         c = self.config.residual
@@ -230,34 +194,23 @@ class HybridModel:
         if c.linear:
             self.linear = self._new_linear()
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
-            weather = [name for name in self.exog if not is_binary(frame[name].to_numpy(dtype=float))]
-            # Weather the seasonality's cross-validation left out is a zero channel: nothing to respond to.
-            kept = [name for name in weather if name not in self.seasonality.dropped_exog]
-            if c.lookback_hours < HISTORY_HOURS:
-                self.training["boosted"] = f"off: lookback_hours {c.lookback_hours} < {HISTORY_HOURS}, the trees' history"
-            elif not weather:
-                # What the trees add is a non-linear response to weather; on load and calendar alone they
-                # only add noise to the ridges (PJM 2016: 3.199 % against 3.174 % for the ridges alone).
-                self.training["boosted"] = "off: no non-binary exogenous input (weather) for the trees to respond to"
-            elif not kept:
-                self.training["boosted"] = ("off: the seasonality's cross-validation left out every weather input, "
-                                            "so the trees would have only load and calendar (which added noise)")
+            off = trees_off_reason(frame, self.exog, self.seasonality.dropped_exog, c.lookback_hours)
+            if off:
+                self.training["boosted"] = off
             else:
                 self.boosted = self._new_boosted()
         if self.linear is not None:
-            windows.linear_weight = self._season_weight(frame.index, linear_origins, linear_origins, frame.index[-1])
+            windows.linear_weight, note = linear_layers.season_weight(frame.index, linear_origins, linear_origins,
+                                                                      frame.index[-1], c)
+            if note:
+                self.training["linear_season_weighting"] = note
         return windows
 
     def _new_linear(self) -> LinearResidual:
-        c = self.config.residual
-        return LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
-                              c.linear_hour_width if c.linear_hour_width >= 0 else None, self._hour_channels)
+        return linear_layers.new_linear(self.config.residual, self._hour_channels)
 
     def _new_boosted(self) -> BoostedResidual:
-        c = self.config.residual
-        return BoostedResidual(c.horizon_hours, self.channel_names,
-                               (self.scaler["residual_std"], self.scaler["season_std"]),
-                               c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
+        return linear_layers.new_boosted(self.config.residual, self.channel_names, self.scaler)
 
     def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
         """The linear layers' out-of-sample forecasts (``windows.out_of_fold``), walking forward: each fold is
@@ -274,10 +227,8 @@ class HybridModel:
             return
         usable = self._forward_fits(windows, index, whole_fold=c.enabled)
         if c.enabled and not (usable & (plan.role == VALID)).any():
-            self.training["neural"] = {
-                "architecture": c.architecture, "ensemble": c.ensemble, "kept": False, "days": 0, "gain": 0.0,
-                "gain_se": float("inf"), "mae_without": float("nan"), "mae_with": float("nan"), "epochs_run": 0,
-                "why": f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it"}
+            self.training["neural"] = neural_walk.not_trained(
+                c, f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it")
             usable = self._forward_fits(windows, index, whole_fold=False)
         plan.role[~usable] = GAP
         skipped = plan.folds - len(np.unique(plan.fold[usable]))
@@ -289,63 +240,13 @@ class HybridModel:
                 "give more history or lower residual.validation_days")
 
     def _forward_fits(self, windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool) -> np.ndarray:
-        """Fit each fold's ridges (and trees) on the windows before it (``whole_fold``) or before its validation
-        block, and forecast its windows; returns which windows of the plan got a forecast."""
-        plan, c = windows.plan, self.config.residual
-        usable = np.zeros(len(plan.origins), dtype=bool)
-        for k in range(plan.folds):
-            lo, _ = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
-            fit_on = windows.linear_origins[windows.linear_origins < lo]
-            if c.linear_train_days:
-                fit_on = fit_on[fit_on >= lo - 24 * c.linear_train_days]
-            if len(fit_on) < 24 * MIN_FORWARD_DAYS:
-                continue
-            rows = np.flatnonzero((plan.fold == k) if whole_fold else ((plan.fold == k) & (plan.role == VALID)))
-            start, stop = plan.fold_bounds[k] if whole_fold else plan.block_bounds[k]
-            reference = index[min((start + stop) // 2, len(index) - 1)]
-            linear = self._new_linear()
-            boosted = self._new_boosted() if self.boosted is not None else None
-            weight = self._season_weight(index, fit_on, fit_on, reference, note=False)
-            linear.fit(windows.series, fit_on, weight)
-            if boosted is not None:
-                boosted.fit(windows.series, fit_on, weight)
-            windows.out_of_fold[rows] = self._blend(windows.series, plan.origins[rows], linear, boosted)
-            usable[rows] = True
-        return usable
+        def make() -> tuple[LinearResidual, BoostedResidual | None]:
+            return self._new_linear(), (self._new_boosted() if self.boosted is not None else None)
 
-    def _blend(self, series: np.ndarray, origins: np.ndarray, linear: LinearResidual | None,
-               boosted: BoostedResidual | None) -> np.ndarray:
-        """The ridges' residual forecast, scaled, with the trees' averaged in at ``boosted_weight`` (trees
-        exist only next to ridges); zeros where there are neither."""
-        if linear is None:
-            return np.zeros((len(origins), self.horizon))
-        ridges = linear.predict(series, origins)
-        if boosted is None:
-            return ridges
-        share = self.config.residual.boosted_weight
-        return (1 - share) * ridges + share * boosted.predict(series, origins)
+        return linear_layers.forward_fits(windows, index, whole_fold, self.config.residual, make)
 
     def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return self._blend(series, origins, self.linear, self.boosted)
-
-    def _season_weight(self, index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray,
-                       reference: pd.Timestamp, note: bool = True) -> np.ndarray | None:
-        """Weights of the linear residual's windows at ``origins`` by how near their day of the year lies to
-        ``reference``'s (see ``linear_season_days``), or None (equal weights) when off or when ``fitted_on``
-        spans too few years for each season to hold enough windows."""
-        c = self.config.residual
-        if not c.linear_season_days or not len(fitted_on):
-            return None
-        years = (index[fitted_on[-1]] - index[fitted_on[0]]) / pd.Timedelta(days=DAYS_PER_YEAR)
-        if years < c.linear_season_min_years:
-            if note:
-                self.training["linear_season_weighting"] = (
-                    f"off: {years:.1f} years of linear residual windows, fewer than linear_season_min_years "
-                    f"({c.linear_season_min_years:g})")
-            return None
-        if note:
-            self.training["linear_season_weighting"] = f"on: {years:.1f} years, ±{c.linear_season_days:g} days"
-        return season_weights(index[origins], reference, c.linear_season_days, c.linear_season_floor)
+        return linear_layers.blend(series, origins, self.linear, self.boosted, self.config.residual)
 
     def fit(
         self,
@@ -401,44 +302,26 @@ class HybridModel:
         return self
 
     def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
-        """Train the neural residual on the linear layers' out-of-sample errors walking forward: for each
-        validation block, a net trained (and early-stopped) on the windows before it only, warm-started from
-        the previous block's, forecasts the block. The blocks' paired comparison keeps or drops the net
-        (``_gate``); the net of the last block is the one served."""
+        """Train the neural residual walking forward over the validation blocks and gate it on them
+        (``stef_ray.models.neural_walk``)."""
         plan, c = windows.plan, self.config.residual
-        windows.neural = np.zeros((len(plan.origins), self.horizon), dtype=np.float32)
-        windows.neural_scored = np.zeros(len(plan.origins), dtype=bool)
-        neural, state, trained = None, init_state, 0
         say(f"TRAINING NEURAL RESIDUAL ({c.architecture.upper()}{f' x{c.ensemble}' if c.ensemble > 1 else ''}) "
             f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
             "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
-        for k, (block_start, _block_stop) in enumerate(plan.block_bounds):
-            block = np.flatnonzero((plan.fold == k) & (plan.role == VALID))
-            before = plan.origins < block_start - c.horizon_hours + 1
-            train = np.flatnonzero((plan.role == TRAIN) & before)
-            stop = np.flatnonzero((plan.role == STOP) & before)
-            if not len(block) or len(train) * c.window_stride_hours < MIN_NEURAL_WINDOWS:
-                continue
-            candidate = NeuralResidual(c, windows.series.shape[1], self._hour_channels)
-            candidate.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
-                          windows.out_of_fold[stop], callbacks, state)
-            state = candidate.state_dict()
-            windows.neural[block] = candidate.predict(windows.series, plan.origins[block])
-            windows.neural_scored[block] = True
-            trained += candidate.epochs_run
-            neural = candidate
-            say(f"  block {k + 1}/{plan.folds} (from {self.training['validation']['blocks'][k][0][:10]}): "
-                f"{len(train):,} training windows, {candidate.epochs_run} epochs, early-stopping loss "
-                f"{candidate.best_val_loss:.4f}")
+        names = [block[0][:10] for block in self.training["validation"]["blocks"]]
+        neural, trained = neural_walk.walk_forward(windows, c, self._hour_channels, callbacks, init_state, names, say)
         if neural is None:
-            self.training["neural"] = {"architecture": c.architecture, "ensemble": c.ensemble, "kept": False,
-                                       "days": 0, "gain": 0.0, "gain_se": float("inf"), "mae_without": float("nan"),
-                                       "mae_with": float("nan"), "epochs_run": 0,
-                                       "why": "less than a week of training windows before every block"}
+            self.training["neural"] = neural_walk.not_trained(
+                c, "less than a week of training windows before every block")
             say(f"  note: no neural residual: {self.training['neural']['why']}")
             return
         self.neural = neural
-        gate = self._gate(windows)
+        rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored)
+        origins = plan.origins[rows]
+        without = windows.out_of_fold[rows].astype(np.float64)
+        gate = neural_walk.paired_gate(self._actual(windows.series, origins), self._unscale(without),
+                                       self._unscale(without + windows.neural[rows]), windows.days[origins],
+                                       c.gate_z)
         self.training["neural"] = {
             "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
             "epochs_run": trained, "stopped_early": neural.stopped_early, "stop_loss": neural.best_val_loss,
@@ -448,24 +331,6 @@ class HybridModel:
         say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
             f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "
             f"{gate['gain_se']:.5f} (kept where gain > {c.gate_z:g} x its standard error: residual.gate_z)")
-
-    def _gate(self, windows: ResidualWindows) -> dict:
-        """The neural residual's keep-or-drop evidence: per validation day (the local date of the origins) that
-        a walked-forward net forecast, mean |log error| of the linear layers' out-of-sample forecast with and
-        without the net, paired."""
-        rows = np.flatnonzero((windows.plan.role == VALID) & windows.neural_scored)
-        origins = windows.plan.origins[rows]
-        without = self._unscale(windows.out_of_fold[rows].astype(np.float64))
-        with_net = self._unscale(windows.out_of_fold[rows].astype(np.float64) + windows.neural[rows])
-        actual = self._actual(windows.series, origins)
-        days = windows.days[origins]
-        daily = pd.DataFrame({"day": days, "without": np.abs(actual - without).mean(axis=1),
-                              "with": np.abs(actual - with_net).mean(axis=1)}).groupby("day").mean()
-        gain = daily["without"] - daily["with"]
-        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
-        kept = bool(gain.mean() > 0 and gain.mean() > self.config.residual.gate_z * se)
-        return {"kept": kept, "days": len(gain), "gain": float(gain.mean()), "gain_se": se,
-                "mae_without": float(daily["without"].mean()), "mae_with": float(daily["with"].mean())}
 
     def _fit_served_linear(self, windows: ResidualWindows) -> None:
         """The ridges and trees that forecast: fitted on every window of their span, weighted toward the end."""
@@ -523,46 +388,17 @@ class HybridModel:
         # Kept for inspection (benchmarks/neural_residual.py --dump-calibration); not part of the bundle.
         self.calibration_errors = {"errors": errors, "origin_hour": hours, "block": windows.plan.fold[rows],
                                    "origins": origins}
-        # The spread per origin hour, the centre pooled: a 00:00 origin's lead 15 (the afternoon) errs more
-        # widely than a 12:00 origin's (the night), but a fifth of the windows is too few to move the
-        # median by: shifting it by the validation weeks' median error already costs accuracy pooled
-        # (PJM 2016: 3.181 against 3.174 %), and per hour it moves with that month's weather even more.
-        centre = np.median(errors, axis=0)
-        self.quantile_offsets = {
-            f"{q:g}": (self._by_origin_hour(
-                errors, hours, lambda e, q=q: np.quantile(e, q, axis=0) - np.median(e, axis=0)) + centre).tolist()
-            for q in self.config.quantiles
-        }
+        self.quantile_offsets = calibration.quantile_offsets(errors, hours, self.config.quantiles,
+                                                             self.config.calibration_hour_width)
         self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
         self.training.pop("point_log_adjust", None)
         if self.config.point_forecast == "mape":
-            # -s² per lead hour, s the log errors' spread read from their P10-P90 width as a normal's
-            # (robust to the spells of large errors); see the module docstring. Pooled over origin hours,
-            # like the centre: per hour, PJM 2016 scored 3.156 against 3.150 % (vic-elec's development
-            # period 2.255 against 2.257 %).
-            low, high = np.quantile(errors, [0.1, 0.9], axis=0)
-            self.training["point_log_adjust"] = (-(((high - low) / P10_P90_WIDTH_IN_SIGMAS) ** 2)).tolist()
+            self.training["point_log_adjust"] = calibration.mape_point_adjust(errors)
         self.training["val_mean_abs_log_error"] = float(np.mean(np.abs(errors)))
 
     @property
     def _hour_channels(self) -> tuple[int, int]:
         return self.channel_names.index("hour_sin"), self.channel_names.index("hour_cos")
-
-    def _by_origin_hour(
-        self, errors: np.ndarray, hours: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
-    ) -> np.ndarray:
-        """``statistic`` of the validation errors (windows, horizon) -> (horizon,), per local origin hour on
-        the windows whose origin lies within ``calibration_hour_width`` hours of it (circularly): (24,
-        horizon). Pooled over all windows, (horizon,), when the width is -1, and for an hour whose share
-        holds fewer than ``MIN_CALIBRATION_WINDOWS`` windows (gaps in the validation weeks)."""
-        pooled = statistic(errors)
-        width = self.config.calibration_hour_width
-        if width < 0:
-            return pooled
-        distance = np.abs(hours[None, :] - np.arange(HOURS_PER_DAY)[:, None])
-        near = np.minimum(distance, HOURS_PER_DAY - distance) <= width
-        return np.stack([statistic(errors[rows]) if rows.sum() >= MIN_CALIBRATION_WINDOWS else pooled
-                         for rows in near])
 
     # ----------------------------------------------------------- predicting
     def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
@@ -589,34 +425,12 @@ class HybridModel:
             raise InsufficientHistoryError(
                 f"each forecast needs {self.lookback} hours before its origin and {self.horizon} rows after"
             )
-        parts = [self._predict_segments(frame, positions[i : i + SEGMENTS_PER_CALL])
-                 for i in range(0, len(positions), SEGMENTS_PER_CALL)]
-        if len(parts) == 1:
-            return parts[0]
-        scales = [p.interval_scale for p in parts]
-        return ComponentForecast(*(np.concatenate([getattr(p, k) for p in parts])
-                                   for k in ("trend", "seasonality", "residual")),
-                                 None if scales[0] is None else np.concatenate(scales),
-                                 np.concatenate([p.origin_hour for p in parts]))
+        return ComponentForecast.concatenate([self._predict_segments(frame, positions[i : i + SEGMENTS_PER_CALL])
+                                              for i in range(0, len(positions), SEGMENTS_PER_CALL)])
 
     def _predict_segments(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
         before = self.history_hours + self.interval_history_hours
-        rows = positions[:, None] + np.arange(-before, self.horizon)[None, :]
-        outside = rows < 0
-        source = frame.iloc[np.clip(rows, 0, None).ravel()]
-        values = source[[LOAD, *self.exog]].to_numpy(dtype=float).reshape(*rows.shape, -1)
-        values[outside] = np.nan  # hours before the frame starts: unknown
-        values[:, before:, 0] = np.nan  # the load from the origin on: unknown to the forecast
-        # The instants, each segment's running hourly from its origin (rows before the frame's start too).
-        origin_ns = frame.index[positions].asi8
-        instants = origin_ns[:, None] + np.arange(-before, self.horizon)[None, :] * 3_600_000_000_000
-        inside = ~outside.ravel()
-        if not np.array_equal(source.index.asi8[inside], instants.ravel()[inside]):
-            raise ValueError("the frame must be hourly with every hour once (HourlyData's frames are)")
-        index = pd.DatetimeIndex(instants.ravel().view("datetime64[ns]"), name=frame.index.name)
-        if frame.index.tz is not None:
-            index = index.tz_localize("UTC").tz_convert(frame.index.tz)
-        segments = pd.DataFrame(values.reshape(-1, values.shape[2]), index=index, columns=[LOAD, *self.exog])
+        segments = request_rows(frame, positions, before, self.horizon, [LOAD, *self.exog])
         return self.predict_segments(segments, before + self.horizon)
 
     def predict_segments(self, frame: pd.DataFrame, rows_per_segment: int) -> ComponentForecast:
@@ -654,64 +468,19 @@ class HybridModel:
     @property
     def interval_history_hours(self) -> int:
         """Hours before ``lookback`` that the adaptive interval scale reads (the caller may pass fewer)."""
-        return 24 * (self.config.interval_adapt_days + -(-self.horizon // 24) - 1)
+        return calibration.interval_history_hours(self.config.interval_adapt_days, self.horizon)
 
     def _past_windows(self, residual_log: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The origins 1..``interval_adapt_days`` days before each position whose forecasts ended before it,
-        (positions, days), and which of them have the history and targets to be scored, same shape."""
         days = self.config.interval_adapt_days if self.training.get("val_mean_abs_log_error") else 0
-        first = -(-self.horizon // 24)  # whole days back so a past forecast ends before the origin
-        past = positions[:, None] - 24 * np.arange(first, first + days)[None, :]
-        bad = np.concatenate([[0], np.cumsum(~np.isfinite(residual_log))])
-        usable = past >= self.lookback
-        start, stop = np.clip(past - self.lookback, 0, None), np.clip(past + self.horizon, 0, len(residual_log))
-        usable &= (bad[stop] - bad[start]) == 0
-        return past, usable
+        return calibration.past_windows(residual_log, positions, self.lookback, self.horizon, days)
 
-    def _interval_scale(
-        self, residual_log: np.ndarray, positions: np.ndarray, past: np.ndarray, usable: np.ndarray,
-        predicted: np.ndarray,
-    ) -> np.ndarray:
-        """Per origin: mean |log error| of the forecasts made 1..N days earlier (``predicted``, for
-        ``past[usable]``; their targets all lie before the origin) over the validation mean, clipped; 1
-        where no such forecast can be made."""
-        scale = np.ones(len(positions))
-        if not usable.any():
-            return scale
-        flat = past[usable]
-        errors = np.abs(residual_log[flat[:, None] + np.arange(self.horizon)] - predicted)
-        per_window = np.full(past.shape, np.nan)
-        per_window[usable] = errors.mean(axis=1)
-        seen = usable.any(axis=1)
-        low, high = self.config.interval_scale_range
-        scale[seen] = np.clip(np.nanmean(per_window[seen], axis=1) / self.training["val_mean_abs_log_error"], low, high)
-        return scale
+    def _interval_scale(self, residual_log: np.ndarray, positions: np.ndarray, past: np.ndarray,
+                        usable: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        return calibration.interval_scale(residual_log, len(positions), past, usable, predicted,
+                                          self.training.get("val_mean_abs_log_error", 1.0),
+                                          self.config.interval_scale_range)
 
     def to_megawatts(self, components: ComponentForecast, point_move: bool = True) -> dict[str, np.ndarray]:
-        """The MW split (see module docstring) and the quantiles; arrays of shape (origins, horizon).
-        ``point_move=False`` leaves the forecast at the median (a degraded answer without the residual:
-        the validation spread that sets the move is the whole model's)."""
-        trend = np.exp(components.trend)
-        base = np.exp(components.trend + components.seasonality)
-        final = np.exp(components.final)
-        out = {"forecast": final, "trend": trend, "seasonality": base - trend, "residual": final - base}
-        scale = np.ones(len(final)) if components.interval_scale is None else components.interval_scale
-        for key, offsets in self.quantile_offsets.items():
-            per_origin = _per_origin(offsets, components.origin_hour)
-            out[quantile_column(float(key))] = np.exp(components.final + scale[:, None] * per_origin)
-        adjust = self.training.get("point_log_adjust")  # None: bundles from before, or point_forecast: median
-        if adjust is not None and point_move:
-            out["forecast"] = final * np.exp(scale[:, None] ** 2 * _per_origin(adjust, components.origin_hour))
-            out["residual"] = out["forecast"] - base
-        return out
-
-
-def _per_origin(values: Sequence, origin_hour: np.ndarray | None) -> np.ndarray:
-    """Calibration values for each origin, (origins or 1, horizon): one row for all origins (bundles before
-    format 5, ``calibration_hour_width: -1``) or the row of each origin's local hour."""
-    array = np.asarray(values, dtype=float)
-    if array.ndim == 1:
-        return array[None, :]
-    if origin_hour is None:
-        raise ValueError("the calibration is per origin hour: give the components' origin_hour")
-    return array[np.asarray(origin_hour, dtype=int)]
+        """The MW split and the quantiles, arrays of shape (origins, horizon) (``calibration.to_megawatts``)."""
+        return calibration.to_megawatts(components, self.quantile_offsets, self.training.get("point_log_adjust"),
+                                        point_move)

@@ -25,21 +25,12 @@ import pandas as pd
 
 from stef_ray.config import SeasonalityConfig
 from stef_ray.features import (
-    HOURS_PER_DAY,
     HOURS_PER_WEEK,
     HOURS_PER_YEAR,
-    bridge_day_flag,
-    exponential_smoothing,
-    fourier_names,
-    fourier_terms,
-    hinge_basis,
-    holiday_season_flag,
-    interaction_terms,
     is_binary,
-    seasonal_terms,
     wall_clock_hours,
-    weekday_flags,
 )
+from stef_ray.models.seasonal_design import calendar_design, exog_design
 
 logger = logging.getLogger(__name__)
 
@@ -95,103 +86,11 @@ class FourierSeasonality:
                 if not spec["binary"] and spec["spans"] and spec["name"] not in self.dropped_exog]
 
     # ----------------------------------------------------------------- design
-    def _exog_block(
-        self, index: pd.DatetimeIndex, columns: dict[str, np.ndarray], segment_rows: int | None = None,
-        bridge: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, list[str], list[str]]:
-        """The exogenous columns, their names, and the exogenous input each one comes from."""
-        if not self.exog_spec:
-            return np.empty((len(index), 0)), [], []
-        wall = wall_clock_hours(index)
-        daily = fourier_terms(wall, HOURS_PER_DAY, max(
-            self.orders[0], self.config.exog_daily_interaction, self.config.exog_hinge_daily_interaction, 1))
-        blocks, names, owners = [], [], []
-        for spec in self.exog_spec:
-            name = spec["name"]
-            values = columns[name]
-            first = len(names)
-            if spec["binary"]:
-                if self.config.bridge_day_share:
-                    # A bridge day counts as part of a day off: many take it off. A share of the learnt
-                    # effect, rather than a flag of its own, since most histories hold few bridge days
-                    # or none (measured: the share alone did as well as share + own flag on PJM).
-                    values = values + self.config.bridge_day_share * bridge * (spec["off_value"] - values)
-                inter = _paired(daily, spec["interaction"])
-                blocks += [values[:, None], values[:, None] * inter]
-                names += [name] + [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
-            else:
-                hinges = hinge_basis(values, spec["knots"])
-                blocks.append(hinges)
-                names += [f"{name}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
-                for span in spec["spans"]:
-                    smooth = exponential_smoothing(values, span, segment_rows, self.config.smoothing_window_hours)
-                    blocks.append(hinge_basis(smooth, spec["knots"]))
-                    names += [f"{name}_ewm{span}_hinge{i}" for i in range(len(spec["knots"]) + 1)]
-                inter = _paired(daily, spec["interaction"])
-                blocks.append(values[:, None] * inter)
-                names += [f"{name}_x_daily{i}" for i in range(inter.shape[1])]
-                if self.config.exog_hinge_daily_interaction:
-                    # Heating and cooling (each hinge's slope) act at different hours of the day.
-                    inter = _paired(daily, self.config.exog_hinge_daily_interaction)
-                    blocks.append(interaction_terms(hinges, inter))
-                    names += [f"{name}_hinge{i}_x_daily{j}" for i in range(hinges.shape[1])
-                              for j in range(inter.shape[1])]
-            owners += [name] * (len(names) - first)
-        return np.hstack(blocks), names, owners
-
-    def _profile_block(self, index: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
-        """Daily shapes that change with the season (daily x yearly harmonics; only with the yearly terms,
-        which need multi-year history) and with the day of the week (daily harmonics x weekday flags)."""
-        c = self.config
-        yearly_order = min(c.yearly_interaction_order, self.orders[2]) if c.daily_yearly_interaction else 0
-        blocks, names = [], []
-        daily_order = max(c.daily_yearly_interaction if yearly_order else 0, c.weekday_profiles)
-        if daily_order:
-            wall = wall_clock_hours(index)
-            daily = fourier_terms(wall, HOURS_PER_DAY, daily_order)  # both blocks take their first harmonics
-        if yearly_order:
-            blocks.append(interaction_terms(_paired(daily, c.daily_yearly_interaction),
-                                            fourier_terms(wall, HOURS_PER_YEAR, yearly_order)))
-            names += [f"{d}_x_{y}" for d in fourier_names("daily", c.daily_yearly_interaction)
-                      for y in fourier_names("yearly", yearly_order)]
-        if c.weekday_profiles:
-            blocks.append(interaction_terms(weekday_flags(index), _paired(daily, c.weekday_profiles)))
-            names += [f"weekday{d}_x_{h}" for d in range(7) for h in fourier_names("daily", c.weekday_profiles)]
-        return (np.hstack(blocks), names) if blocks else (np.empty((len(index), 0)), [])
-
-    def _bridge_flag(self, index: pd.DatetimeIndex, columns: dict[str, np.ndarray], segment_rows: int | None) -> np.ndarray:
-        """1.0 on bridge days (see ``bridge_day_flag``); days off come from the binary exogenous columns."""
-        off = np.zeros(len(index))
-        for spec in self.exog_spec:
-            if spec["binary"]:
-                off = np.maximum(off, columns[spec["name"]] == spec["off_value"])
-        return bridge_day_flag(index, off, segment_rows)
-
-    def _exog_design(
-        self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None
-    ) -> tuple[np.ndarray, list[str], list[str]]:
-        """The exogenous columns of the design (bridge days folded into the binary ones), their names and
-        owners (see ``_exog_block``)."""
-        columns = _float_columns(exog)
-        binary = any(spec["binary"] for spec in self.exog_spec)
-        bridge = self._bridge_flag(index, columns, segment_rows) if self.config.bridge_day_share and binary else None
-        return self._exog_block(index, columns, segment_rows, bridge)
-
-    def _calendar_design(self, index: pd.DatetimeIndex) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[str]]:
-        """The columns that depend on the wall clock alone: (blocks before the exog block, blocks after it,
-        their names) in the design's column order."""
-        seasonal, seasonal_names = seasonal_terms(index, *self.orders)
-        profile_block, profile_names = self._profile_block(index)
-        after, after_names = [], []
-        if self.config.holiday_season:
-            after, after_names = [holiday_season_flag(index)[:, None]], ["holiday_season"]
-        return [seasonal, profile_block], after, seasonal_names + profile_names, after_names
-
     def design(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, segment_rows: int | None = None) -> np.ndarray:
         """The regression's columns for each row. ``segment_rows``: the rows are several frames of that
         length end to end (smoothed exogenous terms restart at each), e.g. a batch of forecast requests."""
-        exog_block, exog_names, exog_owners = self._exog_design(index, exog, segment_rows)
-        before, after, before_names, after_names = self._calendar_design(index)
+        exog_block, exog_names, exog_owners = exog_design(self.config, self.orders, self.exog_spec, index, exog, segment_rows)
+        before, after, before_names, after_names = calendar_design(self.config, self.orders, index)
         self.feature_names = before_names + exog_names + after_names
         before_owners = [PROFILES if name.startswith("weekday") else "" for name in before_names]
         self.feature_owners = before_owners + exog_owners + [""] * len(after_names)
@@ -427,7 +326,7 @@ class FourierSeasonality:
         if 0 < len(index) <= SHORT_FRAME_ROWS and len(self.coef):
             calendar = self._calendar_values(wall_clock_hours(index))
             if calendar is not None:
-                exog_block, *_ = self._exog_design(index, exog, segment_rows)
+                exog_block, *_ = exog_design(self.config, self.orders, self.exog_spec, index, exog, segment_rows)
                 weights = self.coef / self.column_scale
                 n_after = 1 if self.config.holiday_season else 0
                 n_before = len(weights) - exog_block.shape[1] - n_after
@@ -459,7 +358,7 @@ class FourierSeasonality:
         hours = lo + np.arange(int(hi - lo) + 1, dtype=float)
         # A naive index whose wall clock is ``hours``: the calendar columns read nothing else.
         index = pd.DatetimeIndex(np.round(hours * NS_PER_HOUR).astype(np.int64).view("datetime64[ns]"))
-        before, after, _, _ = self._calendar_design(index)
+        before, after, _, _ = calendar_design(self.config, self.orders, index)
         weights = self.coef / self.column_scale
         n_before = sum(block.shape[1] for block in before)
         values = np.hstack(before) @ weights[:n_before]
@@ -512,19 +411,3 @@ def _look_up(table: tuple[float, np.ndarray] | None, wall: np.ndarray) -> np.nda
     if positions.min() < 0 or positions.max() >= len(values) or not np.array_equal(positions, offsets):
         return None
     return values[positions]
-
-
-def _float_columns(exog: pd.DataFrame | None) -> dict[str, np.ndarray]:
-    """The exogenous columns as float arrays, read once per design: on a forecast request's 200 rows one
-    DataFrame column access costs more than the arithmetic on it."""
-    if exog is None or not len(exog.columns):
-        return {}
-    values = exog.to_numpy(dtype=float)
-    return {name: values[:, i] for i, name in enumerate(exog.columns)}
-
-
-def _paired(daily: np.ndarray, order: int) -> np.ndarray:
-    """The first ``order`` daily harmonics (sin and cos) out of a (n, 2K) Fourier block."""
-    half = daily.shape[1] // 2
-    order = min(order, half)
-    return np.hstack([daily[:, :order], daily[:, half : half + order]])

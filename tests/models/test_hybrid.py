@@ -160,7 +160,7 @@ def test_hybrid__each_fold_is_forecast_by_ridges_fitted_on_the_windows_before_it
     # forecast (the net's targets); without it, only the validation blocks. A fold with too little history
     # before it is left out. The served ridges come last, on every window of their span.
     from stef_ray.models.crossfit import GAP, VALID
-    from stef_ray.models.hybrid import MIN_FORWARD_DAYS
+    from stef_ray.models.linear_layers import MIN_FORWARD_DAYS
 
     fits = _record_linear_fits(monkeypatch)
     config = ModelConfig(residual=ResidualConfig(enabled=neural, validation_days=5, max_epochs=1, boosted_weight=0,

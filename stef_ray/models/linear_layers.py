@@ -1,0 +1,87 @@
+"""The linear layers of the residual (per-hour ridges, with gradient-boosted trees beside them where there is
+weather): how they are made, blended, weighted toward a season, and fitted walking forward for their
+out-of-sample forecasts. Plain numpy; ``HybridModel`` holds the served ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.config import ResidualConfig
+from stef_ray.features import DAYS_PER_YEAR, season_weights
+from stef_ray.models.crossfit import VALID
+from stef_ray.models.residual_boosted import BoostedResidual
+from stef_ray.models.residual_linear import LinearResidual
+
+if TYPE_CHECKING:
+    from stef_ray.models.hybrid import ResidualWindows
+
+MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
+
+
+def new_linear(c: ResidualConfig, hour_channels: tuple[int, int]) -> LinearResidual:
+    return LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
+                          c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels)
+
+
+def new_boosted(c: ResidualConfig, channel_names: list[str], scaler: dict) -> BoostedResidual:
+    return BoostedResidual(c.horizon_hours, channel_names, (scaler["residual_std"], scaler["season_std"]),
+                           c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
+
+
+def blend(series: np.ndarray, origins: np.ndarray, linear: LinearResidual | None, boosted: BoostedResidual | None,
+          c: ResidualConfig) -> np.ndarray:
+    """The ridges' residual forecast, scaled, with the trees' averaged in at ``boosted_weight`` (trees exist
+    only next to ridges); zeros where there are neither."""
+    if linear is None:
+        return np.zeros((len(origins), c.horizon_hours))
+    ridges = linear.predict(series, origins)
+    if boosted is None:
+        return ridges
+    return (1 - c.boosted_weight) * ridges + c.boosted_weight * boosted.predict(series, origins)
+
+
+def season_weight(index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.ndarray, reference: pd.Timestamp,
+                  c: ResidualConfig) -> tuple[np.ndarray | None, str | None]:
+    """Weights of the windows at ``origins`` by how near their day of the year lies to ``reference``'s (see
+    ``linear_season_days``), or None (equal weights) when off or when ``fitted_on`` spans too few years for
+    each season to hold enough windows; and a line saying which, for the bundle (None when off)."""
+    if not c.linear_season_days or not len(fitted_on):
+        return None, None
+    years = (index[fitted_on[-1]] - index[fitted_on[0]]) / pd.Timedelta(days=DAYS_PER_YEAR)
+    if years < c.linear_season_min_years:
+        return None, (f"off: {years:.1f} years of linear residual windows, fewer than linear_season_min_years "
+                      f"({c.linear_season_min_years:g})")
+    note = f"on: {years:.1f} years, ±{c.linear_season_days:g} days"
+    return season_weights(index[origins], reference, c.linear_season_days, c.linear_season_floor), note
+
+
+def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool, c: ResidualConfig,
+                 make: Callable[[], tuple[LinearResidual, BoostedResidual | None]]) -> np.ndarray:
+    """Fit each fold's ridges (and trees, from ``make``) on the windows before it (``whole_fold``) or before its
+    validation block, and forecast its windows into ``windows.out_of_fold``; returns which windows of the plan
+    got a forecast (a fold with under ``MIN_FORWARD_DAYS`` days of windows before it gets none)."""
+    plan = windows.plan
+    usable = np.zeros(len(plan.origins), dtype=bool)
+    for k in range(plan.folds):
+        lo, _ = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
+        fit_on = windows.linear_origins[windows.linear_origins < lo]
+        if c.linear_train_days:
+            fit_on = fit_on[fit_on >= lo - 24 * c.linear_train_days]
+        if len(fit_on) < 24 * MIN_FORWARD_DAYS:
+            continue
+        rows = np.flatnonzero((plan.fold == k) if whole_fold else ((plan.fold == k) & (plan.role == VALID)))
+        start, stop = plan.fold_bounds[k] if whole_fold else plan.block_bounds[k]
+        reference = index[min((start + stop) // 2, len(index) - 1)]
+        linear, boosted = make()
+        weight, _ = season_weight(index, fit_on, fit_on, reference, c)
+        linear.fit(windows.series, fit_on, weight)
+        if boosted is not None:
+            boosted.fit(windows.series, fit_on, weight)
+        windows.out_of_fold[rows] = blend(windows.series, plan.origins[rows], linear, boosted, c)
+        usable[rows] = True
+    return usable

@@ -1,0 +1,76 @@
+"""The neural residual's fair trial: nets trained walking forward on the linear layers' out-of-sample errors,
+and the paired comparison on the validation days that keeps or drops the net.
+
+For each validation block, a net trained (and early-stopped) on the windows before it only, warm-started
+from the previous block's, forecasts the block; the net of the last block is the one served. The gate
+compares, per validation day, the mean |log error| of the linear layers' out-of-sample forecast with and
+without the net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from stef_ray.config import ResidualConfig
+from stef_ray.models.crossfit import STOP, TRAIN, VALID
+from stef_ray.models.residual_neural import EpochCallback, NeuralResidual
+
+if TYPE_CHECKING:
+    from stef_ray.models.hybrid import ResidualWindows
+
+MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
+
+
+def not_trained(config: ResidualConfig, why: str) -> dict:
+    """The bundle's record of a neural residual that was never trained, and why."""
+    return {"architecture": config.architecture, "ensemble": config.ensemble, "kept": False, "days": 0,
+            "gain": 0.0, "gain_se": float("inf"), "mae_without": float("nan"), "mae_with": float("nan"),
+            "epochs_run": 0, "why": why}
+
+
+def walk_forward(windows: ResidualWindows, config: ResidualConfig, hour_channels: tuple[int, int],
+                 callbacks: Sequence[EpochCallback], init_state: dict | None, block_names: Sequence[str],
+                 say: Callable[[str], None]) -> tuple[NeuralResidual | None, int]:
+    """Train one net per validation block on the windows before it; fills ``windows.neural`` (each block's
+    forecast, scaled) and ``windows.neural_scored``. Returns the last block's net (None when no block had
+    ``MIN_NEURAL_WINDOWS`` hours of training windows before it) and the epochs run in all."""
+    plan, c = windows.plan, config
+    horizon = c.horizon_hours
+    windows.neural = np.zeros((len(plan.origins), horizon), dtype=np.float32)
+    windows.neural_scored = np.zeros(len(plan.origins), dtype=bool)
+    neural, state, trained = None, init_state, 0
+    for k, (block_start, _block_stop) in enumerate(plan.block_bounds):
+        block = np.flatnonzero((plan.fold == k) & (plan.role == VALID))
+        before = plan.origins < block_start - horizon + 1
+        train = np.flatnonzero((plan.role == TRAIN) & before)
+        stop = np.flatnonzero((plan.role == STOP) & before)
+        if not len(block) or len(train) * c.window_stride_hours < MIN_NEURAL_WINDOWS:
+            continue
+        candidate = NeuralResidual(c, windows.series.shape[1], hour_channels)
+        candidate.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
+                      windows.out_of_fold[stop], callbacks, state)
+        state = candidate.state_dict()
+        windows.neural[block] = candidate.predict(windows.series, plan.origins[block])
+        windows.neural_scored[block] = True
+        trained += candidate.epochs_run
+        neural = candidate
+        say(f"  block {k + 1}/{plan.folds} (from {block_names[k]}): {len(train):,} training windows, "
+            f"{candidate.epochs_run} epochs, early-stopping loss {candidate.best_val_loss:.4f}")
+    return neural, trained
+
+
+def paired_gate(actual: np.ndarray, without: np.ndarray, with_net: np.ndarray, days: np.ndarray,
+                gate_z: float) -> dict:
+    """Keep-or-drop evidence: per day (``days``, one per window), the mean |log error| without and with the
+    net, paired; kept where the mean gain exceeds ``gate_z`` standard errors."""
+    daily = pd.DataFrame({"day": days, "without": np.abs(actual - without).mean(axis=1),
+                          "with": np.abs(actual - with_net).mean(axis=1)}).groupby("day").mean()
+    gain = daily["without"] - daily["with"]
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
+    kept = bool(gain.mean() > 0 and gain.mean() > gate_z * se)
+    return {"kept": kept, "days": len(gain), "gain": float(gain.mean()), "gain_se": se,
+            "mae_without": float(daily["without"].mean()), "mae_with": float(daily["with"].mean())}
