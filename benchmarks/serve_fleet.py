@@ -86,7 +86,7 @@ def main() -> None:
     import yaml
     from ray import serve
 
-    from stef_ray.serving.app import deploy_config
+    from stef_ray.serving.serve_config import deploy_config
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -140,9 +140,8 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
     """Where one request's compute goes, in this process (1 torch thread, as in the replicas)."""
     import torch
 
-    from stef_ray.serving.service import (
+    from stef_ray.serving.components import (
         ComponentBatch,
-        ForecastService,
         batch_residuals,
         residual_log_batch,
         season_log,
@@ -150,6 +149,7 @@ def component_timings(bundle: Path, body: bytes) -> list[str]:
         trend_log,
         trend_log_batch,
     )
+    from stef_ray.serving.service import ForecastService
 
     torch.set_num_threads(1)
     service = ForecastService.from_source(str(bundle))
@@ -309,7 +309,7 @@ def start_serve(bundle: Path, port: int, composition: str = "residual_first") ->
     use_throughput_mode()  # as `stef-ray serve` does; RAY_SERVE_ENABLE_HA_PROXY=0 etc. measures Ray's defaults
     import ray
 
-    from stef_ray.serving.app import deploy_config, read_serve_config
+    from stef_ray.serving.serve_config import deploy_config, read_serve_config
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "STEF_RAY_API_KEY": ""}})

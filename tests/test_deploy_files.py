@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from stef_ray.integrations.influx import MEASUREMENT_FIELDS, MEASUREMENT_TAGS, TAG_SERIES_ID
-from stef_ray.serving.app import TAG_ARM
+from stef_ray.integrations.influx_points import MEASUREMENT_FIELDS, MEASUREMENT_TAGS, TAG_SERIES_ID
+from stef_ray.serving.forecast_store import TAG_ARM
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -279,8 +279,9 @@ def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
 
 def test_dashboard__every_prometheus_metric_is_one_the_serve_app_exports():
     # Ray exports a Counter as ray_<name>_total, a Histogram as ray_<name>_bucket/_sum/_count and a Gauge as
-    # ray_<name> (checked against Ray 2.60's /metrics); the names must be the ones the ingress defines.
-    source = (ROOT / "stef_ray" / "serving" / "app.py").read_text()
+    # ray_<name> (checked against Ray 2.60's /metrics); the names must be the ones the ingress and its
+    # forecast store define.
+    source = "".join((ROOT / "stef_ray" / "serving" / name).read_text() for name in ("ingress.py", "forecast_store.py"))
     defined = {name: kind for kind, name in re.findall(r'metrics\.(Counter|Histogram|Gauge)\(\s*"(\w+)"', source)}
     suffixes = {"Counter": {"_total"}, "Histogram": {"_bucket", "_sum", "_count"}, "Gauge": {""}}
     dashboard = json.loads(DASHBOARD.read_text())

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from stef_ray.exceptions import ConfigError
-    from stef_ray.serving.app import deploy_config, read_serve_config
+    from stef_ray.serving.serve_config import deploy_config, read_serve_config
 
     config = read_serve_config(args.config, model_source=args.model, host=args.host, port=args.port)
     http = config.get("http_options") or {}

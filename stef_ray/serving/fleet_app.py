@@ -49,7 +49,9 @@ from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError, StefRayError
-from stef_ray.serving.app import check_influx_keys, forecast_points
+from stef_ray.serving.app_args import check_influx_keys
+from stef_ray.serving.forecast_store import forecast_points
+from stef_ray.serving.model_source import alias_version, load_model, registry_parts
 from stef_ray.serving.plain_app import (
     DEFAULT_MAX_BODY_BYTES,
     NO_STORE,
@@ -61,7 +63,7 @@ from stef_ray.serving.plain_app import (
     read_body,
 )
 from stef_ray.serving.schemas import RequestError
-from stef_ray.serving.service import ForecastService, alias_version, load_model, registry_parts
+from stef_ray.serving.service import ForecastService
 
 logger = logging.getLogger("ray.serve")
 SERIES_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

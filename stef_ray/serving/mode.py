@@ -3,7 +3,8 @@
 HAProxy in front of the ingress replicas instead of the Python proxy actor, and gRPC instead of actor calls
 between deployments (documented for Ray >= 2.55). Serve reads these variables once, when ``ray.serve`` is
 first imported in a process, so set them before that import and before Ray starts (its processes inherit
-them). This module imports nothing from Ray for that reason.
+them). This module imports nothing from Ray for that reason. On 2 cores the mode cuts the server's CPU per
+request about in half (docs/serving.md, benchmarks/serve_latency.py).
 """
 
 from __future__ import annotations

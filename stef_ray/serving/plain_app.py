@@ -1,7 +1,7 @@
 """The HTTP API as a FastAPI app, around a forecast backend; and that app in one plain process.
 
 ``build_http_app`` holds every route, the API key check, the body size limit and the mapping of bad
-input to 4xx answers. The Ray Serve ingress (``stef_ray.serving.app``) builds its app with it and a
+input to 4xx answers. The Ray Serve ingress (``stef_ray.serving.ingress``) builds its app with it and a
 backend that reaches the component deployments through handles; ``create_app`` builds it with the
 in-process ``ForecastService``, which is the latency floor the Serve app is benchmarked against:
 
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from stef_ray.exceptions import StefRayError
 from stef_ray.quantiles import quantile_columns
+from stef_ray.serving.prepared import PreparedForecast, check_hourly
 from stef_ray.serving.schemas import (
     ActualsRequest,
     ActualsResponse,
@@ -36,7 +37,7 @@ from stef_ray.serving.schemas import (
     RequestError,
     error_from_validation,
 )
-from stef_ray.serving.service import ForecastService, PreparedForecast, check_hourly
+from stef_ray.serving.service import ForecastService
 
 logger = logging.getLogger(__name__)
 

@@ -7,415 +7,37 @@ The frame handed to the components is exactly the one ``stef_ray.forecasting.for
 builds (the model's ``history_hours`` plus ``horizon`` future rows), so an HTTP answer equals the CLI's, and
 both equal the backtest's forecast from the whole history (``HybridModel.predict_components``).
 
-Torch is imported only where the residual model is loaded: trend and seasonality replicas stay small.
+This module holds the request rules (parsing, gap repair, known future inputs) and the answer's assembly;
+where the model comes from is ``model_source``, the component computations ``components``, and the prepared
+request ``prepared``. Torch is imported only where the residual model is loaded: trend and seasonality
+replicas stay small.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import logging
-import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from stef_ray.data.holidays import HOLIDAY_COLUMN, holiday_flags
 from stef_ray.data.hourly import LOAD
-from stef_ray.exceptions import BundleError, ConfigError
-from stef_ray.manifest import BundleManifest
-from stef_ray.models.seasonality import FourierSeasonality
-from stef_ray.models.trend import LogLinearTrend
 from stef_ray.quantiles import DEFAULT_LEVELS, quantile_column, quantile_columns
-from stef_ray.serving.schemas import (
-    ModelInfo,
-    RequestError,
-    TrainingWindow,
-    error_from_validation,
-    field_path,
-    request_model,
+from stef_ray.serving.components import ComponentBatch, batch_residuals, season_log, trend_log
+from stef_ray.serving.model_source import LoadedModel, ModelKey, load_model
+from stef_ray.serving.prepared import (
+    HOUR_NS,
+    PreparedForecast,
+    check_hourly,
+    epoch_ns,
+    local_index,
+    local_stamp,
 )
+from stef_ray.serving.schemas import RequestError, error_from_validation, field_path, request_model
 
-logger = logging.getLogger(__name__)
-
-REGISTRY_PREFIX = "models:/"
-HOUR_NS = 3_600_000_000_000
 HOURS_PER_WEEK = 168
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?$")
-
-
-# ------------------------------------------------------------------------------------- model source
-@dataclass(frozen=True)
-class ModelKey:
-    """Names one loaded model across replicas: where its bundle lies and which version it is."""
-
-    path: str
-    version: str
-
-
-def registry_parts(source: str) -> dict[str, str]:
-    """``{"name", "alias"}`` or ``{"name", "version"}`` of a ``models:/`` URI; ``{}`` for a bundle path.
-
-    Raises:
-        ConfigError: a malformed ``models:/`` URI.
-    """
-    if not source.startswith(REGISTRY_PREFIX):
-        return {}
-    match = _REGISTRY_URI.match(source)
-    if match is None:
-        raise ConfigError(f"model source {source!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    return {k: v for k, v in match.groupdict().items() if v}
-
-
-def _registry() -> Any:
-    try:
-        from stef_ray.integrations import registry  # mlflow only when a URI is used
-    except ImportError as err:
-        raise ConfigError(
-            f"a models:/ source needs the MLflow registry adapter (stef_ray.integrations.registry), which "
-            f"cannot be imported ({err}); pass a bundle path instead"
-        ) from None
-    return registry
-
-
-def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str:
-    """The registry version ``models:/NAME@ALIAS`` points at now.
-
-    Raises:
-        ModelNotFoundError: no such model or alias (or the registry cannot be reached).
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from stef_ray.exceptions import ModelNotFoundError
-
-    uri, _ = _registry().tracking_uri(tracking_uri)
-    try:
-        found = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, alias)
-    except MlflowException as err:
-        first = str(err).splitlines()[0][:200]
-        raise ModelNotFoundError(f"models:/{name}@{alias} at {uri}: {first}") from None
-    return str(found.version)
-
-
-def resolve_source(source: str, tracking_uri: str | None = None) -> tuple[Path, dict]:
-    """A local bundle folder for ``source`` (a path or ``models:/NAME@ALIAS``) and what the URI says.
-
-    Raises:
-        ConfigError: a registry URI while the registry adapter is not installed, or a malformed URI.
-    """
-    parts = registry_parts(source)
-    if not parts:
-        return Path(source).expanduser().resolve(), {}
-    return Path(_registry().resolve_model_uri(source, tracking=tracking_uri)).resolve(), parts
-
-
-def bundle_fingerprint(path: Path) -> str:
-    """A short content hash of a bundle: the same files give the same version, a retrained one another."""
-    digest = hashlib.sha256()
-    for name in ("manifest.json", "trend.json", "seasonality.json", "residual_scaler.json", "quantiles.json",
-                 "residual_linear.json", "residual_linear.npz", "residual_boosted.json", "residual_boosted.npz",
-                 "residual_neural.pt", "residual_lstm.pt"):
-        part = path / name
-        if part.is_file():
-            digest.update(name.encode())
-            digest.update(part.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-@dataclass
-class LoadedModel:
-    """A model read from a bundle, with what the API reports about it."""
-
-    model: Any  # stef_ray.models.hybrid.HybridModel (kept untyped: importing it imports torch)
-    manifest: BundleManifest
-    info: ModelInfo
-    key: ModelKey
-
-    @property
-    def timezone(self) -> str:
-        return self.info.timezone
-
-
-def load_model(source: str, tracking_uri: str | None = None, version: str | None = None) -> LoadedModel:
-    """Load the model at ``source`` (bundle path or registry URI) for serving.
-
-    For ``models:/NAME@ALIAS`` the alias is first resolved to its registry version (``version``, when
-    given, is that version already, e.g. as alias polling saw it) and that version is downloaded, so the
-    reported version is the registry's and an alias moving during the download cannot mix two versions.
-    """
-    from stef_ray.bundle import load_bundle
-
-    uri_parts = registry_parts(source)
-    if "alias" in uri_parts:
-        uri_parts["version"] = version or alias_version(uri_parts["name"], uri_parts["alias"], tracking_uri)
-        path, _ = resolve_source(f"{REGISTRY_PREFIX}{uri_parts['name']}/{uri_parts['version']}", tracking_uri)
-    else:
-        path, uri_parts = resolve_source(source, tracking_uri)
-    model, manifest = load_bundle(path, device="cpu")
-    training = manifest.training
-    info = ModelInfo(
-        name=uri_parts.get("name") or manifest.model_name or path.name,
-        version=str(uri_parts.get("version") or manifest.model_version or bundle_fingerprint(path)),
-        alias=uri_parts.get("alias"),
-        source=source,
-        created_at=manifest.created_at,
-        training_window=TrainingWindow(start=training.start, end=training.end, hours=training.hours),
-        holdout_mape=manifest.holdout_mape,
-        validation_mape_log_approx=training.val_mape_log_approx,
-        residual_models=model.residual_summary(),
-        neural_residual=training.neural,
-        lookback_hours=model.lookback,
-        history_hours=model.history_hours,
-        horizon_hours=model.horizon,
-        exog=list(model.exog),
-        timezone=manifest.timezone,
-    )
-    return LoadedModel(model, manifest, info, ModelKey(str(path), info.version))
-
-
-# --------------------------------------------------------------------------------- component caches
-class ComponentCache:
-    """The last few models a component replica has loaded, by key; loads on a miss (thread-safe).
-
-    ``keep`` 4: an A/B split serves two models, and each may be mid-swap (old and new) at once.
-
-    Requests name the model they were validated against, so during a hot swap an answer is computed
-    by one model version throughout, whichever replicas it passes.
-    """
-
-    def __init__(self, loader: Callable[[str], Any], keep: int = 4) -> None:
-        self._loader = loader
-        self._keep = keep
-        self._items: OrderedDict[ModelKey, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: ModelKey) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        # Loaded outside the lock: during a swap, requests for the model in use must not wait for the new
-        # one to load (two threads loading the same key at once keep the first).
-        item = self._loader(key.path)
-        with self._lock:
-            item = self._items.setdefault(key, item)
-            self._items.move_to_end(key)
-            while len(self._items) > self._keep:
-                self._items.popitem(last=False)
-            return item
-
-
-def load_trend(path: str) -> LogLinearTrend:
-    """The trend of an already validated bundle (no torch)."""
-    return LogLinearTrend.from_state(_read_state(path, "trend.json"))
-
-
-def load_seasonality(path: str) -> FourierSeasonality:
-    """The seasonality of an already validated bundle (no torch)."""
-    import scipy.signal  # noqa: F401  the batch smoothing's filter: 1.5 s to import, paid here, not per request
-
-    return FourierSeasonality.from_state(_read_state(path, "seasonality.json"))
-
-
-def load_full_model(path: str) -> Any:
-    import scipy.signal  # noqa: F401  as in load_seasonality
-
-    from stef_ray.bundle import load_bundle
-
-    return load_bundle(path, device="cpu")[0]
-
-
-def _read_state(path: str, name: str) -> dict:
-    try:
-        return json.loads((Path(path) / name).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BundleError(f"bundle {path}: cannot read {name} ({err}); retrain it") from None
-
-
-# ------------------------------------------------------------------------------------- computations
-def trend_log(trend: LogLinearTrend, index: pd.DatetimeIndex) -> np.ndarray:
-    return trend.predict(index)
-
-
-def season_log(seasonality: FourierSeasonality, exog_frame: pd.DataFrame | None) -> np.ndarray:
-    """``exog_frame``: the forecast frame's exog columns (or an empty frame with its index)."""
-    exog = exog_frame if exog_frame is not None and len(exog_frame.columns) else None
-    return seasonality.predict(exog_frame.index, exog)
-
-
-@dataclass
-class ComponentBatch:
-    """The inputs of several requests to one model, stacked: what crosses between deployments.
-
-    Numpy arrays pickle in microseconds, while shipping a tz-aware DataFrame costs more than computing
-    the trend; and one call per batch, not per request, is what lets the composed app keep up.
-    """
-
-    utc_ns: np.ndarray  # (B, n) int64
-    values: np.ndarray  # (B, n, 1 + k): load, exog
-    columns: tuple[str, ...]
-    timezone: str
-    # flat_frame() once per batch: Residual reads it for the seasonality and for the residual inputs.
-    _flat: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
-
-    @classmethod
-    def stack(cls, prepared: Sequence[PreparedForecast]) -> ComponentBatch:
-        first = prepared[0]
-        return cls(np.stack([p.utc_ns for p in prepared]), np.stack([p.values for p in prepared]), first.columns,
-                   first.timezone)
-
-    @classmethod
-    def concat(cls, batches: Sequence[ComponentBatch]) -> ComponentBatch:
-        first = batches[0]
-        if len(batches) == 1:
-            return first
-        return cls(np.concatenate([b.utc_ns for b in batches]), np.concatenate([b.values for b in batches]),
-                   first.columns, first.timezone)
-
-    @property
-    def rows_per_request(self) -> int:
-        return self.utc_ns.shape[1]
-
-    def flat_frame(self) -> pd.DataFrame:
-        """Every request's rows end to end in one DataFrame (for row-wise work; callers must not modify it)."""
-        if self._flat is None:
-            self._flat = pd.DataFrame(self.values.reshape(-1, self.values.shape[2]),
-                                      index=local_index(self.utc_ns.ravel(), self.timezone), columns=list(self.columns))
-        return self._flat
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_flat": None}  # what crosses between deployments stays numpy
-
-    def __len__(self) -> int:
-        return len(self.utc_ns)
-
-
-def trend_log_batch(trend: LogLinearTrend, batch: ComponentBatch) -> np.ndarray:
-    """(B, n): the trend needs only the instants, all requests in one call."""
-    return trend.predict(local_index(batch.utc_ns.ravel(), "UTC")).reshape(batch.utc_ns.shape)
-
-
-def season_log_batch(seasonality: FourierSeasonality, batch: ComponentBatch) -> np.ndarray:
-    """(B, n) in one design over the batch's rows end to end; the smoothed exogenous terms restart at
-    each request's first row, so each request gets what it would alone."""
-    frame = batch.flat_frame()
-    exog = frame.iloc[:, 1:] if len(batch.columns) > 1 else None
-    season = seasonality.predict(frame.index, exog, segment_rows=batch.rows_per_request)
-    return season.reshape(batch.utc_ns.shape)
-
-
-def residual_log_batch(model: Any, frame: pd.DataFrame, trend: np.ndarray, season: np.ndarray,
-                       rows_per_request: int) -> tuple[np.ndarray, np.ndarray]:
-    """Residual (log) forecasts ``(B, horizon)`` and interval scales ``(B,)`` for B requests laid end to
-    end in ``frame`` (``rows_per_request`` rows each, as ``ComponentBatch.flat_frame`` gives), computed as
-    ``predict_components`` does. The LSTM's inputs are row-wise (scaling, calendar), so one call builds
-    them for every request and one LSTM pass reads each request's own window. No window reads another
-    request's rows: each request ends in ``horizon`` rows of unknown (NaN) load, which the interval scale
-    skips and the residual models never read."""
-    origins = np.arange(len(frame) // rows_per_request) * rows_per_request + rows_per_request - model.horizon
-    return model.residual_components(frame, trend, season, origins)
-
-
-def batch_residuals(
-    model: Any, batch: ComponentBatch, trend: np.ndarray, season: np.ndarray,
-    long_frames: Sequence[pd.DataFrame | None],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The Residual deployment's work for a batch: residual (log) forecasts ``(B, horizon)`` and the
-    quantile band's scale ``(B,)``, from the components' ``(B, n)`` trend and seasonality, and for
-    requests that sent older hours (``long_frames[i]`` not None) the scale from those."""
-    residual, scale = residual_log_batch(model, batch.flat_frame(), trend.ravel(), season.ravel(),
-                                         batch.rows_per_request)
-    older = [i for i, frame in enumerate(long_frames) if frame is not None]
-    if older:
-        scale = scale.copy()
-        scale[older] = interval_scales(model, [long_frames[i] for i in older])
-    return residual, scale
-
-
-def interval_scales(model: Any, long_frames: Sequence[pd.DataFrame]) -> np.ndarray:
-    """The quantile band's scale for requests that sent hours before ``history_hours``, as
-    ``forecast_from_frames`` computes it: from the whole longer frame. One model pass per request."""
-    return np.array([model.predict_components(frame, np.array([len(frame) - model.horizon])).interval_scale[0]
-                     for frame in long_frames])
-
-
-# ------------------------------------------------------------------------------------ request parsing
-@dataclass
-class PreparedForecast:
-    """A validated request: the model's input rows (history_hours + model horizon) as numpy arrays, and
-    what was repaired or assumed. ``frame`` is the same rows as the DataFrame the CLI builds."""
-
-    utc_ns: np.ndarray  # (n,) int64: UTC instants of the rows, hourly: history_hours + horizon
-    values: np.ndarray  # (n, 1 + k): load (NaN from the origin on), then the exog columns
-    columns: tuple[str, ...]  # load and the exog names, in the order of ``values``
-    timezone: str
-    origin: pd.Timestamp
-    horizon: int
-    flags: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # The hours before history_hours that the client sent, up to the model's interval_history_hours:
-    # (utc_ns, values) in the same layout, or None. They only scale the quantile band.
-    older: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, index=local_index(self.utc_ns, self.timezone), columns=list(self.columns))
-
-    @property
-    def long_frame(self) -> pd.DataFrame | None:
-        """The older hours followed by ``frame``'s rows, where there are older hours."""
-        if self.older is None:
-            return None
-        utc_ns, values = np.concatenate([self.older[0], self.utc_ns]), np.concatenate([self.older[1], self.values])
-        return pd.DataFrame(values, index=local_index(utc_ns, self.timezone), columns=list(self.columns))
-
-
-def local_index(utc_ns: np.ndarray, timezone: str) -> pd.DatetimeIndex:
-    """The hourly index of UTC instants ``utc_ns`` on the local clock of ``timezone``."""
-    return pd.DatetimeIndex(utc_ns.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC").tz_convert(timezone)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _epoch_ns(rows: Sequence[BaseModel]) -> np.ndarray:
-    """UTC instants of the rows' (offset-aware) timestamps as int64 nanoseconds, exactly."""
-    return np.fromiter(((row.timestamp - _EPOCH) // _MICROSECOND for row in rows), dtype=np.int64,
-                       count=len(rows)) * 1000
-
-
-def _stamp(ns: int, timezone: str) -> pd.Timestamp:
-    return pd.Timestamp(int(ns), tz="UTC").tz_convert(timezone)
-
-
-def check_hourly(stamps: np.ndarray, section: str, timezone: str) -> None:
-    """Rows ``section[i]`` at these epoch nanoseconds are hourly, increasing, each hour once; else a 422
-    naming the first row at fault."""
-    steps = np.diff(stamps)
-    bad = np.flatnonzero((steps <= 0) | (steps % HOUR_NS != 0))
-    if not len(bad):
-        return
-    i = int(bad[0]) + 1
-    where, this, before = f"{section}[{i}].timestamp", _stamp(stamps[i], timezone), _stamp(stamps[i - 1], timezone)
-    if steps[i - 1] == 0:
-        raise RequestError(422, f"{this} appears twice (also {section}[{i - 1}]); remove the duplicate", where)
-    if steps[i - 1] < 0:
-        raise RequestError(422, f"{this} comes before {section}[{i - 1}] ({before}); sort the rows by time, "
-                           "oldest first", where)
-    raise RequestError(422, f"{this} is not a whole number of hours after {section}[{i - 1}]; rows must be "
-                       "hourly (start of each hour)", where)
 
 
 @functools.lru_cache(maxsize=256)
@@ -499,7 +121,7 @@ class ForecastService:
         """
         model, tz = self.model, self.loaded.timezone
         need, horizon = model.history_hours, model.horizon
-        stamps = _epoch_ns(request.history)
+        stamps = epoch_ns(request.history)
         check_hourly(stamps, "history", tz)
         span_hours = int((stamps[-1] - stamps[0]) // HOUR_NS) + 1
         if span_hours < need:
@@ -529,8 +151,8 @@ class ForecastService:
         if keep_hours > need:
             older = (origin_ns + HOUR_NS * np.arange(-keep_hours, -need, dtype=np.int64),
                      window[-keep_hours:-need].copy())
-        return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, _stamp(origin_ns, tz), request.horizon,
-                                flags, notes, older)
+        return PreparedForecast(index_ns, values, (LOAD, *model.exog), tz, local_stamp(origin_ns, tz),
+                                request.horizon, flags, notes, older)
 
     def _repair_gaps(self, window: np.ndarray, last_ns: int, notes: list[str]) -> int:
         """Interpolate runs of up to ``max_gap_hours`` missing hours, as the data layer does for the CLI.
@@ -544,7 +166,7 @@ class ForecastService:
                 if start > 0 and length <= self.max_gap_hours:
                     filled.append((start, length))
                 continue
-            gap_start = _stamp(last_ns - (width - 1 - max(start, first)) * HOUR_NS, tz)
+            gap_start = local_stamp(last_ns - (width - 1 - max(start, first)) * HOUR_NS, tz)
             if start + length == width:
                 raise RequestError(422, "the last hour's load is null; the last row must be an observation",
                                    "history")
@@ -566,15 +188,16 @@ class ForecastService:
         horizon, fields = model.horizon, self._exog_fields
         future = np.full((horizon, len(fields)), np.nan)
         if request.future:
-            stamps = _epoch_ns(request.future)
+            stamps = epoch_ns(request.future)
             check_hourly(stamps, "future", tz)
             steps = (stamps - origin_ns) // HOUR_NS
             outside = np.flatnonzero((stamps < origin_ns) | (steps >= horizon) | ((stamps - origin_ns) % HOUR_NS != 0))
             if len(outside):
                 i = int(outside[0])
                 raise RequestError(
-                    422, f"{_stamp(stamps[i], tz)} is outside the forecast window {_stamp(origin_ns, tz)} .. "
-                    f"{_stamp(origin_ns + (horizon - 1) * HOUR_NS, tz)} (the hours after the last history row)",
+                    422, f"{local_stamp(stamps[i], tz)} is outside the forecast window "
+                    f"{local_stamp(origin_ns, tz)} .. {local_stamp(origin_ns + (horizon - 1) * HOUR_NS, tz)} "
+                    "(the hours after the last history row)",
                     field_path(["future", i, "timestamp"]),
                 )
             future[steps] = np.array(

@@ -109,7 +109,7 @@ class ServedApp:
 
     def deploy(self, **changes) -> None:
         """Re-deploy the config with deployment changes, e.g. Residual={"user_config": {...}}."""
-        from stef_ray.serving.app import deploy_config
+        from stef_ray.serving.serve_config import deploy_config
 
         for deployment in self.config["applications"][0]["deployments"]:
             deployment.update(changes.get(deployment["name"], {}))
@@ -117,7 +117,7 @@ class ServedApp:
 
     def deploy_args(self, **args) -> None:
         """Re-deploy with changed application args (Serve replaces the replicas)."""
-        from stef_ray.serving.app import deploy_config
+        from stef_ray.serving.serve_config import deploy_config
 
         self.config["applications"][0]["args"].update(args)
         deploy_config(self.config)
@@ -132,7 +132,7 @@ class ServedApp:
 @pytest.fixture(scope="session")
 def served(ray_cluster, bundles) -> ServedApp:
     """The app from serve_config.yaml, one replica of each deployment, on a free loopback port."""
-    from stef_ray.serving.app import deploy_config, read_serve_config
+    from stef_ray.serving.serve_config import deploy_config, read_serve_config
 
     port = free_port()
     config = read_serve_config(REPO / "serve_config.yaml", model_source=str(bundles.first), host="127.0.0.1",

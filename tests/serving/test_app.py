@@ -11,7 +11,7 @@ import requests
 
 from stef_ray.bundle import load_bundle
 from stef_ray.forecasting import forecast_from_frames
-from stef_ray.serving.service import bundle_fingerprint
+from stef_ray.serving.model_source import bundle_fingerprint
 
 pytestmark = pytest.mark.slow
 EXOG = ["temperature", "workday"]

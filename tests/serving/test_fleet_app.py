@@ -27,7 +27,7 @@ def fleet(served, bundles, tmp_path_factory, victoria_metrics):
     writing to the session's time-series server."""
     from ray import serve
 
-    from stef_ray.serving.app import deploy_config
+    from stef_ray.serving.serve_config import deploy_config
 
     folder = tmp_path_factory.mktemp("fleet")
     shutil.copytree(bundles.first, folder / "north")
@@ -200,7 +200,7 @@ def test_fleet_app__a_series_follows_its_alias_to_a_new_champion_without_a_faile
 
     import mlflow
 
-    from stef_ray.serving.app import deploy_config
+    from stef_ray.serving.serve_config import deploy_config
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -19,14 +19,10 @@ import requests
 import yaml
 
 from stef_ray.exceptions import ConfigError
-from stef_ray.serving.app import (
-    AppArgs,
-    IngressConfig,
-    _unit_interval,
-    _validated,
-    forecast_points,
-    validate_serve_config,
-)
+from stef_ray.serving.app_args import AppArgs, IngressConfig, validated
+from stef_ray.serving.forecast_store import forecast_points
+from stef_ray.serving.ingress import _unit_interval
+from stef_ray.serving.serve_config import validate_serve_config
 from stef_ray.serving.service import ForecastService
 
 from .conftest import posting_clients
@@ -49,12 +45,12 @@ def ingress_user_config(served) -> dict:
 
 def test_app_args__errors_name_the_key():
     with pytest.raises(ConfigError, match=r"challenger_fraction: Input should be less than or equal to 1"):
-        _validated(AppArgs, {"challenger_fraction": 1.5}, "application args")
+        validated(AppArgs, {"challenger_fraction": 1.5}, "application args")
     with pytest.raises(ConfigError, match=r"alias_poll_s: Input should be greater than or equal to 0"):
-        _validated(AppArgs, {"alias_poll_s": -1}, "application args")
+        validated(AppArgs, {"alias_poll_s": -1}, "application args")
     with pytest.raises(ConfigError, match=r"influx_settings: .*unknown key 'urll'"):
-        _validated(AppArgs, {"influx_settings": {"urll": "http://x"}}, "application args")
-    options = _validated(AppArgs, {"influx": True, "influx_settings": {"url": "http://db:8086"}}, "args")
+        validated(AppArgs, {"influx_settings": {"urll": "http://x"}}, "application args")
+    options = validated(AppArgs, {"influx": True, "influx_settings": {"url": "http://db:8086"}}, "args")
     assert (options.influx, options.alias_poll_s, options.challenger_fraction) == (True, 0.0, 0.0)
     assert options.challenger_source == "models:/power-demand-hybrid@challenger"
 
@@ -270,7 +266,7 @@ def test_fresh_stack__no_champion_answers_503_saying_why_then_goes_live_on_the_f
     # route why it cannot answer yet, and serve the first champion as soon as it is registered.
     import copy
 
-    from stef_ray.serving.app import deploy_config
+    from stef_ray.serving.serve_config import deploy_config
 
     original = copy.deepcopy(served.config)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 from ray.exceptions import ActorDiedError
 
-from stef_ray.serving import app
+from stef_ray.serving.ingress import ForecastIngress
 
-INGRESS = app.ForecastIngress.func_or_class
+INGRESS = ForecastIngress.func_or_class
 
 
 class Response:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from stef_ray.exceptions import ConfigError
-from stef_ray.serving.app import INGRESS, AppArgs, read_serve_config, validate_serve_config
+from stef_ray.serving.app import AppArgs  # its documented address (serve_config.yaml)
+from stef_ray.serving.serve_config import INGRESS, read_serve_config, validate_serve_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "serve_config.yaml"

@@ -10,16 +10,10 @@ import pytest
 
 from stef_ray.bundle import load_bundle
 from stef_ray.forecasting import forecast_from_frames
+from stef_ray.serving.components import ComponentBatch, batch_residuals, season_log_batch, trend_log_batch
+from stef_ray.serving.model_source import bundle_fingerprint, resolve_source
 from stef_ray.serving.schemas import RequestError
-from stef_ray.serving.service import (
-    ComponentBatch,
-    ForecastService,
-    batch_residuals,
-    bundle_fingerprint,
-    resolve_source,
-    season_log_batch,
-    trend_log_batch,
-)
+from stef_ray.serving.service import ForecastService
 
 EXOG = ["temperature", "workday"]
 
