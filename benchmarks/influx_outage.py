@@ -26,7 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integrations")]
 
 from conftest import VictoriaMetrics, free_port  # noqa: E402  (the tests' server harness)
 
-from stef_ray.integrations.influx import MEASUREMENT_FORECAST, InfluxSettings, InfluxSink  # noqa: E402
+from stef_ray.integrations.influx import InfluxSettings, InfluxSink  # noqa: E402
+from stef_ray.integrations.influx_points import MEASUREMENT_FORECAST  # noqa: E402
 
 
 def main() -> int:

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--refit", type=int, default=28)
     args = parser.parse_args()
     os.environ.setdefault("STEF_RAY_DASHBOARD", "0")
-    from stef_ray.integrations.registry import log_search
+    from stef_ray.integrations.registry_runs import log_search
     from stef_ray.integrations.tune import run_search
     from stef_ray.integrations.tune_config import TuneConfig
 

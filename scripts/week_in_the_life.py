@@ -154,7 +154,7 @@ def deploy_serve(job_api: str, port: int, mlflow_url: str, store_url: str, spool
     drill never joins the cluster as a driver (nothing here needs a connection to the head's GCS)."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    from stef_ray.serving.app import read_serve_config
+    from stef_ray.serving.serve_config import read_serve_config
 
     config = read_serve_config(ROOT / "serve_config.yaml", model_source=f"models:/{MODEL_NAME}@champion", port=port)
     config["applications"][0]["args"].update({
@@ -236,7 +236,8 @@ def retrain(drill: Drill, scheduler, now: pd.Timestamp, client, history_hours: i
 
 
 def run_monitor(drill: Drill, store_url: str, now: pd.Timestamp) -> None:
-    from stef_ray.monitor import ExportReader, MonitorConfig, evaluate
+    from stef_ray.monitor import MonitorConfig, evaluate
+    from stef_ray.monitor_readers import ExportReader
 
     config = MonitorConfig(source="export", export_url=store_url, window_days=7)
     report = evaluate(ExportReader(store_url, config.query_timeout_s), now, config)

@@ -52,7 +52,7 @@ def test_quantiles__other_levels_flow_through_the_backtest_the_answer_the_points
     wide_levels, synthetic_hourly,
 ):
     from stef_ray.backtest import run_backtest
-    from stef_ray.integrations.influx import forecast_lines
+    from stef_ray.integrations.influx_points import forecast_lines
     from stef_ray.serving.service import ForecastService
 
     config, _, path = wide_levels

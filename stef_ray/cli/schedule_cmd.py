@@ -54,7 +54,8 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from stef_ray.schedule import RetrainScheduler, next_run_times
+    from stef_ray.schedule import RetrainScheduler
+    from stef_ray.schedule_cron import next_run_times
 
     config = _config(args)
     if args.show_next:

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ray dashboard: {outcome.dashboard_url}")
     if args.no_mlflow or not config.mlflow.enabled:
         return 0
-    from stef_ray.integrations.registry import log_search
+    from stef_ray.integrations.registry_runs import log_search
 
     registered = log_search(outcome, config, data)
     decision = registered.decision
@@ -206,7 +206,7 @@ def run_fleet(args: argparse.Namespace, config) -> int:
                 bundle=str(found.bundle_path), outliers=len(data.report.outliers), data_report=data.report.lines(),
                 holdout_mape=float(found.holdout_metrics["MAPE"]), holdout_from=found.holdout_start.isoformat())
             if not (args.no_mlflow or not config.mlflow.enabled):
-                from stef_ray.integrations.registry import log_search
+                from stef_ray.integrations.registry_runs import log_search
 
                 registered = log_search(found, series_config, data)
                 outcome.registered = registered.decision.line(series_config.mlflow.registered_model, registered.version)

@@ -32,7 +32,9 @@ def train_and_score(series_id: str, data_config: DataConfig, model_config: Model
                     table: pd.DataFrame | None = None) -> tuple[SeriesOutcome, Scored | None]:
     """``train_series`` with its holdout, and the series' champion scored on the same holdout (a Ray task)."""
     from stef_ray.bundle import load_bundle
-    from stef_ray.integrations.registry import champion_holdout_mape, connect, example_input
+    from stef_ray.integrations.registry import connect
+    from stef_ray.integrations.registry_gate import champion_holdout_mape
+    from stef_ray.integrations.registry_pyfunc import example_input
 
     outcome = train_series(series_id, data_config, model_config, out, end, table, holdout_days=registry.holdout_days)
     if outcome.status != "ok":
@@ -62,11 +64,9 @@ def register_series(outcome: SeriesOutcome, scored: Scored, registry: FleetRegis
     against that series' champion; returns the gate's line (also kept in ``outcome.registered``)."""
     import mlflow
 
-    from stef_ray.integrations.registry import (
-        connect,
-        log_bundle_model,
-        register_and_gate,
-    )
+    from stef_ray.integrations.registry import connect
+    from stef_ray.integrations.registry_gate import register_and_gate
+    from stef_ray.integrations.registry_pyfunc import log_bundle_model
     from stef_ray.integrations.tune_config import MlflowConfig
 
     name = registry.registered_name(outcome.series_id)

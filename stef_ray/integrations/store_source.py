@@ -12,7 +12,8 @@ from stef_ray.config import DataConfig
 from stef_ray.data import frame_to_hourly
 from stef_ray.data.hourly import HourlyData
 from stef_ray.exceptions import ConfigError, DataError
-from stef_ray.integrations.influx import ACTUAL_FIELD, MEASUREMENT_ACTUAL, InfluxSettings
+from stef_ray.integrations.influx import InfluxSettings
+from stef_ray.integrations.influx_points import ACTUAL_FIELD, MEASUREMENT_ACTUAL
 
 
 def store_window(end: str | None, days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -29,7 +30,7 @@ def read_store_history(data: DataConfig, env_file: str | None = ".env") -> Hourl
     """The hourly grid of the stored actuals over ``data.store``'s window, read with ``data``'s time zone and
     holiday calendar. Raises ConfigError for a config the store cannot serve, DataError for an empty window,
     ServiceUnavailableError when the store does not answer."""
-    from stef_ray.monitor import open_reader
+    from stef_ray.monitor_readers import open_reader
 
     store = data.store
     if store is None:

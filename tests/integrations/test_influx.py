@@ -21,15 +21,14 @@ import pandas as pd
 import pytest
 
 from stef_ray.exceptions import ConfigError, DataError
-from stef_ray.integrations.influx import (
+from stef_ray.integrations.influx import InfluxSettings, InfluxSink
+from stef_ray.integrations.influx_points import (
     MEASUREMENT_ACTUAL,
     MEASUREMENT_FORECAST,
     MEASUREMENT_METRICS,
-    InfluxSettings,
-    InfluxSink,
-    Spool,
     forecast_lines,
 )
+from stef_ray.integrations.influx_spool import Spool
 
 HERE = Path(__file__).resolve().parent
 ISSUE_TIME = pd.Timestamp("2014-06-01 00:00", tz="Australia/Melbourne")
@@ -226,7 +225,8 @@ def test_influx_sink__submit_does_not_wait_for_a_hanging_server(tmp_path):
 CRASHING_WRITER = """
 import os, sys
 sys.path[:0] = sys.argv[2:4]
-from stef_ray.integrations.influx import Spool, forecast_lines
+from stef_ray.integrations.influx_points import forecast_lines
+from stef_ray.integrations.influx_spool import Spool
 from test_influx import make_forecast, ISSUE_TIME
 spool = Spool(sys.argv[1])
 spool.append(forecast_lines(make_forecast(ISSUE_TIME, 6), model_name="crash", model_version="1", issue_time=ISSUE_TIME))

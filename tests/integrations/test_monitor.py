@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 
 from stef_ray.cli.main import main
-from stef_ray.integrations.influx import MEASUREMENT_ALERT, InfluxSettings, InfluxSink
-from stef_ray.monitor import ExportReader, MonitorConfig, evaluate
+from stef_ray.integrations.influx import InfluxSettings, InfluxSink
+from stef_ray.integrations.influx_points import MEASUREMENT_ALERT
+from stef_ray.monitor import MonitorConfig, evaluate
+from stef_ray.monitor_readers import ExportReader
 
 HOURS = 24
 

@@ -20,7 +20,7 @@ mlflow = pytest.importorskip("mlflow")
 from stef_ray.bundle import load_bundle, save_bundle  # noqa: E402
 from stef_ray.exceptions import ModelNotFoundError  # noqa: E402
 from stef_ray.forecasting import forecast_from_frames  # noqa: E402
-from stef_ray.integrations import registry  # noqa: E402
+from stef_ray.integrations import registry, registry_gate, registry_pyfunc, registry_runs  # noqa: E402
 from stef_ray.integrations.tune import score_holdout  # noqa: E402
 
 MODEL = "power-demand-hybrid"
@@ -55,16 +55,16 @@ def worse_recipe(data, out: Path, config) -> Path:
 
 
 def test_decide__gate_rules():
-    assert registry.decide(5.0, None, 0.0)[0] == "champion"
-    assert registry.decide(5.0, 5.0, 0.0)[0] == "champion"  # no worse: takes the title
-    assert registry.decide(5.1, 5.0, 0.2)[0] == "champion"  # within the margin
-    assert registry.decide(5.3, 5.0, 0.2)[0] == "challenger"
-    assert registry.decide(float("nan"), 5.0, 0.2)[0] == "challenger"
+    assert registry_gate.decide(5.0, None, 0.0)[0] == "champion"
+    assert registry_gate.decide(5.0, 5.0, 0.0)[0] == "champion"  # no worse: takes the title
+    assert registry_gate.decide(5.1, 5.0, 0.2)[0] == "champion"  # within the margin
+    assert registry_gate.decide(5.3, 5.0, 0.2)[0] == "challenger"
+    assert registry_gate.decide(float("nan"), 5.0, 0.2)[0] == "challenger"
 
 
 def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hourly, sqlite_store):
     outcome, config = tiny_search
-    result = registry.log_search(outcome, config, tiny_hourly)
+    result = registry_runs.log_search(outcome, config, tiny_hourly)
 
     assert result.tracking_uri == f"sqlite:///{sqlite_store / 'mlflow.db'}"
     client = mlflow.MlflowClient(result.tracking_uri)
@@ -92,7 +92,7 @@ def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hou
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     # The registered pyfunc forecasts exactly what the bundle does, with the components.
     need = outcome.model.history_hours  # the 48 h lookback and the temperature smoothing's warm-up
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, need, 24, ["temperature", "workday"])
+    example = registry_pyfunc.example_input(tiny_hourly, outcome.holdout_start, need, 24, ["temperature", "workday"])
     predicted = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(example)
     # The same hours of history: the interval scale, and with it the MAPE point's move, reads the days
     # before them where a caller sends them.
@@ -111,13 +111,13 @@ def test_champion_gate__worse_model_gets_challenger_equal_one_takes_champion(
     outcome, config = tiny_search
     client = registry.connect()
     experiment_id = registry.ensure_experiment(client, "gate-test")
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
-                                     ["temperature", "workday"])
+    example = registry_pyfunc.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
+                                            ["temperature", "workday"])
 
-    def register(bundle: Path, mape: float) -> tuple[str, registry.GateDecision, str]:
+    def register(bundle: Path, mape: float) -> tuple[str, registry_gate.GateDecision, str]:
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            info = registry.log_bundle_model(bundle, example)
-            version, decision = registry.register_and_gate(
+            info = registry_pyfunc.log_bundle_model(bundle, example)
+            version, decision = registry_gate.register_and_gate(
                 client, info.model_uri, config.mlflow, mape, tiny_hourly, outcome.holdout_start, run.info.run_id)
         return version, decision, run.info.run_id
 
@@ -156,8 +156,8 @@ def test_champion_gate__a_champion_trained_before_the_holdout_is_scored_as_it_is
     outcome, config = tiny_search
     client = registry.connect()
     experiment_id = registry.ensure_experiment(client, "gate-before-test")
-    example = registry.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
-                                     ["temperature", "workday"])
+    example = registry_pyfunc.example_input(tiny_hourly, outcome.holdout_start, outcome.model.history_hours, 24,
+                                            ["temperature", "workday"])
     before = save_bundle(HybridModel(config.model, tiny_hourly.exog).fit(tiny_hourly.window(end=outcome.holdout_start)),
                          sqlite_store / "before")
     worse = worse_bundle(before, sqlite_store / "worse-before")
@@ -165,9 +165,9 @@ def test_champion_gate__a_champion_trained_before_the_holdout_is_scored_as_it_is
     for bundle in (worse, before):
         mape = score_holdout(load_bundle(bundle)[0], tiny_hourly, outcome.holdout_start)["MAPE"]
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            info = registry.log_bundle_model(bundle, example)
-            decisions.append(registry.register_and_gate(client, info.model_uri, config.mlflow, mape, tiny_hourly,
-                                                        outcome.holdout_start, run.info.run_id)[1])
+            info = registry_pyfunc.log_bundle_model(bundle, example)
+            decisions.append(registry_gate.register_and_gate(client, info.model_uri, config.mlflow, mape, tiny_hourly,
+                                                             outcome.holdout_start, run.info.run_id)[1])
     assert decisions[0].alias == "champion"  # the first version
     assert decisions[1].alias == "champion" and decisions[1].champion_mape > decisions[1].new_mape
     assert decisions[1].champion_mape == pytest.approx(
@@ -180,7 +180,7 @@ def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqli
     with pytest.raises(ModelNotFoundError, match=r"missing manifest\.json"):
         registry.resolve_model_uri(sqlite_store / "nothing-here")
 
-    registry.log_search(outcome, config, tiny_hourly)
+    registry_runs.log_search(outcome, config, tiny_hourly)
     local = registry.resolve_model_uri(f"models:/{MODEL}@champion", sqlite_store / "download")
     assert local.is_relative_to(sqlite_store / "download")
     model, manifest = load_bundle(local)
@@ -240,7 +240,7 @@ def mlflow_server(tmp_path, monkeypatch):
 def test_log_search__against_a_real_mlflow_server(tiny_search, tiny_hourly, mlflow_server):
     url, artifact_root = mlflow_server
     outcome, config = tiny_search
-    result = registry.log_search(outcome, config, tiny_hourly)
+    result = registry_runs.log_search(outcome, config, tiny_hourly)
 
     assert result.tracking_uri == url
     client = mlflow.MlflowClient(url)
@@ -268,7 +268,7 @@ def test_pyfunc__a_calendar_holiday_left_out_comes_from_the_calendar(thanksgivin
     example = history[["load", "temperature", "holiday"]].rename_axis("timestamp").reset_index()
     example["timestamp"] = example["timestamp"].map(lambda ts: ts.isoformat())
     with mlflow.start_run():
-        info = registry.log_bundle_model(bundle, example)
+        info = registry_pyfunc.log_bundle_model(bundle, example)
     predicted = mlflow.pyfunc.load_model(info.model_uri).predict(example.drop(columns="holiday"))
     future = history.iloc[-168:-144][["temperature"]].set_index(pd.date_range(
         history.index[-1], periods=25, freq="h")[1:])
@@ -282,7 +282,15 @@ def test_registry__pyfunc_requirements_pin_the_versions_it_was_logged_with():
     # `mlflow models serve` rebuilds the environment from these: an unpinned name takes whatever is newest.
     from importlib.metadata import version
 
-    pins = dict(line.split("==") for line in registry.PIP_REQUIREMENTS)
+    pins = dict(line.split("==") for line in registry_pyfunc.PIP_REQUIREMENTS)
     assert set(pins) >= {"numpy", "pandas", "torch", "mlflow", "stef-ray"}
     assert pins["numpy"] == version("numpy") and pins["mlflow"] == version("mlflow")
     assert "+" not in pins["torch"]  # a local build label (+cpu) would not resolve on PyPI
+
+
+def test_registry__logged_models_find_the_pyfunc_where_their_code_file_imports_it():
+    # Every logged model's code file, those logged before the pyfunc had a module of its own included,
+    # imports BundleForecaster from `registry`: the class must stay reachable there.
+    assert "from stef_ray.integrations.registry import BundleForecaster" in registry_pyfunc.MODEL_CODE
+    assert registry.BundleForecaster is registry_pyfunc.BundleForecaster
+    assert issubclass(registry.BundleForecaster, mlflow.pyfunc.PythonModel)

@@ -95,8 +95,9 @@ def test_apply_sampled__sets_dotted_keys_and_none_turns_the_neural_residual_off(
 def test_objective_windows__spread_over_the_span_most_recent_first(tiny_hourly):
     import pandas as pd
 
-    from stef_ray.integrations.tune import holdout_start, objective_windows
+    from stef_ray.integrations.tune import holdout_start
     from stef_ray.integrations.tune_config import ObjectiveConfig
+    from stef_ray.integrations.tune_trial import objective_windows
 
     end = holdout_start(tiny_hourly, 7)
     windows = objective_windows(tiny_hourly, end, ObjectiveConfig(windows=4, window_days=3, span_days=30))
@@ -126,8 +127,8 @@ def test_resolve_gpus__cpu_only_cluster_runs_gpu_config_on_cpu(ray_session):
 
 
 def test_run_search__the_best_configuration_by_rolling_origin_mape_is_the_bundle(tiny_search, tiny_hourly):
-    from stef_ray.integrations.tune import score_window
     from stef_ray.integrations.tune_config import apply_sampled
+    from stef_ray.integrations.tune_trial import score_window
 
     outcome, config = tiny_search
     assert len(outcome.trials) == 3
