@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stef_ray.backtest import origins_for
 from stef_ray.config import TrainConfig, load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.builtin import write_dataset
 from stef_ray.data.hourly import LOAD
+from stef_ray.evaluation.backtest import origins_for
 from stef_ray.models.hybrid import HybridModel
 
 ROOT = Path(__file__).resolve().parents[1]

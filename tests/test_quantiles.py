@@ -51,7 +51,7 @@ def wide_levels(tmp_path_factory, synthetic_hourly, tiny_model_config):
 def test_quantiles__other_levels_flow_through_the_backtest_the_answer_the_points_and_the_csv(
     wide_levels, synthetic_hourly,
 ):
-    from stef_ray.backtest import run_backtest
+    from stef_ray.evaluation.backtest import run_backtest
     from stef_ray.integrations.influx_points import forecast_lines
     from stef_ray.serving.service import ForecastService
 

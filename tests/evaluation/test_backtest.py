@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.backtest import run_backtest
 from stef_ray.config import DataConfig
 from stef_ray.data import frame_to_hourly
+from stef_ray.evaluation.backtest import run_backtest
 from stef_ray.exceptions import DataError
 
 
@@ -70,7 +70,7 @@ def test_backtest__unknown_model_is_a_clear_error(synthetic_hourly, tiny_model_c
     (" , ", "names no model"),
 ])
 def test_backtest__models_flag_is_checked_before_any_work(text, words):
-    from stef_ray.backtest import parse_models
+    from stef_ray.evaluation.backtest import parse_models
     from stef_ray.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match=words) as caught:
@@ -79,6 +79,6 @@ def test_backtest__models_flag_is_checked_before_any_work(text, words):
 
 
 def test_backtest__models_flag_keeps_order_and_drops_repeats():
-    from stef_ray.backtest import parse_models
+    from stef_ray.evaluation.backtest import parse_models
 
     assert parse_models("lightgbm, hybrid,lightgbm") == ["lightgbm", "hybrid"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.peers import PEERS
+from stef_ray.evaluation.peers import PEERS
 
 
 @pytest.mark.parametrize("name", ["ridge_residual", "lightgbm", "mstl"])

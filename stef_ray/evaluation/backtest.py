@@ -10,18 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stef_ray.baselines import seasonal_naive
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
+from stef_ray.evaluation.baselines import seasonal_naive
+from stef_ray.evaluation.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.exceptions import ConfigError, DataError, InsufficientHistoryError
-from stef_ray.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.models.hybrid import HybridModel
 from stef_ray.quantiles import band, coverage_column, level_of, quantile_columns
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day")
-PEER_NAMES = ("ridge_residual", "lightgbm", "mstl")  # stef_ray.peers, imported only when asked for
+PEER_NAMES = ("ridge_residual", "lightgbm", "mstl")  # stef_ray.evaluation.peers, imported only when asked for
 
 
 def parse_models(text: str) -> list[str]:
