@@ -96,7 +96,7 @@ def backtest(data, model_config, start: str, days: int, refit: int, dump: Path |
     frame = data.frame
     origins = origins_for(data, pd.Timestamp(start), days)
     positions = frame.index.get_indexer(origins)
-    horizon = model_config.residual.horizon_hours
+    horizon = model_config.forecast.horizon_hours
     load = frame[LOAD].to_numpy(dtype=float)
     rows, refits, state = [], [], None
     for first in range(0, len(origins), refit):

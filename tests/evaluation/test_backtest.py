@@ -38,6 +38,24 @@ def test_backtest__origins_are_local_midnight(result):
     assert (origins.hour == 0).all() and len(origins) == 6
 
 
+def test_backtest__origins_at_each_issue_hour_of_each_day_across_a_clock_change(synthetic_frame, tiny_model_config):
+    # Two issue hours a day, over the night the clocks go forward in Melbourne (02:00 -> 03:00 on
+    # 2020-10-04): 06:00 is the wall clock's, not six hours after midnight.
+    from stef_ray.data.synthetic import synthetic_load
+    from stef_ray.evaluation.backtest import origins_for
+
+    frame = synthetic_load(hours=24 * 60, seed=1, start="2020-08-20", timezone="Australia/Melbourne")
+    data = frame_to_hourly(frame, DataConfig(exog=["temperature", "workday"]))
+    origins = origins_for(data, pd.Timestamp("2020-10-03"), days=3, issue_hours=[0, 6])
+    assert [(o.day, o.hour) for o in origins] == [(3, 0), (3, 6), (4, 0), (4, 6), (5, 0), (5, 6)]
+    config = tiny_model_config.model_copy(deep=True)
+    config.forecast.issue_hours = [0, 12]
+    result = run_backtest(frame_to_hourly(synthetic_frame, DataConfig(exog=["temperature", "workday"])), config,
+                          pd.Timestamp("2020-02-20"), days=3, refit_every=0, models=["seasonal_naive_day"])
+    issued = pd.DatetimeIndex(result.forecasts["origin"].unique())
+    assert sorted(set(issued.hour)) == [0, 12] and len(issued) == 6
+
+
 def test_backtest__no_leakage_from_load_after_each_origin(synthetic_frame, tiny_model_config):
     """Changing the load from day 4 of the window on must leave the first 3 days' forecasts identical,
     including the refitted model's (it refits before day 4 on data before day 4)."""
