@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from stef_ray.backtest import run_backtest
 from stef_ray.config import TrainConfig, load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.builtin import write_dataset
-from stef_ray.peers import available_peers
+from stef_ray.evaluation.backtest import run_backtest
+from stef_ray.evaluation.peers import available_peers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

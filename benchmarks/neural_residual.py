@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stef_ray.backtest import origins_for
 from stef_ray.config import TrainConfig, load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.builtin import write_dataset
 from stef_ray.data.hourly import LOAD
+from stef_ray.evaluation.backtest import origins_for
 from stef_ray.models.hybrid import HybridModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def backtest(data, model_config, start: str, days: int, refit: int, dump: Path |
     frame = data.frame
     origins = origins_for(data, pd.Timestamp(start), days)
     positions = frame.index.get_indexer(origins)
-    horizon = model_config.residual.horizon_hours
+    horizon = model_config.forecast.horizon_hours
     load = frame[LOAD].to_numpy(dtype=float)
     rows, refits, state = [], [], None
     for first in range(0, len(origins), refit):

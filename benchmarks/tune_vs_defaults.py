@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stef_ray.backtest import run_backtest
 from stef_ray.config import ModelConfig, TrainConfig, load_config
 from stef_ray.data import load_hourly
+from stef_ray.evaluation.backtest import run_backtest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -236,8 +236,8 @@ def retrain(drill: Drill, scheduler, now: pd.Timestamp, client, history_hours: i
 
 
 def run_monitor(drill: Drill, store_url: str, now: pd.Timestamp) -> None:
-    from stef_ray.monitor import MonitorConfig, evaluate
-    from stef_ray.monitor_readers import ExportReader
+    from stef_ray.ops.monitor import MonitorConfig, evaluate
+    from stef_ray.ops.monitor_readers import ExportReader
 
     config = MonitorConfig(source="export", export_url=store_url, window_days=7)
     report = evaluate(ExportReader(store_url, config.query_timeout_s), now, config)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             victoria_metrics(folder, scrape_config(folder, head.service_discovery)) as store_url:
         import mlflow
 
-        from stef_ray.schedule import RetrainScheduler, ScheduleConfig
+        from stef_ray.ops.schedule import RetrainScheduler, ScheduleConfig
 
         address, job_api = head.address, head.job_api
         print(f"servers up: store and scraper {store_url}, mlflow {mlflow_url}, ray {address} (jobs {job_api})",

@@ -113,7 +113,7 @@ class HybridForecaster:
         """Rolling daily 00:00 forecasts from ``start`` for ``days``, refitting every ``refit_every`` days on
         the data before (0: once); one row per forecast hour with ``actual``, ``forecast`` and the quantiles.
         The overall scores are in ``.attrs["overall"]`` (MAPE, coverage, ...), as ``stef-ray backtest`` prints."""
-        from stef_ray.backtest import run_backtest
+        from stef_ray.evaluation.backtest import run_backtest
 
         data = self._hourly(df) if df is not None else self.data
         if data is None:

@@ -199,11 +199,11 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         channels = len(manifest.feature_names["residual_channels"])
         if manifest.has_neural:
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-            model.neural = NeuralResidual(config.residual, channels, model._hour_channels).load_state_dict(state)
+            model.neural = NeuralResidual(config.residual, config.forecast, channels, model._hour_channels).load_state_dict(state)
         elif manifest.has_residual:  # formats 1-6: one LSTM, no origin-hour input
             state = torch.load(path / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
             config.residual.architecture, config.residual.ensemble = "lstm", 1
-            neural = NeuralResidual(config.residual, channels, model._hour_channels, origin_hour=False)
+            neural = NeuralResidual(config.residual, config.forecast, channels, model._hour_channels, origin_hour=False)
             model.neural = neural.load_state_dict(state, members_prefixed=False)
     except FileNotFoundError as err:
         raise BundleError(f"bundle {path} is incomplete: {Path(err.filename).name} is missing; retrain it") from None

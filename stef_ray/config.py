@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stef_ray.exceptions import ConfigError
+from stef_ray.spec import ForecastSpec
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -181,8 +182,8 @@ class SeasonalityConfig(StrictModel):
 
 
 class ResidualConfig(StrictModel):
-    """The residual models on the scaled log residuals: last ``lookback_hours`` in, next ``horizon_hours``
-    out. Per-hour ridges (``linear``) with gradient-boosted trees beside them (``boosted_weight``), and a
+    """The residual models on the scaled log residuals: the forecast's lookback in, its horizon out
+    (``ModelConfig.forecast``). Per-hour ridges (``linear``) with gradient-boosted trees beside them (``boosted_weight``), and a
     neural residual (``enabled``: an LSTM or an MLP) that learns what those two get wrong out of sample."""
 
     @model_validator(mode="before")
@@ -252,8 +253,6 @@ class ResidualConfig(StrictModel):
         "before the validation weeks, 36 s instead of 45 after); a year of history has some 8,000 windows, "
         "all used"
     )
-    lookback_hours: int = Field(168, ge=24, le=24 * 28, description="history window (h)")
-    horizon_hours: int = Field(24, ge=1, le=48, description="hours forecast at once")
     hidden_size: int = Field(16, ge=4, le=1024, description="hidden units of the neural residual (LSTM state, MLP width)")
     num_layers: int = Field(1, ge=1, le=4, description="stacked LSTM layers, or the MLP's hidden layers")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout in the head (and between layers)")
@@ -310,11 +309,9 @@ class ModelConfig(StrictModel):
     trend: TrendConfig = Field(default_factory=TrendConfig)
     seasonality: SeasonalityConfig = Field(default_factory=SeasonalityConfig)
     residual: ResidualConfig = Field(default_factory=ResidualConfig)
-    quantiles: list[float] = Field(
-        default_factory=lambda: [0.1, 0.5, 0.9],
-        description="quantiles from conformal calibration on validation errors, per lead hour (and origin "
-        "hour: `calibration_hour_width`)",
-    )
+    forecast: ForecastSpec = Field(
+        default_factory=ForecastSpec, description="the forecast's shape: lookback, horizon, quantile levels, "
+        "issue hours")
     calibration_hour_width: int = Field(
         2, ge=-1, le=11, description="the conformal quantiles' spread per local origin hour, each from the "
         "validation windows whose origin lies within this many hours of it, around a centre pooled over all "
@@ -337,12 +334,34 @@ class ModelConfig(StrictModel):
         "errors are partly in-sample for a model refitted on them"
     )
 
-    @field_validator("quantiles")
+    @model_validator(mode="before")
     @classmethod
-    def _quantiles_in_range(cls, values: list[float]) -> list[float]:
-        if any(not 0 < q < 1 for q in values):
-            raise ValueError("every quantile must lie strictly between 0 and 1")
-        return sorted(values)
+    def _moved_to_forecast(cls, values: object) -> object:
+        # Configs and bundles written before the forecast section kept the lookback and horizon in
+        # `residual` and the quantile levels at the model's top level: read them into `forecast`.
+        if not isinstance(values, dict):
+            return values
+        values, forecast = dict(values), values.get("forecast")
+        moved = {}
+        if isinstance(values.get("residual"), dict):
+            residual = dict(values["residual"])
+            moved |= {key: (f"residual.{key}", residual.pop(key)) for key in ("lookback_hours", "horizon_hours")
+                      if key in residual}
+            values["residual"] = residual
+        if "quantiles" in values:
+            moved["quantiles"] = ("quantiles", values.pop("quantiles"))
+        if not moved:
+            return values
+        if forecast is not None and not isinstance(forecast, dict):
+            forecast = forecast.model_dump()
+        forecast = dict(forecast or {})
+        for key, (old, value) in moved.items():
+            if key in forecast and forecast[key] != value:
+                raise ValueError(f"model.{old} (its old place) and model.forecast.{key} differ; give it once, "
+                                 "in model.forecast")
+            forecast[key] = value
+        values["forecast"] = forecast
+        return values
 
 
 class TrainConfig(StrictModel):

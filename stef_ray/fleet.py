@@ -195,8 +195,8 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
     it is compared with, on the same days). ``keep_tables``: the backtest's tables (overall_metrics,
     horizon_metrics, forecasts) ride along in ``tables``. A problem with the series' data or window is its
     outcome (status "failed", the one-line message), not an exception: the fleet goes on."""
-    from stef_ray.backtest import run_backtest
-    from stef_ray.peers import available_peers
+    from stef_ray.evaluation.backtest import run_backtest
+    from stef_ray.evaluation.peers import available_peers
     from stef_ray.quantiles import coverage_of
 
     started = time.perf_counter()
@@ -224,8 +224,8 @@ def train_series(series_id: str, data_config: DataConfig, model_config: ModelCon
     first fit on the data before the last ``holdout_days`` days is scored on them (day-ahead forecasts from
     each midnight, as ``stef-ray tune`` scores its holdout) before the fit on everything: the number a
     champion gate compares. A data problem is the outcome, as in ``backtest_series``."""
-    from stef_ray.backtest import holdout_start, score_holdout
     from stef_ray.bundle import save_bundle
+    from stef_ray.evaluation.backtest import holdout_start, score_holdout
     from stef_ray.models.hybrid import HybridModel
 
     started = time.perf_counter()

@@ -280,8 +280,9 @@ def test_grafana_provisioning__flux_datasource_and_ray_dashboards(compose):
 def test_dashboard__every_prometheus_metric_is_one_the_serve_app_exports():
     # Ray exports a Counter as ray_<name>_total, a Histogram as ray_<name>_bucket/_sum/_count and a Gauge as
     # ray_<name> (checked against Ray 2.60's /metrics); the names must be the ones the ingress and its
-    # forecast store define.
-    source = "".join((ROOT / "stef_ray" / "serving" / name).read_text() for name in ("ingress.py", "forecast_store.py"))
+    # forecast store (and the fleet app) define.
+    source = "".join((ROOT / "stef_ray" / "serving" / name).read_text()
+                     for name in ("ingress.py", "forecast_store.py", "fleet_app.py"))
     defined = {name: kind for kind, name in re.findall(r'metrics\.(Counter|Histogram|Gauge)\(\s*"(\w+)"', source)}
     suffixes = {"Counter": {"_total"}, "Histogram": {"_bucket", "_sum", "_count"}, "Gauge": {""}}
     dashboard = json.loads(DASHBOARD.read_text())
@@ -298,4 +299,5 @@ def test_dashboard__every_prometheus_metric_is_one_the_serve_app_exports():
             assert full[len(base):] in suffixes[defined[base]], f"{title}: ray_{full} is not how Ray exports a {defined[base]}"
             seen.add(base)
     assert {"stef_forecasts_served", "stef_forecast_latency_ms", "stef_degraded_answers",
-            "stef_component_batch_size", "stef_spool_backlog_lines"} <= seen
+            "stef_component_batch_size", "stef_spool_backlog_lines", "stef_series_forecasts",
+            "stef_series_forecast_ms", "stef_series_model_loads"} <= seen

@@ -42,7 +42,7 @@ def wide_levels(tmp_path_factory, synthetic_hourly, tiny_model_config):
 
     config = tiny_model_config.model_copy(deep=True)
     config.residual.enabled = False
-    config.quantiles = [0.05, 0.5, 0.95]
+    config.forecast.quantiles = [0.05, 0.5, 0.95]
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly.window(end=pd.Timestamp("2020-02-22", tz="UTC")))
     path = save_bundle(model, tmp_path_factory.mktemp("bundle") / "wide", DataConfig(exog=["temperature", "workday"]))
     return config, model, path
@@ -51,7 +51,7 @@ def wide_levels(tmp_path_factory, synthetic_hourly, tiny_model_config):
 def test_quantiles__other_levels_flow_through_the_backtest_the_answer_the_points_and_the_csv(
     wide_levels, synthetic_hourly,
 ):
-    from stef_ray.backtest import run_backtest
+    from stef_ray.evaluation.backtest import run_backtest
     from stef_ray.integrations.influx_points import forecast_lines
     from stef_ray.serving.service import ForecastService
 

@@ -53,13 +53,13 @@ def block_starts(end: int, hours_per_block: int, blocks: int, spacing_hours: int
 
 
 def fit_linear_layers(model: HybridModel, series: np.ndarray, origins: np.ndarray, weight: np.ndarray | None):
-    c = model.config.residual
-    linear = LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
+    c, shape = model.config.residual, model.config.forecast
+    linear = LinearResidual(shape.lookback_hours, shape.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
                             c.linear_hour_width if c.linear_hour_width >= 0 else None, model._hour_channels)
     linear.fit(series, origins, weight)
     boosted = None
     if model.boosted is not None:
-        boosted = BoostedResidual(c.horizon_hours, model.channel_names,
+        boosted = BoostedResidual(shape.horizon_hours, model.channel_names,
                                   (model.scaler["residual_std"], model.scaler["season_std"]),
                                   c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
         boosted.fit(series, origins, weight)
@@ -87,24 +87,24 @@ def cache_refit(data, config, first_origin: pd.Timestamp, positions: np.ndarray,
     trend_log, season_log = model.base_components(frame)
     residual_log = np.log(frame[LOAD].to_numpy(dtype=float)) - trend_log - season_log
     series = model.residual_series(frame, residual_log, season_log)
-    c = cfg.residual
+    c, shape = cfg.residual, cfg.forecast
     n_train = len(train.frame)
     # Windows fully inside the training rows (targets before T), as the hybrid's own residual_windows.
     valid = np.isfinite(series[:n_train]).all(axis=1)
-    origins = valid_origins(valid, c.lookback_hours, c.horizon_hours)
+    origins = valid_origins(valid, shape.lookback_hours, shape.horizon_hours)
     # Cross-fitting over the neural period (the last train_days): contiguous folds, each predicted by ridges
     # (and trees) fitted without it and the lookback/horizon around it, weighted toward the fold's season,
     # on the same span of windows as the served ridges. Validation blocks then read these forecasts.
     linear_days = c.linear_train_days
-    end = n_train - c.horizon_hours + 1
+    end = n_train - shape.horizon_hours + 1
     period = origins[origins >= end - 24 * (c.train_days or 100_000)]
     linear_pool = origins if not linear_days else origins[origins >= end - 24 * linear_days]
     edges = np.linspace(period[0], period[-1] + 1, folds + 1).astype(int)
-    oos = np.full((len(period), c.horizon_hours), np.nan)
+    oos = np.full((len(period), shape.horizon_hours), np.nan)
     fold_of = np.zeros(len(period), dtype=int)
     for k in range(folds):
         rows = (period >= edges[k]) & (period < edges[k + 1])
-        lo, hi = edges[k] - c.lookback_hours - c.horizon_hours, edges[k + 1] + c.lookback_hours + c.horizon_hours
+        lo, hi = edges[k] - shape.lookback_hours - shape.horizon_hours, edges[k + 1] + shape.lookback_hours + shape.horizon_hours
         fit_on = linear_pool[(linear_pool < lo) | (linear_pool >= hi)]
         reference = frame.index[(edges[k] + edges[k + 1]) // 2]
         weight = None
@@ -126,7 +126,7 @@ def cache_refit(data, config, first_origin: pd.Timestamp, positions: np.ndarray,
         val_block.append(np.full(len(in_block), b))
     val_oos = [oos[np.searchsorted(period, np.concatenate(val_origins))]]
     served_val = linear_part(model, model.linear, model.boosted, series, np.concatenate(val_origins))
-    ahead = positions[:, None] + np.arange(c.horizon_hours)
+    ahead = positions[:, None] + np.arange(shape.horizon_hours)
     np.savez_compressed(
         out,
         series=series.astype(np.float32), n_train=n_train, origins=origins, positions=positions,

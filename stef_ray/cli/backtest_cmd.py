@@ -57,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stef_ray.backtest import parse_models, run_backtest
     from stef_ray.cli.options import load_data, train_config_from_args
-    from stef_ray.peers import available_peers
+    from stef_ray.evaluation.backtest import parse_models, run_backtest
+    from stef_ray.evaluation.peers import available_peers
 
     if args.fleet:
         return run_fleet(args)
@@ -101,8 +101,8 @@ def _window(args: argparse.Namespace):
 def run_fleet(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stef_ray.backtest import parse_models
     from stef_ray.cli.fleet_output import fleet_from_args, print_report, report_line
+    from stef_ray.evaluation.backtest import parse_models
     from stef_ray.integrations.fleet_ray import run_fleet_backtest
 
     start = _window(args)

@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from stef_ray.cli.options import data_config_with_overrides
     from stef_ray.data import load_hourly
     from stef_ray.data.hourly import LOAD
+    from stef_ray.evaluation.metrics import point_metrics
     from stef_ray.exceptions import ConfigError
     from stef_ray.forecasting import forecast_at
-    from stef_ray.metrics import point_metrics
 
     bundle_path = resolve_bundle_path(args.model)
     model, manifest = load_bundle(bundle_path, device=args.device)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         pd.DataFrame([metrics]).to_csv(out_dir / f"metrics_{stamp}.csv", index=False)
     print(f"✓ wrote {csv_path}")
     if not args.no_plot:
-        from stef_ray.plotting import plot_forecast
+        from stef_ray.evaluation.plotting import plot_forecast
 
         history = data.frame[LOAD].loc[: result.origin - pd.Timedelta(hours=1)]
         png = plot_forecast(history, frame, out_dir / f"forecast_{stamp}.png",

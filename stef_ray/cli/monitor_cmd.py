@@ -53,7 +53,7 @@ def _config(args: argparse.Namespace):
 
     from stef_ray.config import format_validation_error, read_yaml
     from stef_ray.exceptions import ConfigError
-    from stef_ray.monitor import MonitorConfig
+    from stef_ray.ops.monitor import MonitorConfig
 
     values = read_yaml(args.config) if args.config is not None else {}
     flags = {
@@ -139,7 +139,7 @@ def print_report(report, window_days: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stef_ray.integrations.influx import InfluxSink
-    from stef_ray.monitor import evaluate, reader_for
+    from stef_ray.ops.monitor import evaluate, reader_for
 
     config = _config(args)
     now = _now(args.now)

@@ -33,7 +33,7 @@ def _config(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from stef_ray.exceptions import ConfigError
-    from stef_ray.schedule import ScheduleConfig
+    from stef_ray.ops.schedule import ScheduleConfig
 
     values = {}
     if args.config is not None:
@@ -54,8 +54,8 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from stef_ray.schedule import RetrainScheduler
-    from stef_ray.schedule_cron import next_run_times
+    from stef_ray.ops.schedule import RetrainScheduler
+    from stef_ray.ops.schedule_cron import next_run_times
 
     config = _config(args)
     if args.show_next:

@@ -63,8 +63,8 @@ def champion_holdout_mape(client: MlflowClient, name: str, data: HourlyData,
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from stef_ray.backtest import score_holdout
     from stef_ray.bundle import load_bundle
+    from stef_ray.evaluation.backtest import score_holdout
     from stef_ray.exceptions import StefRayError
 
     try:

@@ -30,7 +30,7 @@ def read_store_history(data: DataConfig, env_file: str | None = ".env") -> Hourl
     """The hourly grid of the stored actuals over ``data.store``'s window, read with ``data``'s time zone and
     holiday calendar. Raises ConfigError for a config the store cannot serve, DataError for an empty window,
     ServiceUnavailableError when the store does not answer."""
-    from stef_ray.monitor_readers import open_reader
+    from stef_ray.ops.monitor_readers import open_reader
 
     store = data.store
     if store is None:

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stef_ray.backtest import holdout_start, score_holdout
 from stef_ray.data.hourly import HourlyData
+from stef_ray.evaluation.backtest import holdout_start, score_holdout
 from stef_ray.exceptions import InsufficientHistoryError, StefRayError
 from stef_ray.integrations.tune_config import TuneConfig, apply_sampled
 from stef_ray.integrations.tune_outcome import TuneOutcome, summarize_trials, unfinished_trials

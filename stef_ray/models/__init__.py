@@ -1,2 +1,3 @@
-"""The three components and their combination. Each: fit -> self, predict, ``to_state``/``from_state``
-with plain numbers and arrays (torch stays inside the residual model)."""
+"""The three components and their combination. ``base`` holds the contracts: calendar components (trend,
+seasonality) and residual components (ridges, trees, the neural residual), each with its state as plain
+numbers and arrays (torch stays inside the neural residual); ``hybrid`` composes them."""

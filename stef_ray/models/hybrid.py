@@ -97,11 +97,11 @@ class HybridModel:
     # -------------------------------------------------------------- helpers
     @property
     def lookback(self) -> int:
-        return self.config.residual.lookback_hours
+        return self.config.forecast.lookback_hours
 
     @property
     def horizon(self) -> int:
-        return self.config.residual.horizon_hours
+        return self.config.forecast.horizon_hours
 
     @property
     def history_hours(self) -> int:
@@ -171,10 +171,10 @@ class HybridModel:
         series = self.residual_series(frame, residual_log, season_log)
         valid = np.isfinite(series).all(axis=1)
         c = self.config.residual
-        origins = valid_origins(valid, c.lookback_hours, c.horizon_hours)
-        end = len(frame) - c.horizon_hours + 1
+        origins = valid_origins(valid, self.lookback, self.horizon)
+        end = len(frame) - self.horizon + 1
         plan = plan_folds(origins, end, c.train_days, c.validation_blocks, c.validation_days, c.stop_days,
-                          c.lookback_hours, c.horizon_hours)
+                          self.lookback, self.horizon)
         if c.window_stride_hours > 1:
             thin = (plan.role == TRAIN) & ((plan.origins - plan.origins[0]) % c.window_stride_hours != 0)
             plan.role[thin] = GAP
@@ -194,7 +194,7 @@ class HybridModel:
         if c.linear:
             self.linear = self._new_linear()
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
-            off = trees_off_reason(frame, self.exog, self.seasonality.dropped_exog, c.lookback_hours)
+            off = trees_off_reason(frame, self.exog, self.seasonality.dropped_exog, self.lookback)
             if off:
                 self.training["boosted"] = off
             else:
@@ -207,10 +207,10 @@ class HybridModel:
         return windows
 
     def _new_linear(self) -> LinearResidual:
-        return linear_layers.new_linear(self.config.residual, self._hour_channels)
+        return linear_layers.new_linear(self.config.residual, self.config.forecast, self._hour_channels)
 
     def _new_boosted(self) -> BoostedResidual:
-        return linear_layers.new_boosted(self.config.residual, self.channel_names, self.scaler)
+        return linear_layers.new_boosted(self.config.residual, self.config.forecast, self.channel_names, self.scaler)
 
     def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
         """The linear layers' out-of-sample forecasts (``windows.out_of_fold``), walking forward: each fold is
@@ -243,10 +243,10 @@ class HybridModel:
         def make() -> tuple[LinearResidual, BoostedResidual | None]:
             return self._new_linear(), (self._new_boosted() if self.boosted is not None else None)
 
-        return linear_layers.forward_fits(windows, index, whole_fold, self.config.residual, make)
+        return linear_layers.forward_fits(windows, index, whole_fold, self.config.residual, self.config.forecast, make)
 
     def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return linear_layers.blend(series, origins, self.linear, self.boosted, self.config.residual)
+        return linear_layers.blend(series, origins, self.linear, self.boosted, self.config.residual, self.config.forecast)
 
     def fit(
         self,
@@ -309,7 +309,7 @@ class HybridModel:
             f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
             "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
         names = [block[0][:10] for block in self.training["validation"]["blocks"]]
-        neural, trained = neural_walk.walk_forward(windows, c, self._hour_channels, callbacks, init_state, names, say)
+        neural, trained = neural_walk.walk_forward(windows, c, self.config.forecast, self._hour_channels, callbacks, init_state, names, say)
         if neural is None:
             self.training["neural"] = neural_walk.not_trained(
                 c, "less than a week of training windows before every block")
@@ -388,7 +388,7 @@ class HybridModel:
         # Kept for inspection (benchmarks/neural_residual.py --dump-calibration); not part of the bundle.
         self.calibration_errors = {"errors": errors, "origin_hour": hours, "block": windows.plan.fold[rows],
                                    "origins": origins}
-        self.quantile_offsets = calibration.quantile_offsets(errors, hours, self.config.quantiles,
+        self.quantile_offsets = calibration.quantile_offsets(errors, hours, self.config.forecast.quantiles,
                                                              self.config.calibration_hour_width)
         self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
         self.training.pop("point_log_adjust", None)

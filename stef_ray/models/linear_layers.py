@@ -16,6 +16,7 @@ from stef_ray.features import DAYS_PER_YEAR, season_weights
 from stef_ray.models.crossfit import VALID
 from stef_ray.models.residual_boosted import BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
+from stef_ray.spec import ForecastSpec
 
 if TYPE_CHECKING:
     from stef_ray.models.hybrid import ResidualWindows
@@ -23,22 +24,22 @@ if TYPE_CHECKING:
 MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
 
 
-def new_linear(c: ResidualConfig, hour_channels: tuple[int, int]) -> LinearResidual:
-    return LinearResidual(c.lookback_hours, c.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
+def new_linear(c: ResidualConfig, spec: ForecastSpec, hour_channels: tuple[int, int]) -> LinearResidual:
+    return LinearResidual(spec.lookback_hours, spec.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
                           c.linear_hour_width if c.linear_hour_width >= 0 else None, hour_channels)
 
 
-def new_boosted(c: ResidualConfig, channel_names: list[str], scaler: dict) -> BoostedResidual:
-    return BoostedResidual(c.horizon_hours, channel_names, (scaler["residual_std"], scaler["season_std"]),
+def new_boosted(c: ResidualConfig, spec: ForecastSpec, channel_names: list[str], scaler: dict) -> BoostedResidual:
+    return BoostedResidual(spec.horizon_hours, channel_names, (scaler["residual_std"], scaler["season_std"]),
                            c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
 
 
 def blend(series: np.ndarray, origins: np.ndarray, linear: LinearResidual | None, boosted: BoostedResidual | None,
-          c: ResidualConfig) -> np.ndarray:
+          c: ResidualConfig, spec: ForecastSpec) -> np.ndarray:
     """The ridges' residual forecast, scaled, with the trees' averaged in at ``boosted_weight`` (trees exist
     only next to ridges); zeros where there are neither."""
     if linear is None:
-        return np.zeros((len(origins), c.horizon_hours))
+        return np.zeros((len(origins), spec.horizon_hours))
     ridges = linear.predict(series, origins)
     if boosted is None:
         return ridges
@@ -61,14 +62,14 @@ def season_weight(index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.nd
 
 
 def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool, c: ResidualConfig,
-                 make: Callable[[], tuple[LinearResidual, BoostedResidual | None]]) -> np.ndarray:
+                 spec: ForecastSpec, make: Callable[[], tuple[LinearResidual, BoostedResidual | None]]) -> np.ndarray:
     """Fit each fold's ridges (and trees, from ``make``) on the windows before it (``whole_fold``) or before its
     validation block, and forecast its windows into ``windows.out_of_fold``; returns which windows of the plan
     got a forecast (a fold with under ``MIN_FORWARD_DAYS`` days of windows before it gets none)."""
     plan = windows.plan
     usable = np.zeros(len(plan.origins), dtype=bool)
     for k in range(plan.folds):
-        lo, _ = plan.held_out(k, whole_fold, c.lookback_hours, c.horizon_hours)
+        lo, _ = plan.held_out(k, whole_fold, spec.lookback_hours, spec.horizon_hours)
         fit_on = windows.linear_origins[windows.linear_origins < lo]
         if c.linear_train_days:
             fit_on = fit_on[fit_on >= lo - 24 * c.linear_train_days]
@@ -82,6 +83,6 @@ def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: 
         linear.fit(windows.series, fit_on, weight)
         if boosted is not None:
             boosted.fit(windows.series, fit_on, weight)
-        windows.out_of_fold[rows] = blend(windows.series, plan.origins[rows], linear, boosted, c)
+        windows.out_of_fold[rows] = blend(windows.series, plan.origins[rows], linear, boosted, c, spec)
         usable[rows] = True
     return usable

@@ -18,6 +18,7 @@ import pandas as pd
 from stef_ray.config import ResidualConfig
 from stef_ray.models.crossfit import STOP, TRAIN, VALID
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual
+from stef_ray.spec import ForecastSpec
 
 if TYPE_CHECKING:
     from stef_ray.models.hybrid import ResidualWindows
@@ -32,14 +33,14 @@ def not_trained(config: ResidualConfig, why: str) -> dict:
             "epochs_run": 0, "why": why}
 
 
-def walk_forward(windows: ResidualWindows, config: ResidualConfig, hour_channels: tuple[int, int],
+def walk_forward(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec, hour_channels: tuple[int, int],
                  callbacks: Sequence[EpochCallback], init_state: dict | None, block_names: Sequence[str],
                  say: Callable[[str], None]) -> tuple[NeuralResidual | None, int]:
     """Train one net per validation block on the windows before it; fills ``windows.neural`` (each block's
     forecast, scaled) and ``windows.neural_scored``. Returns the last block's net (None when no block had
     ``MIN_NEURAL_WINDOWS`` hours of training windows before it) and the epochs run in all."""
     plan, c = windows.plan, config
-    horizon = c.horizon_hours
+    horizon = spec.horizon_hours
     windows.neural = np.zeros((len(plan.origins), horizon), dtype=np.float32)
     windows.neural_scored = np.zeros(len(plan.origins), dtype=bool)
     neural, state, trained = None, init_state, 0
@@ -50,7 +51,7 @@ def walk_forward(windows: ResidualWindows, config: ResidualConfig, hour_channels
         stop = np.flatnonzero((plan.role == STOP) & before)
         if not len(block) or len(train) * c.window_stride_hours < MIN_NEURAL_WINDOWS:
             continue
-        candidate = NeuralResidual(c, windows.series.shape[1], hour_channels)
+        candidate = NeuralResidual(c, spec, windows.series.shape[1], hour_channels)
         candidate.fit(windows.series, plan.origins[train], plan.origins[stop], windows.out_of_fold[train],
                       windows.out_of_fold[stop], callbacks, state)
         state = candidate.state_dict()

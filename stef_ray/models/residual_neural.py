@@ -30,6 +30,7 @@ from torch import nn
 
 from stef_ray.config import ResidualConfig
 from stef_ray.models.residual_linear import HOURS_PER_DAY, origin_hours
+from stef_ray.spec import ForecastSpec
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +132,12 @@ class NeuralResidual:
         origin_hour: False only for LSTM weights of bundles before format 7 (no origin-hour input).
     """
 
-    def __init__(self, config: ResidualConfig, n_channels: int, hour_channels: tuple[int, int],
+    def __init__(self, config: ResidualConfig, spec: ForecastSpec, n_channels: int, hour_channels: tuple[int, int],
                  origin_hour: bool = True) -> None:
         if config.architecture == "mlp" and not origin_hour:
             raise ValueError("the MLP residual always reads the origin hour")
         self.config = config
+        self.spec = spec
         self.n_channels = n_channels
         self.hour_channels = hour_channels
         self.origin_hour = origin_hour
@@ -147,11 +149,11 @@ class NeuralResidual:
         self.history: list[EpochReport] = []
 
     def _new_net(self) -> nn.Module:
-        c = self.config
+        c, spec = self.config, self.spec
         if c.architecture == "mlp":
-            return ResidualMLP(self.n_channels, c.lookback_hours, c.horizon_hours, c.hidden_size, c.num_layers,
+            return ResidualMLP(self.n_channels, spec.lookback_hours, spec.horizon_hours, c.hidden_size, c.num_layers,
                                c.dropout)
-        return ResidualNet(self.n_channels, c.lookback_hours, c.horizon_hours, c.hidden_size, c.num_layers,
+        return ResidualNet(self.n_channels, spec.lookback_hours, spec.horizon_hours, c.hidden_size, c.num_layers,
                            c.dropout, self.origin_hour)
 
     @property
@@ -166,9 +168,9 @@ class NeuralResidual:
     def _gather(self, series: torch.Tensor, hours: torch.Tensor, origins: torch.Tensor,
                 baseline: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """History windows, future features, origin hour one-hot and targets (less the baseline, if any)."""
-        c = self.config
-        back = origins[:, None] + torch.arange(-c.lookback_hours, 0, device=series.device)
-        ahead = origins[:, None] + torch.arange(0, c.horizon_hours, device=series.device)
+        spec = self.spec
+        back = origins[:, None] + torch.arange(-spec.lookback_hours, 0, device=series.device)
+        ahead = origins[:, None] + torch.arange(0, spec.horizon_hours, device=series.device)
         future_rows = series[ahead]
         target = future_rows[:, :, 0]
         if baseline is not None:
@@ -285,13 +287,13 @@ class NeuralResidual:
     @torch.inference_mode()  # cheaper than no_grad per op; nothing here is ever trained on
     def predict(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         if len(origins) == 0:
-            return np.empty((0, self.config.horizon_hours))
+            return np.empty((0, self.spec.horizon_hours))
         for net in self.nets:
             if net.training:  # eval() walks every module: a tenth of a forecast request's net time
                 net.eval()
         # Only the rows the windows read are converted (a request's frame, or a backtest's whole series).
-        lo = max(int(np.min(origins)) - self.config.lookback_hours, 0)
-        hi = int(np.max(origins)) + self.config.horizon_hours
+        lo = max(int(np.min(origins)) - self.spec.lookback_hours, 0)
+        hi = int(np.max(origins)) + self.spec.horizon_hours
         data, hours = self._tensors(np.asarray(series[lo:hi]))
         out = []
         for start in range(0, len(origins), 4096):

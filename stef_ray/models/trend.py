@@ -21,7 +21,9 @@ class LogLinearTrend:
     def _years(self, index: pd.DatetimeIndex) -> np.ndarray:
         return (absolute_hours(index) - self.reference_hours) / HOURS_PER_YEAR
 
-    def fit(self, index: pd.DatetimeIndex, load_mw: np.ndarray) -> LogLinearTrend:
+    def fit(self, index: pd.DatetimeIndex, load_mw: np.ndarray, exog: pd.DataFrame | None = None) -> LogLinearTrend:
+        """Fit on the load in MW (its log is taken here); ``exog`` is not used: the trend is the level's drift
+        over the years, which the weather does not move (``exog`` is there for the ``CalendarComponent`` contract)."""
         observed = np.isfinite(load_mw)
         log_load = np.log(load_mw[observed])
         self.reference_hours = float(absolute_hours(index[:1])[0])
@@ -37,7 +39,8 @@ class LogLinearTrend:
         self.intercept, self.slope_per_year = float(self.intercept), float(self.slope_per_year)
         return self
 
-    def predict(self, index: pd.DatetimeIndex) -> np.ndarray:
+    def predict(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None = None) -> np.ndarray:
+        """The log trend at each hour of ``index`` (``exog`` unused, as in ``fit``)."""
         return self.intercept + self.slope_per_year * self._years(index)
 
     def to_state(self) -> dict:

@@ -45,12 +45,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
+from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
 from stef_ray.config import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError, StefRayError
 from stef_ray.serving.app_args import check_influx_keys
 from stef_ray.serving.forecast_store import forecast_points
+from stef_ray.serving.ingress import LATENCY_BOUNDARIES_MS
 from stef_ray.serving.model_source import alias_version, load_model, registry_parts
 from stef_ray.serving.plain_app import (
     DEFAULT_MAX_BODY_BYTES,
@@ -140,9 +142,21 @@ class FleetForecaster:
         self._args = fleet_args(args)
         self.loads: Counter[str] = Counter()
         self.swaps: Counter[str] = Counter()
+        # Per series, for the dashboards' series variable (a label value per series: a fleet is tens to a
+        # few thousand series, which Prometheus holds easily).
+        self._answers = metrics.Counter("stef_series_forecasts", "forecasts answered per series, by HTTP status",
+                                        tag_keys=("series_id", "status"))
+        self._latency = metrics.Histogram(
+            "stef_series_forecast_ms", "time a forecaster replica spent on a series' forecast, a model load "
+            "included (ms)", LATENCY_BOUNDARIES_MS, tag_keys=("series_id",))
+        self._model_loads = metrics.Counter(
+            "stef_series_model_loads", "series models loaded into a replica: kind 'load' (its first request, or "
+            "the first after an eviction from the bounded cache) or 'swap' (its alias named a new version)",
+            tag_keys=("series_id", "kind"))
 
         async def load(series_id: str) -> SeriesModel:
             self.loads[series_id] += 1
+            self._model_loads.inc(tags={"series_id": series_id, "kind": "load"})
             return SeriesModel(await asyncio.to_thread(self._load, series_id))
 
         # Wired here, not on the class, so that models_per_replica comes from the application's args.
@@ -173,6 +187,7 @@ class FleetForecaster:
                             parts["alias"], version)
                 held.service = await asyncio.to_thread(self._load, series_id, version)
                 self.swaps[series_id] += 1
+                self._model_loads.inc(tags={"series_id": series_id, "kind": "swap"})
         except StefRayError as err:
             logger.warning("series %s: alias check failed, version %s keeps serving: %s", series_id,
                            held.service.loaded.info.version, str(err).splitlines()[0][:200])
@@ -198,7 +213,13 @@ class FleetForecaster:
                                    "model was trained on", "body")
             return answer
 
-        return await self._answer(work)
+        started = time.perf_counter()
+        status, payload = await self._answer(work)
+        series_id = serve.get_multiplexed_model_id()
+        self._answers.inc(tags={"series_id": series_id, "status": str(status)})
+        if status == 200:
+            self._latency.observe((time.perf_counter() - started) * 1000, tags={"series_id": series_id})
+        return status, payload
 
     async def model_info(self) -> tuple[int, dict]:
         async def work(service: ForecastService) -> dict:

@@ -156,7 +156,7 @@ class ForecastResponse(BaseModel):
     seasonality: list[float] = Field(description="seasonal and exogenous part (MW)")
     residual: list[float] = Field(description="the residual models' part (MW: ridges, trees and the neural residual where kept; see /model); 0 when degraded")
     p10: list[float] | None = Field(None, description="10 % quantile (MW); null when degraded. A model with other "
-                                    "quantile levels (`model.quantiles`) answers p<level> for each instead, e.g. "
+                                    "quantile levels (`model.forecast.quantiles`) answers p<level> for each instead, e.g. "
                                     "p5, p50, p95")
     p50: list[float] | None = Field(None, description="50 % quantile (MW); null when degraded")
     p90: list[float] | None = Field(None, description="90 % quantile (MW); null when degraded")

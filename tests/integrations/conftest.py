@@ -129,7 +129,8 @@ def tiny_tune_config(storage_path, **overrides):
         "data": {"exog": ["temperature", "workday"]},
         "model": {
             "seasonality": {"yearly_order": 0, "weekly_order": 3, "cross_validate": False},
-            "residual": {"lookback_hours": 48, "horizon_hours": 24, "validation_days": 3, "validation_blocks": 2,
+            "forecast": {"lookback_hours": 48, "horizon_hours": 24},
+            "residual": {"validation_days": 3, "validation_blocks": 2,
                          "train_days": 30, "window_stride_hours": 4, "hidden_size": 4, "max_epochs": 1,
                          "architecture": "mlp", "boosted_weight": 0.0},
         },

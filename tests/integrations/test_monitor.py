@@ -19,8 +19,8 @@ import pytest
 from stef_ray.cli.main import main
 from stef_ray.integrations.influx import InfluxSettings, InfluxSink
 from stef_ray.integrations.influx_points import MEASUREMENT_ALERT
-from stef_ray.monitor import MonitorConfig, evaluate
-from stef_ray.monitor_readers import ExportReader
+from stef_ray.ops.monitor import MonitorConfig, evaluate
+from stef_ray.ops.monitor_readers import ExportReader
 
 HOURS = 24
 

@@ -8,6 +8,7 @@ from stef_ray.config import DataConfig, ModelConfig, ResidualConfig, Seasonality
 from stef_ray.data import frame_to_hourly
 from stef_ray.exceptions import InsufficientHistoryError
 from stef_ray.models.hybrid import HybridModel
+from stef_ray.spec import ForecastSpec
 
 
 def test_hybrid__components_add_up_to_the_forecast(fitted_model, synthetic_hourly):
@@ -229,8 +230,8 @@ def test_hybrid__trees_take_boosted_weight_of_the_ridges_residual_forecast(synth
 ])
 def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synthetic_frame, weight, lookback, exog, why):
     data = frame_to_hourly(synthetic_frame, DataConfig(exog=exog))
-    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_weight=weight,
-                                                 lookback_hours=lookback))
+    config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_weight=weight),
+                         forecast=ForecastSpec(lookback_hours=lookback))
     model = HybridModel(config, data.exog).fit(data)
     assert model.boosted is None and model.linear is not None
     assert model.training.get("boosted") is None if why is None else why in model.training["boosted"]

@@ -5,6 +5,7 @@ import pytest
 
 from stef_ray.config import ResidualConfig
 from stef_ray.models.residual_neural import NeuralResidual, valid_origins
+from stef_ray.spec import ForecastSpec
 
 HOUR_CHANNELS = (1, 2)
 
@@ -20,8 +21,11 @@ def _ar_series(hours: int = 24 * 50, seed: int = 0) -> np.ndarray:
 
 def _config(**overrides) -> ResidualConfig:
     base = {"hidden_size": 16, "max_epochs": 8, "patience": 3, "batch_size": 64, "learning_rate": 5e-3, "device": "cpu",
-            "lookback_hours": 48, "horizon_hours": 12, "loss": "mse"}
+            "loss": "mse"}
     return ResidualConfig(**(base | overrides))
+
+
+SPEC = ForecastSpec(lookback_hours=48, horizon_hours=12)
 
 
 def _origins(series: np.ndarray) -> np.ndarray:
@@ -33,7 +37,7 @@ def test_neural_residual__learns_persistence_better_than_zero(architecture):
     series = _ar_series()
     origins = _origins(series)
     train, stop = origins[origins < 900], origins[origins >= 912]
-    model = NeuralResidual(_config(architecture=architecture), series.shape[1], HOUR_CHANNELS).fit(series, train, stop)
+    model = NeuralResidual(_config(architecture=architecture), SPEC, series.shape[1], HOUR_CHANNELS).fit(series, train, stop)
     predicted = model.predict(series, stop)
     actual = series[stop[:, None] + np.arange(12), 0]
     assert np.mean((predicted - actual) ** 2) < 0.6 * np.mean(actual**2)
@@ -45,8 +49,8 @@ def test_neural_residual__learns_what_the_baseline_misses():
     origins = _origins(series)
     train, stop = origins[:900], origins[-200:]
     target = lambda o: series[o[:, None] + np.arange(12), 0]  # noqa: E731
-    model = NeuralResidual(_config(), 3, HOUR_CHANNELS).fit(series, train, stop, 0.5 * target(train), 0.5 * target(stop))
-    plain = NeuralResidual(_config(), 3, HOUR_CHANNELS).fit(series, train, stop)
+    model = NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS).fit(series, train, stop, 0.5 * target(train), 0.5 * target(stop))
+    plain = NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS).fit(series, train, stop)
     assert np.mean(model.predict(series, stop) ** 2) < 0.5 * np.mean(plain.predict(series, stop) ** 2)
 
 
@@ -54,7 +58,7 @@ def test_neural_residual__reports_each_epoch_of_each_member_and_keeps_best_weigh
     series = _ar_series()
     origins = _origins(series)
     reports = []
-    model = NeuralResidual(_config(max_epochs=4, patience=10, ensemble=2), series.shape[1], HOUR_CHANNELS)
+    model = NeuralResidual(_config(max_epochs=4, patience=10, ensemble=2), SPEC, series.shape[1], HOUR_CHANNELS)
     model.fit(series, origins[:600], origins[-200:], callbacks=[lambda r, m: reports.append(r)])
     assert [(r.member, r.epoch) for r in reports] == [(m, e) for m in (0, 1) for e in (1, 2, 3, 4)]
     for member in (0, 1):
@@ -68,9 +72,9 @@ def test_neural_residual__reports_each_epoch_of_each_member_and_keeps_best_weigh
 def test_neural_residual__ensemble_averages_its_members():
     series = _ar_series()
     origins = _origins(series)
-    pair = NeuralResidual(_config(max_epochs=2, ensemble=2), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
-    first = NeuralResidual(_config(max_epochs=2), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
-    second = NeuralResidual(_config(max_epochs=2, seed=1), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
+    pair = NeuralResidual(_config(max_epochs=2, ensemble=2), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
+    first = NeuralResidual(_config(max_epochs=2), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
+    second = NeuralResidual(_config(max_epochs=2, seed=1), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
     expected = (first.predict(series, origins[-100:]) + second.predict(series, origins[-100:])) / 2
     np.testing.assert_allclose(pair.predict(series, origins[-100:]), expected, rtol=1e-5, atol=1e-6)
 
@@ -78,8 +82,8 @@ def test_neural_residual__ensemble_averages_its_members():
 def test_neural_residual__same_seed_same_weights():
     series = _ar_series()
     origins = _origins(series)
-    first = NeuralResidual(_config(max_epochs=2), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
-    second = NeuralResidual(_config(max_epochs=2), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
+    first = NeuralResidual(_config(max_epochs=2), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
+    second = NeuralResidual(_config(max_epochs=2), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-100:])
     for key, value in first.state_dict().items():
         assert (value == second.state_dict()[key]).all()
 
@@ -95,7 +99,7 @@ def test_neural_residual__reads_the_origin_hour():
     base = np.where((origins % 24) % 2 == 0, 1.0, -1.0)[:, None] * np.ones(12)
     series[:, 0] = 0.0  # no history to read it from
     config = _config(architecture="mlp", max_epochs=30, learning_rate=1e-2, patience=30, hidden_size=32)
-    model = NeuralResidual(config, 3, HOUR_CHANNELS).fit(series, origins, origins[-100:], -base, -base[-100:])
+    model = NeuralResidual(config, SPEC, 3, HOUR_CHANNELS).fit(series, origins, origins[-100:], -base, -base[-100:])
     assert np.mean(np.abs(model.predict(series, origins[-100:]) - base[-100:])) < 0.2
     # The one-hot input is the origin's local hour, read from the hour channels as the ridges read it.
     import torch
@@ -120,9 +124,9 @@ def test_neural_residual__a_warm_start_that_hurts_falls_back_to_its_zero_start()
     series = _ar_series()
     origins = _origins(series)
     train, stop = origins[:900], origins[-200:]
-    good = NeuralResidual(_config(), 3, HOUR_CHANNELS).fit(series, train, stop)
+    good = NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS).fit(series, train, stop)
     wrong = {k: -v if k.split(".", 1)[1].startswith(("head.3.", "highway.")) else v for k, v in good.state_dict().items()}
-    refit = NeuralResidual(_config(max_epochs=1, learning_rate=1e-7), 3, HOUR_CHANNELS).fit(series, train, stop,
+    refit = NeuralResidual(_config(max_epochs=1, learning_rate=1e-7), SPEC, 3, HOUR_CHANNELS).fit(series, train, stop,
                                                                                             init_state=wrong)
     actual = series[stop[:, None] + np.arange(12), 0].astype(np.float64)
     assert refit.best_val_loss > np.mean(actual**2)  # worse than adding nothing: the gate's job, not this one's
@@ -131,12 +135,12 @@ def test_neural_residual__a_warm_start_that_hurts_falls_back_to_its_zero_start()
 def test_neural_residual__state_round_trip_and_legacy_lstm_weights():
     series = _ar_series()
     origins = _origins(series)
-    model = NeuralResidual(_config(max_epochs=1, ensemble=2), 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-50:])
-    copy = NeuralResidual(_config(ensemble=2), 3, HOUR_CHANNELS).load_state_dict(model.state_dict())
+    model = NeuralResidual(_config(max_epochs=1, ensemble=2), SPEC, 3, HOUR_CHANNELS).fit(series, origins[:300], origins[-50:])
+    copy = NeuralResidual(_config(ensemble=2), SPEC, 3, HOUR_CHANNELS).load_state_dict(model.state_dict())
     np.testing.assert_array_equal(copy.predict(series, origins[-50:]), model.predict(series, origins[-50:]))
     with pytest.raises(ValueError, match="member"):
-        NeuralResidual(_config(), 3, HOUR_CHANNELS).load_state_dict(model.state_dict())
+        NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS).load_state_dict(model.state_dict())
     # A bundle before format 7 holds one LSTM's state dict without an origin-hour input.
-    legacy = NeuralResidual(_config(), 3, HOUR_CHANNELS, origin_hour=False)
+    legacy = NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS, origin_hour=False)
     one_net = {k.split(".", 1)[1]: v for k, v in legacy.state_dict().items()}
-    NeuralResidual(_config(), 3, HOUR_CHANNELS, origin_hour=False).load_state_dict(one_net, members_prefixed=False)
+    NeuralResidual(_config(), SPEC, 3, HOUR_CHANNELS, origin_hour=False).load_state_dict(one_net, members_prefixed=False)

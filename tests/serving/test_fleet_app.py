@@ -118,6 +118,37 @@ def test_fleet_app__bad_ids_keys_and_batches_are_one_line_4xx(fleet, make_body):
     assert requests.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
 
 
+@pytest.mark.slow
+def test_fleet_app__per_series_metrics_reach_rays_prometheus_endpoint(fleet, make_body):
+    import time
+
+    import ray
+
+    url, _, _, _ = fleet
+    assert post(f"{url}/series/south/forecast", make_body()).status_code == 200
+    assert post(f"{url}/series/nowhere/forecast", make_body()).status_code == 404
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = [  # (metric, labels one of its lines must carry)
+        ("ray_stef_series_forecasts_total", ('series_id="south"', 'status="200"')),
+        ("ray_stef_series_forecasts_total", ('series_id="nowhere"', 'status="404"')),
+        ("ray_stef_series_forecast_ms_bucket", ('series_id="south"',)),
+        ("ray_stef_series_model_loads_total", ('series_id="south"', 'kind="load"')),
+    ]
+
+    def missing(text: str) -> list[tuple[str, tuple[str, ...]]]:
+        lines = text.splitlines()
+        return [(name, labels) for name, labels in wanted
+                if not any(line.startswith(name + "{") and all(label in line for label in labels) for line in lines)]
+
+    deadline, absent = time.monotonic() + 40, wanted
+    while time.monotonic() < deadline:
+        absent = missing(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        if not absent:
+            break
+        time.sleep(1)
+    assert not absent, f"not exported: {absent}"
+
+
 def json_bytes(body: dict) -> bytes:
     import json
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.backtest import run_backtest
 from stef_ray.config import DataConfig
 from stef_ray.data import frame_to_hourly
+from stef_ray.evaluation.backtest import run_backtest
 from stef_ray.exceptions import DataError
 
 
@@ -36,6 +36,24 @@ def test_backtest__seasonal_naive_week_is_the_load_a_week_before(result, synthet
 def test_backtest__origins_are_local_midnight(result):
     origins = pd.DatetimeIndex(result.forecasts["origin"].unique())
     assert (origins.hour == 0).all() and len(origins) == 6
+
+
+def test_backtest__origins_at_each_issue_hour_of_each_day_across_a_clock_change(synthetic_frame, tiny_model_config):
+    # Two issue hours a day, over the night the clocks go forward in Melbourne (02:00 -> 03:00 on
+    # 2020-10-04): 06:00 is the wall clock's, not six hours after midnight.
+    from stef_ray.data.synthetic import synthetic_load
+    from stef_ray.evaluation.backtest import origins_for
+
+    frame = synthetic_load(hours=24 * 60, seed=1, start="2020-08-20", timezone="Australia/Melbourne")
+    data = frame_to_hourly(frame, DataConfig(exog=["temperature", "workday"]))
+    origins = origins_for(data, pd.Timestamp("2020-10-03"), days=3, issue_hours=[0, 6])
+    assert [(o.day, o.hour) for o in origins] == [(3, 0), (3, 6), (4, 0), (4, 6), (5, 0), (5, 6)]
+    config = tiny_model_config.model_copy(deep=True)
+    config.forecast.issue_hours = [0, 12]
+    result = run_backtest(frame_to_hourly(synthetic_frame, DataConfig(exog=["temperature", "workday"])), config,
+                          pd.Timestamp("2020-02-20"), days=3, refit_every=0, models=["seasonal_naive_day"])
+    issued = pd.DatetimeIndex(result.forecasts["origin"].unique())
+    assert sorted(set(issued.hour)) == [0, 12] and len(issued) == 6
 
 
 def test_backtest__no_leakage_from_load_after_each_origin(synthetic_frame, tiny_model_config):
@@ -70,7 +88,7 @@ def test_backtest__unknown_model_is_a_clear_error(synthetic_hourly, tiny_model_c
     (" , ", "names no model"),
 ])
 def test_backtest__models_flag_is_checked_before_any_work(text, words):
-    from stef_ray.backtest import parse_models
+    from stef_ray.evaluation.backtest import parse_models
     from stef_ray.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match=words) as caught:
@@ -79,6 +97,6 @@ def test_backtest__models_flag_is_checked_before_any_work(text, words):
 
 
 def test_backtest__models_flag_keeps_order_and_drops_repeats():
-    from stef_ray.backtest import parse_models
+    from stef_ray.evaluation.backtest import parse_models
 
     assert parse_models("lightgbm, hybrid,lightgbm") == ["lightgbm", "hybrid"]

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stef_ray.baselines import seasonal_naive
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
+from stef_ray.evaluation.baselines import seasonal_naive
+from stef_ray.evaluation.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.exceptions import ConfigError, DataError, InsufficientHistoryError
-from stef_ray.metrics import coverage, pinball_loss, point_metrics
 from stef_ray.models.hybrid import HybridModel
 from stef_ray.quantiles import band, coverage_column, level_of, quantile_columns
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("hybrid", "trend_fourier", "seasonal_naive_week", "seasonal_naive_day")
-PEER_NAMES = ("ridge_residual", "lightgbm", "mstl")  # stef_ray.peers, imported only when asked for
+PEER_NAMES = ("ridge_residual", "lightgbm", "mstl")  # stef_ray.evaluation.peers, imported only when asked for
 
 
 def parse_models(text: str) -> list[str]:
@@ -56,12 +56,24 @@ class BacktestResult:
     skipped_origins: list[pd.Timestamp]
 
 
-def origins_for(data: HourlyData, start: pd.Timestamp, days: int) -> list[pd.Timestamp]:
-    """Daily 00:00 local origins from ``start`` (a date in the data's zone)."""
+def origins_for(data: HourlyData, start: pd.Timestamp, days: int, issue_hours: Sequence[int] = (0,)
+                ) -> list[pd.Timestamp]:
+    """The origins of ``days`` days from ``start`` (a date in the data's zone): each day at each local issue
+    hour (``ForecastSpec.issue_hours``), in time order. An hour the clocks skip moves forward; one they repeat
+    is its first occurrence."""
     tz = data.frame.index.tz
     first = start.tz_localize(tz) if start.tzinfo is None else start.tz_convert(tz)
     first = first.normalize()
-    return [first + pd.DateOffset(days=d) for d in range(days)]
+    origins = []
+    for d in range(days):
+        midnight = first + pd.DateOffset(days=d)
+        for hour in issue_hours:
+            if hour == 0:
+                origins.append(midnight)
+            else:  # the wall-clock hour, across a clock change
+                wall = midnight.tz_localize(None) + pd.Timedelta(hours=hour)
+                origins.append(wall.tz_localize(tz, ambiguous=True, nonexistent="shift_forward"))
+    return origins
 
 
 def run_backtest(
@@ -74,7 +86,8 @@ def run_backtest(
     progress: Callable[[str], None] | None = None,
     peers: dict | None = None,
 ) -> BacktestResult:
-    """Backtest ``models`` from ``start`` for ``days`` daily origins.
+    """Backtest ``models`` from ``start`` for ``days`` days of origins (each day at each of the spec's issue
+    hours; 00:00 by default).
 
     Args:
         refit_every: days between refits; 0 fits once on the data before ``start``.
@@ -90,8 +103,8 @@ def run_backtest(
         raise DataError(f"unknown backtest model '{unknown[0]}'; choose from {', '.join(BUILTIN_MODELS)}, "
                         f"{', '.join(PEER_NAMES)}")
     frame = data.frame
-    horizon = config.residual.horizon_hours
-    origins = origins_for(data, start, days)
+    horizon = config.forecast.horizon_hours
+    origins = origins_for(data, start, days, config.forecast.issue_hours)
     index = frame.index
     if origins[0] <= index[0] or origins[-1] + pd.Timedelta(hours=horizon) > index[-1] + pd.Timedelta(hours=1):
         raise DataError(
@@ -105,13 +118,13 @@ def run_backtest(
     load = frame[LOAD].to_numpy(dtype=float)
     ahead = positions[:, None] + np.arange(horizon)
     actual = load[ahead]
-    lookback = config.residual.lookback_hours
+    lookback = config.forecast.lookback_hours
     history_ok = np.array([np.isfinite(load[p - lookback : p]).all() for p in positions])
     skipped = [o for o, ok in zip(origins, history_ok, strict=True) if not ok]
     for origin in skipped:
         logger.warning("origin %s skipped: a gap in the %d hours before it", origin, lookback)
 
-    block = len(origins) if refit_every <= 0 else refit_every
+    block = len(origins) if refit_every <= 0 else refit_every * len(config.forecast.issue_hours)
     predictions: dict[str, np.ndarray] = {}
     fit_seconds = 0.0
     previous_state = None

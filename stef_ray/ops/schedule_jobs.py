@@ -1,7 +1,7 @@
 """Ray jobs from outside the cluster: reach the job API (with the cluster's token where it has one),
 submit a job, follow its log to the end and report the outcome.
 
-The weekly scheduler (`stef_ray.schedule`) and the monitor's early retrain both submit their job here.
+The weekly scheduler (`stef_ray.ops.schedule`) and the monitor's early retrain both submit their job here.
 """
 
 from __future__ import annotations

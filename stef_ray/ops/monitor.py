@@ -3,8 +3,8 @@ when it drops below par (log, alert point, webhook, early retrain).
 
 This module holds the monitor's configuration and its loop (`evaluate`): read the window's points, score
 them, decide whether to alert, take the configured actions, and keep the time of the last early retrain
-so that retraining waits out its cooldown. Reading the points is `stef_ray.monitor_readers`, the numbers
-`stef_ray.monitor_report`, the actions `stef_ray.monitor_alerts`.
+so that retraining waits out its cooldown. Reading the points is `stef_ray.ops.monitor_readers`, the numbers
+`stef_ray.ops.monitor_report`, the actions `stef_ray.ops.monitor_alerts`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stef_ray.exceptions import DataError, ServiceUnavailableError
-from stef_ray.monitor_alerts import alert_lines, post_webhook, submit_early_retrain
-from stef_ray.monitor_readers import ExportReader, FluxReader, PointReader, open_reader
-from stef_ray.monitor_report import MonitorReport, compute_report
-from stef_ray.schedule import ScheduleConfig
+from stef_ray.ops.monitor_alerts import alert_lines, post_webhook, submit_early_retrain
+from stef_ray.ops.monitor_readers import ExportReader, FluxReader, PointReader, open_reader
+from stef_ray.ops.monitor_report import MonitorReport, compute_report
+from stef_ray.ops.schedule import ScheduleConfig
 
 if TYPE_CHECKING:
     from stef_ray.integrations.influx import InfluxSettings, InfluxSink

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.peers import PEERS
+from stef_ray.evaluation.peers import PEERS
 
 
 @pytest.mark.parametrize("name", ["ridge_residual", "lightgbm", "mstl"])
@@ -50,5 +50,5 @@ def test_configs__shipped_yaml_files_validate():
     for path in sorted((root / "configs").glob("*.yaml")):
         fleet = "series" in read_yaml(path)  # a fleet file: many series' data sections and a shared model
         config = load_fleet(path) if fleet else load_config(TrainConfig, path)
-        assert config.model.residual.horizon_hours == 24, path
+        assert config.model.forecast.horizon_hours == 24, path
     assert pd.Timestamp("2017-01-01")  # the PJM protocol year parses

@@ -24,9 +24,9 @@ import pytest
 
 from stef_ray.cli.main import main as cli_main
 from stef_ray.exceptions import ConfigError, ServiceUnavailableError
-from stef_ray.schedule import RetrainScheduler, ScheduleConfig, load_state, missed_run, save_state
-from stef_ray.schedule_cron import next_run_times, parse_cron
-from stef_ray.schedule_jobs import job_client, submit_and_follow
+from stef_ray.ops.schedule import RetrainScheduler, ScheduleConfig, load_state, missed_run, save_state
+from stef_ray.ops.schedule_cron import next_run_times, parse_cron
+from stef_ray.ops.schedule_jobs import job_client, submit_and_follow
 
 SEOUL = ZoneInfo("Asia/Seoul")
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

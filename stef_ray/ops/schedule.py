@@ -1,8 +1,8 @@
 """Weekly retraining as Ray jobs: the schedule's configuration, what it has handled so far, and the
 scheduler that submits the retraining job at each due time (catching up a run missed while it was down).
 
-When a cron falls due is `stef_ray.schedule_cron`'s business; how a job reaches Ray and is followed to its
-end is `stef_ray.schedule_jobs`'. The champion gate lives in the tune job itself; the scheduler only starts
+When a cron falls due is `stef_ray.ops.schedule_cron`'s business; how a job reaches Ray and is followed to its
+end is `stef_ray.ops.schedule_jobs`'. The champion gate lives in the tune job itself; the scheduler only starts
 it and reports.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stef_ray.exceptions import ConfigError, ServiceUnavailableError
-from stef_ray.schedule_cron import next_run_times, parse_cron, time_zone
-from stef_ray.schedule_jobs import JobOutcome, job_client, submit_and_follow
+from stef_ray.ops.schedule_cron import next_run_times, parse_cron, time_zone
+from stef_ray.ops.schedule_jobs import JobOutcome, job_client, submit_and_follow
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stef_ray.metrics import coverage, pinball_loss, point_metrics
+from stef_ray.evaluation.metrics import coverage, pinball_loss, point_metrics
 
 
 def test_metrics__known_values():

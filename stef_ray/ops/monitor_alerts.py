@@ -1,7 +1,7 @@
 """What the accuracy monitor does when a window's MAPE is too high: the `forecast_alert` points for the
 dashboards, a JSON POST to a webhook, and an early retraining job on Ray.
 
-Each action stands on its own: the monitor's loop (`stef_ray.monitor.evaluate`) decides whether to alert
+Each action stands on its own: the monitor's loop (`stef_ray.ops.monitor.evaluate`) decides whether to alert
 and which of them to take, and keeps the retraining cooldown.
 """
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from stef_ray.exceptions import ServiceUnavailableError
 from stef_ray.integrations.influx_points import MEASUREMENT_ALERT, TAG_MODEL_NAME, TAG_SCOPE, TAG_SERIES_ID
-from stef_ray.schedule_jobs import job_client, submit_and_follow
+from stef_ray.ops.schedule_jobs import job_client, submit_and_follow
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stef_ray.monitor_report import MonitorReport
-    from stef_ray.schedule import ScheduleConfig
+    from stef_ray.ops.monitor_report import MonitorReport
+    from stef_ray.ops.schedule import ScheduleConfig
 
 logger = logging.getLogger(__name__)
 

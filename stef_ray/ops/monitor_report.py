@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from stef_ray.metrics import point_metrics
+from stef_ray.evaluation.metrics import point_metrics
 
 logger = logging.getLogger(__name__)
 
