@@ -46,7 +46,7 @@ def test_configs__shipped_yaml_files_validate():
     from stef_ray.config import TrainConfig, load_config, read_yaml
     from stef_ray.fleet import load_fleet
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for path in sorted((root / "configs").glob("*.yaml")):
         fleet = "series" in read_yaml(path)  # a fleet file: many series' data sections and a shared model
         config = load_fleet(path) if fleet else load_config(TrainConfig, path)

@@ -335,9 +335,9 @@ def test_schedule_once__the_shipped_job_sized_by_one_setting_trains_and_register
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
-    shutil.copytree(Path(__file__).resolve().parents[1] / "tune_configs", project / "tune_configs")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "tune_configs", project / "tune_configs")
     write_dataset("vic-elec", project / "data" / "vic_elec.csv")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from local_stack import ray_head
 
     token = uuid.uuid4().hex * 2
