@@ -26,11 +26,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from stef_ray.exceptions import ConfigError
-
-# MEASUREMENT_FORECAST is not used here: stef_ray.serving imports it (and forecast_lines) from this module.
 from stef_ray.integrations.influx_points import (
     ACTUAL_FIELD,
-    MEASUREMENT_FORECAST,  # noqa: F401
     actual_lines,
     forecast_lines,
     metrics_lines,

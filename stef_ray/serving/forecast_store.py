@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from ray.serve import metrics
 
-from stef_ray.integrations.influx import MEASUREMENT_FORECAST, forecast_lines
+from stef_ray.integrations.influx_points import MEASUREMENT_FORECAST, forecast_lines
 from stef_ray.quantiles import quantile_columns
 from stef_ray.serving.app_args import CHAMPION, AppArgs
 from stef_ray.serving.plain_app import NO_STORE, actuals_frame
