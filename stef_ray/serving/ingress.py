@@ -32,6 +32,7 @@ from stef_ray.serving.forecast_store import ForecastStore
 from stef_ray.serving.model_source import ModelKey, alias_version, load_model, registry_parts
 from stef_ray.serving.plain_app import HttpSettings, build_http_app
 from stef_ray.serving.prepared import PreparedForecast
+from stef_ray.serving.residual_wait import ResidualWait
 from stef_ray.serving.schemas import RequestError
 from stef_ray.serving.service import ForecastService
 
@@ -40,10 +41,6 @@ logger = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "X-Request-ID"  # Ray Serve's own request-id header: a client may set it
 LATENCY_BOUNDARIES_MS = [2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2000]
 REPLICA_RETRIES = 1  # a request whose component replica died is asked again this many times (idempotent)
-# The residual's wait grows to this many times its recent average answer time (weight of each new answer in
-# that average below), so that a machine busy with other work answers late rather than degraded.
-RESIDUAL_TIMEOUT_FACTOR = 10.0
-RESIDUAL_EWMA_WEIGHT = 0.05
 
 
 @dataclass
@@ -71,8 +68,7 @@ class ForecastIngress:
         self._arms: dict[str, ForecastService] = {}
         self._arm_of: weakref.WeakKeyDictionary[ForecastService, str] = weakref.WeakKeyDictionary()
         self._rng = random.Random(self._args.ab_seed)
-        self._residual_timeout_s = self._args.residual_timeout_s
-        self._residual_seconds = 0.0  # moving average of the residual's answer time (RESIDUAL_EWMA_WEIGHT)
+        self._residual_wait = ResidualWait(self._args.residual_timeout_s)  # grows on a busy machine
         self._in_flight = 0
         self._components.set_max_batch_size(self._args.component_batch_size)
         api_key = self._args.api_key or (os.environ.get(self._args.api_key_env) if self._args.api_key_env else None)
@@ -115,7 +111,7 @@ class ForecastIngress:
                            "ForecastIngress user_config")
         overrides = {k: v for k, v in config.model_dump(exclude={"model_source"}).items() if v is not None}
         options = self._args.model_copy(update={**overrides, "model_source": config.model_source})
-        self._residual_timeout_s = options.residual_timeout_s
+        self._residual_wait.floor_s = options.residual_timeout_s
         await self._forecast_store.configure(options)  # first: a bad sink setting fails before any model moves
         async with self._swap_lock:
             self._options = options
@@ -321,26 +317,21 @@ class ForecastIngress:
                 raise
         raise AssertionError("unreachable")
 
-    def _residual_timeout(self) -> float:
-        """The configured wait, or longer where the residual has been answering slowly for everyone (a busy
-        machine): a request then waits its turn rather than come back degraded. A replica that hangs or
-        fails still degrades after it, since only answers move the average."""
-        return max(self._residual_timeout_s, RESIDUAL_TIMEOUT_FACTOR * self._residual_seconds)
-
     async def _residual_answer(self, response: Any, started: float, ask_again: Callable[[], Any]
                                ) -> tuple[ResidualAnswer | None, str | None]:
         """The residual deployment's answer, or None and why (it failed, or took longer than the timeout).
         A replica that died under the request is asked again once (``ask_again``) while time is left."""
         loop = asyncio.get_running_loop()
-        timeout = self._residual_timeout()
+        timeout = self._residual_wait.timeout()  # longer on a machine busy for everyone: see ResidualWait
         for attempt in range(1 + REPLICA_RETRIES):
             # What is left of the residual's time; a moment at least, to collect an answer already there.
             left = max(timeout - (loop.time() - started), 0.01)
             try:
                 answer = await asyncio.wait_for(_resolve(response), left)
-                self._residual_seconds += RESIDUAL_EWMA_WEIGHT * (loop.time() - started - self._residual_seconds)
+                self._residual_wait.answered(loop.time() - started)
                 return answer, None
             except TimeoutError:
+                self._residual_wait.timed_out()
                 response.cancel()
                 return None, f"no answer within {timeout:.3g} s"
             except RayActorError as err:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from ray.exceptions import ActorDiedError
 
 from stef_ray.serving.ingress import ForecastIngress
+from stef_ray.serving.residual_wait import ResidualWait
 
 INGRESS = ForecastIngress.func_or_class
 
@@ -40,8 +41,7 @@ def residual_answer(first, then):
         return Response(then)
 
     async def run():
-        ingress = SimpleNamespace(_residual_timeout_s=5.0, _residual_seconds=0.0)
-        ingress._residual_timeout = lambda: INGRESS._residual_timeout(ingress)
+        ingress = SimpleNamespace(_residual_wait=ResidualWait(5.0))
         started = asyncio.get_running_loop().time()
         return await INGRESS._residual_answer(ingress, Response(first), started, ask_again)
 
