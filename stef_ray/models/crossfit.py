@@ -83,3 +83,21 @@ def plan_folds(origins: np.ndarray, end: int, train_days: int, blocks: int, bloc
             role[(period >= stop_start) & (period < stop_end)] = STOP
         role[(period >= block_start) & (period < stop)] = VALID
     return FoldPlan(period, fold, role, fold_bounds, block_bounds)
+
+
+@dataclass
+class ResidualWindows:
+    """The residual models' training material: the scaled input array, the cross-fitted period (folds,
+    roles, the linear layers' out-of-fold forecasts) and the served ridges' windows."""
+
+    series: np.ndarray  # (hours, channels) float32
+    plan: FoldPlan
+    linear_origins: np.ndarray  # the served ridges' and trees' training origins
+    linear_weight: np.ndarray | None = None  # per window of linear_origins; None: equal
+    out_of_fold: np.ndarray | None = None  # (len(plan.origins), horizon) scaled; zeros without linear layers
+    neural: np.ndarray | None = None  # (len(plan.origins), horizon): each validation block's walked-forward net
+    neural_scored: np.ndarray | None = None  # (len(plan.origins),) which rows a walked-forward net forecast
+    days: np.ndarray | None = None  # local day number of every row (the gate pairs by validation day)
+
+    def rows(self, role: int) -> np.ndarray:
+        return np.flatnonzero(self.plan.role == role)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,8 @@ from stef_ray.features import (
     wall_clock_hours,
 )
 from stef_ray.models import calibration, linear_layers, neural_walk, residual_inputs
-from stef_ray.models.crossfit import GAP, TRAIN, VALID, FoldPlan, plan_folds
+from stef_ray.models.component_forecast import ComponentForecast
+from stef_ray.models.crossfit import GAP, TRAIN, VALID, ResidualWindows, plan_folds
 from stef_ray.models.linear_layers import MIN_FORWARD_DAYS
 from stef_ray.models.residual_boosted import BoostedResidual, trees_off_reason
 from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origin_hours
@@ -34,48 +34,6 @@ from stef_ray.models.trend import LogLinearTrend
 logger = logging.getLogger(__name__)
 
 SEGMENTS_PER_CALL = 64  # origins forecast together (a backtest's many origins: bounded memory)
-
-
-@dataclass
-class ComponentForecast:
-    """Log-space components for a batch of origins; arrays of shape (origins, horizon)."""
-
-    trend: np.ndarray
-    seasonality: np.ndarray
-    residual: np.ndarray
-    interval_scale: np.ndarray | None = None  # (origins,) factor on the quantile offsets; None = 1
-    origin_hour: np.ndarray | None = None  # (origins,) local hour 0-23: picks the per-hour calibration
-
-    @property
-    def final(self) -> np.ndarray:
-        return self.trend + self.seasonality + self.residual
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[ComponentForecast]) -> ComponentForecast:
-        """One forecast of the origins of ``parts``, in order."""
-        if len(parts) == 1:
-            return parts[0]
-        scales = [p.interval_scale for p in parts]
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("trend", "seasonality", "residual")),
-                   None if scales[0] is None else np.concatenate(scales), np.concatenate([p.origin_hour for p in parts]))
-
-
-@dataclass
-class ResidualWindows:
-    """The residual models' training material: the scaled input array, the cross-fitted period (folds,
-    roles, the linear layers' out-of-fold forecasts) and the served ridges' windows."""
-
-    series: np.ndarray  # (hours, channels) float32
-    plan: FoldPlan
-    linear_origins: np.ndarray  # the served ridges' and trees' training origins
-    linear_weight: np.ndarray | None = None  # per window of linear_origins; None: equal
-    out_of_fold: np.ndarray | None = None  # (len(plan.origins), horizon) scaled; zeros without linear layers
-    neural: np.ndarray | None = None  # (len(plan.origins), horizon): each validation block's walked-forward net
-    neural_scored: np.ndarray | None = None  # (len(plan.origins),) which rows a walked-forward net forecast
-    days: np.ndarray | None = None  # local day number of every row (the gate pairs by validation day)
-
-    def rows(self, role: int) -> np.ndarray:
-        return np.flatnonzero(self.plan.role == role)
 
 
 class HybridModel:
@@ -213,37 +171,12 @@ class HybridModel:
         return linear_layers.new_boosted(self.config.residual, self.config.forecast, self.channel_names, self.scaler)
 
     def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
-        """The linear layers' out-of-sample forecasts (``windows.out_of_fold``), walking forward: each fold is
-        forecast by ridges and trees fitted on the windows before it only (its lookback and horizon apart),
-        weighted toward its season, on the same span of days as the served ones: the errors they make are the
-        errors the served ridges make on the weeks after they are fitted. With the neural residual off only
-        the validation blocks need them, so the ridges of a block see everything before the block. A fold with
-        fewer than ``MIN_FORWARD_DAYS`` days of windows before it has no such forecast and is left out; where
-        that leaves no validation block for a neural residual (a short history), the net is not trained and
-        the blocks are forecast as without it."""
-        plan, c = windows.plan, self.config.residual
-        windows.out_of_fold = np.zeros((len(plan.origins), self.horizon), dtype=np.float32)
-        if self.linear is None:
-            return
-        usable = self._forward_fits(windows, index, whole_fold=c.enabled)
-        if c.enabled and not (usable & (plan.role == VALID)).any():
-            self.training["neural"] = neural_walk.not_trained(
-                c, f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it")
-            usable = self._forward_fits(windows, index, whole_fold=False)
-        plan.role[~usable] = GAP
-        skipped = plan.folds - len(np.unique(plan.fold[usable]))
-        if skipped:
-            self.training["validation"]["folds_without_history"] = skipped
-        if not (plan.role == VALID).any():
-            raise InsufficientHistoryError(
-                f"no validation block has {MIN_FORWARD_DAYS} days of history before it to fit the ridges on; "
-                "give more history or lower residual.validation_days")
-
-    def _forward_fits(self, windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool) -> np.ndarray:
+        """The linear layers' out-of-sample forecasts (``linear_layers.cross_fit``)."""
         def make() -> tuple[LinearResidual, BoostedResidual | None]:
             return self._new_linear(), (self._new_boosted() if self.boosted is not None else None)
 
-        return linear_layers.forward_fits(windows, index, whole_fold, self.config.residual, self.config.forecast, make)
+        linear_layers.cross_fit(windows, index, self.config.residual, self.config.forecast,
+                                make if self.linear is not None else None, self.training)
 
     def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
         return linear_layers.blend(series, origins, self.linear, self.boosted, self.config.residual, self.config.forecast)
@@ -304,33 +237,10 @@ class HybridModel:
     def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
         """Train the neural residual walking forward over the validation blocks and gate it on them
         (``stef_ray.models.neural_walk``)."""
-        plan, c = windows.plan, self.config.residual
-        say(f"TRAINING NEURAL RESIDUAL ({c.architecture.upper()}{f' x{c.ensemble}' if c.ensemble > 1 else ''}) "
-            f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
-            "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
         names = [block[0][:10] for block in self.training["validation"]["blocks"]]
-        neural, trained = neural_walk.walk_forward(windows, c, self.config.forecast, self._hour_channels, callbacks, init_state, names, say)
-        if neural is None:
-            self.training["neural"] = neural_walk.not_trained(
-                c, "less than a week of training windows before every block")
-            say(f"  note: no neural residual: {self.training['neural']['why']}")
-            return
-        self.neural = neural
-        rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored)
-        origins = plan.origins[rows]
-        without = windows.out_of_fold[rows].astype(np.float64)
-        gate = neural_walk.paired_gate(self._actual(windows.series, origins), self._unscale(without),
-                                       self._unscale(without + windows.neural[rows]), windows.days[origins],
-                                       c.gate_z)
-        self.training["neural"] = {
-            "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
-            "epochs_run": trained, "stopped_early": neural.stopped_early, "stop_loss": neural.best_val_loss,
-            "blocks": len({int(f) for f in plan.fold[windows.neural_scored]}), **gate,
-        }
-        verdict = "kept" if gate["kept"] else "dropped (adds zero)"
-        say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
-            f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "
-            f"{gate['gain_se']:.5f} (kept where gain > {c.gate_z:g} x its standard error: residual.gate_z)")
+        self.neural, self.training["neural"] = neural_walk.train_and_gate(
+            windows, self.config.residual, self.config.forecast, self._hour_channels, callbacks, init_state, names,
+            self._unscale, say)
 
     def _fit_served_linear(self, windows: ResidualWindows) -> None:
         """The ridges and trees that forecast: fitted on every window of their span, weighted toward the end."""

@@ -10,18 +10,14 @@ without the net.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from stef_ray.config import ResidualConfig
-from stef_ray.models.crossfit import STOP, TRAIN, VALID
+from stef_ray.models.crossfit import STOP, TRAIN, VALID, ResidualWindows
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual
 from stef_ray.spec import ForecastSpec
-
-if TYPE_CHECKING:
-    from stef_ray.models.hybrid import ResidualWindows
 
 MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
 
@@ -75,3 +71,37 @@ def paired_gate(actual: np.ndarray, without: np.ndarray, with_net: np.ndarray, d
     kept = bool(gain.mean() > 0 and gain.mean() > gate_z * se)
     return {"kept": kept, "days": len(gain), "gain": float(gain.mean()), "gain_se": se,
             "mae_without": float(daily["without"].mean()), "mae_with": float(daily["with"].mean())}
+
+
+def train_and_gate(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec,
+                   hour_channels: tuple[int, int], callbacks: Sequence[EpochCallback], init_state: dict | None,
+                   block_names: Sequence[str], unscale: Callable[[np.ndarray], np.ndarray],
+                   say: Callable[[str], None]) -> tuple[NeuralResidual | None, dict]:
+    """``walk_forward``, then the paired gate on the validation days the walked-forward nets forecast: the
+    last block's net (None when none was trained) and the bundle's record of the trial (``unscale``: scaled
+    residual to log)."""
+    plan, c = windows.plan, config
+    say(f"TRAINING NEURAL RESIDUAL ({c.architecture.upper()}{f' x{c.ensemble}' if c.ensemble > 1 else ''}) "
+        f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
+        "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
+    neural, trained = walk_forward(windows, c, spec, hour_channels, callbacks, init_state, block_names, say)
+    if neural is None:
+        record = not_trained(c, "less than a week of training windows before every block")
+        say(f"  note: no neural residual: {record['why']}")
+        return None, record
+    rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored)
+    origins = plan.origins[rows]
+    actual = unscale(windows.series[origins[:, None] + np.arange(spec.horizon_hours), 0].astype(np.float64))
+    without = windows.out_of_fold[rows].astype(np.float64)
+    gate = paired_gate(actual, unscale(without), unscale(without + windows.neural[rows]), windows.days[origins],
+                       c.gate_z)
+    record = {
+        "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
+        "epochs_run": trained, "stopped_early": neural.stopped_early, "stop_loss": neural.best_val_loss,
+        "blocks": len({int(f) for f in plan.fold[windows.neural_scored]}), **gate,
+    }
+    verdict = "kept" if gate["kept"] else "dropped (adds zero)"
+    say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
+        f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "
+        f"{gate['gain_se']:.5f} (kept where gain > {c.gate_z:g} x its standard error: residual.gate_z)")
+    return neural, record
