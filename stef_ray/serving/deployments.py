@@ -9,7 +9,8 @@ the ingress asks when it fails or times out. How the ingress composes them: ``st
 from __future__ import annotations
 
 import asyncio
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,12 +34,14 @@ from stef_ray.serving.model_source import ModelKey
 COMPONENT_OPTIONS = {"ray_actor_options": {"num_cpus": 0.25, "num_gpus": 0}, "max_ongoing_requests": 64}
 
 
-@serve.deployment(name="Trend", **COMPONENT_OPTIONS)
-class TrendDeployment:
-    """The log-linear trend for every hour of a batch of requests."""
+class _ComponentReplica:
+    """A component replica's cache of models, its warm-up, and (trend, seasonality) the batched computation.
+    Serve needs one class per deployment: the three below."""
 
-    def __init__(self) -> None:
-        self._models = ComponentCache(load_trend)
+    def __init__(self, loader: Callable[[str], Any],
+                 compute: Callable[[Any, ComponentBatch], np.ndarray] | None = None) -> None:
+        self._models = ComponentCache(loader)
+        self._compute = compute
 
     async def warm(self, key: ModelKey) -> str:
         await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
@@ -46,22 +49,23 @@ class TrendDeployment:
 
     async def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
         # async: a millisecond of numpy on the replica's loop beats a hop to Serve's thread pool
-        return trend_log_batch(self._models.get(key), batch)
+        return self._compute(self._models.get(key), batch)
+
+
+@serve.deployment(name="Trend", **COMPONENT_OPTIONS)
+class TrendDeployment(_ComponentReplica):
+    """The log-linear trend for every hour of a batch of requests."""
+
+    def __init__(self) -> None:
+        super().__init__(load_trend, trend_log_batch)
 
 
 @serve.deployment(name="Seasonality", **COMPONENT_OPTIONS)
-class SeasonalityDeployment:
+class SeasonalityDeployment(_ComponentReplica):
     """Fourier seasonality and exogenous effects for every hour of a batch of requests."""
 
     def __init__(self) -> None:
-        self._models = ComponentCache(load_seasonality)
-
-    async def warm(self, key: ModelKey) -> str:
-        await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
-        return key.version
-
-    async def predict(self, key: ModelKey, batch: ComponentBatch) -> np.ndarray:
-        return season_log_batch(self._models.get(key), batch)  # async: as Trend.predict
+        super().__init__(load_seasonality, season_log_batch)
 
 
 class ResidualAnswer(NamedTuple):
@@ -74,7 +78,7 @@ class ResidualAnswer(NamedTuple):
 
 
 @serve.deployment(name="Residual", **COMPONENT_OPTIONS)
-class ResidualDeployment:
+class ResidualDeployment(_ComponentReplica):
     """The residual forecast (per-hour ridges, trees, and the neural residual where the bundle keeps it). Each call is one ingress replica's batch of requests; ``@serve.batch``
     also joins the calls that arrive together (from several ingress replicas) into one forward pass.
 
@@ -88,7 +92,7 @@ class ResidualDeployment:
         import torch
 
         torch.set_num_threads(1)  # a fraction of a CPU: intra-op threads would only contend
-        self._models = ComponentCache(load_full_model)
+        super().__init__(load_full_model)
         self._fault: str | None = None
 
     def reconfigure(self, user_config: dict) -> None:
@@ -96,10 +100,6 @@ class ResidualDeployment:
         self.predict.set_max_batch_size(config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         self._fault = config.fault
-
-    async def warm(self, key: ModelKey) -> str:
-        await asyncio.to_thread(self._models.get, key)  # off the loop: requests go on meanwhile
-        return key.version
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(
