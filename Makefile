@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT ?= out
 
-.PHONY: install services demo test lint bench week clean
+.PHONY: install services demo test lint bench week minimums clean
 
 $(BIN)/stef-ray: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,17 @@ test: install services
 # Three simulated weeks of the operations loop on real servers started here (docs/operations.md).
 week: install services
 	$(BIN)/python scripts/week_in_the_life.py
+
+# The declared lower bound of every direct dependency, installed in $(MIN_VENV) and tested with the whole
+# suite (torch stays at TORCH_SPEC: see scripts/minimum_versions.py). Not part of `make test`.
+MIN_VENV ?= .venv-min
+minimums: services
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(MIN_VENV)/bin/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) scripts/minimum_versions.py > $(MIN_VENV)/minimums.txt
+	$(MIN_VENV)/bin/pip install -q --disable-pip-version-check -c $(MIN_VENV)/minimums.txt -e ".[peers,dev]"
+	$(MIN_VENV)/bin/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check stef_ray tests benchmarks

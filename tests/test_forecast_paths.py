@@ -4,6 +4,8 @@ data (vic-elec, with its smoothed temperature and its bridge days)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,7 +67,7 @@ def test_forecast_paths__the_http_service_forecasts_what_the_whole_history_does(
             "future": [{"timestamp": ts.isoformat(), "temperature": r.temperature, "workday": r.workday}
                        for ts, r in future.iterrows()],
         }
-        answer = service.forecast(service.parse(pd.io.json.ujson_dumps(body)))
+        answer = service.forecast(service.parse(json.dumps(body)))
         np.testing.assert_allclose(answer["forecast"], backtest["forecast"][6 * i], rtol=1e-6)
         np.testing.assert_allclose(answer["p90"], backtest["p90"][6 * i], rtol=1e-6)
 
@@ -76,6 +78,6 @@ def test_forecast_paths__a_request_without_the_warm_up_is_refused_with_the_hours
     body = {"history": [{"timestamp": ts.isoformat(), "load": r.load, "temperature": r.temperature,
                          "workday": r.workday} for ts, r in history.iterrows()]}
     with pytest.raises(RequestError) as caught:
-        service.parse(pd.io.json.ujson_dumps(body))
+        service.parse(json.dumps(body))
     assert caught.value.status == 422
     assert "needs the last 671 hours before the origin (168 of load, and 503 more of temperature" in str(caught.value)

@@ -28,6 +28,10 @@ THROUGHPUT_ENV = {
     # failing the client. It can resend only what it buffered: 64 kB holds a 671-hour request.
     "RAY_SERVE_HAPROXY_RETRY_ON": "all-retryable-errors",
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "65536",
+    # Ray 2.57-2.59 default to 20,000 connections, for which HAProxy needs an open-file limit of ~50,000 and
+    # refuses to start under a container's usual 20,000 (and each connection may hold 2 x the buffer above).
+    # Ray 2.60's default.
+    "RAY_SERVE_HAPROXY_MAXCONN": "4096",
 }
 
 
