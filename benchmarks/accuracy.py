@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stef_ray.config import TrainConfig, load_config
+from stef_ray.config import TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.builtin import write_dataset
 from stef_ray.evaluation.backtest import run_backtest

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stef_ray.config import TrainConfig, load_config
+from stef_ray.config import TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.builtin import write_dataset
 from stef_ray.data.hourly import LOAD
@@ -113,13 +114,13 @@ def backtest(data, model_config, start: str, days: int, refit: int, dump: Path |
             np.savez(dump / f"refit_{first:03d}.npz", errors=cal["errors"], hours=cal["origin_hour"],
                      block=cal["block"], final=components.final, scale=components.interval_scale,
                      test_hour=components.origin_hour, actual=actual,
-                     point_adjust=np.asarray(model.training.get("point_log_adjust", np.zeros(horizon))))
+                     point_adjust=np.asarray(model.training.point_log_adjust or np.zeros(horizon)))
         for i, p in enumerate(block):
             if not np.isfinite(load[p - model.lookback : p]).all() or not np.isfinite(actual[i]).all():
                 continue
             rows.append({"origin": frame.index[p], "mape": float(np.mean(np.abs(out["forecast"][i] / actual[i] - 1)) * 100),
                          "covered": float(np.mean((actual[i] >= out["p10"][i]) & (actual[i] <= out["p90"][i])) * 100)})
-        record = model.training.get("neural") or {"kept": model.training.get("lstm_kept", False)}
+        record = model.training.neural.model_dump() if model.training.neural else {"kept": model.neural_kept}
         refits.append({"start": str(origins[first].date()), **record})
     return pd.DataFrame(rows), refits
 

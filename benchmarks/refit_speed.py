@@ -30,7 +30,8 @@ def main() -> None:
 
     configure_threads()
     from stef_ray.cli.options import load_data
-    from stef_ray.config import TrainConfig, load_config
+    from stef_ray.config import TrainConfig
+    from stef_ray.config_loading import load_config
     from stef_ray.models.hybrid import HybridModel
 
     config = load_config(TrainConfig, ROOT / "configs" / "pjme.yaml")

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from neural_residual import RESULTS, backtest, specs
 
-from stef_ray.config import TrainConfig, load_config
+from stef_ray.config import TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data import load_hourly
 
 

@@ -153,7 +153,7 @@ def probe_trial_gpu(gpus: float, cpus: float) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- config
 def build_config(args: argparse.Namespace):
-    from stef_ray.config import load_config
+    from stef_ray.config_loading import load_config
     from stef_ray.integrations.tune_config import TuneConfig
 
     config = load_config(TuneConfig, args.config)

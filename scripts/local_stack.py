@@ -50,15 +50,16 @@ def _wait_until_up(process: subprocess.Popen, url: str, log: Path, what: str, ti
 
 
 def _stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
+    """SIGTERM to the server's process group (its own session), SIGKILL to whatever is left of it after
+    ``timeout_s`` or once the leader has exited: `mlflow server` 3.9 leaves its job runner behind when
+    only the parent is signalled."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _die_with_parent() -> None:

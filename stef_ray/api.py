@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from stef_ray.config import DataConfig, ModelConfig, TrainConfig, load_config
+from stef_ray.config import DataConfig, ModelConfig, TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data.hourly import HourlyData
 from stef_ray.exceptions import ConfigError, ModelNotFoundError
 
@@ -160,7 +161,7 @@ def _configs(config: ModelConfig | dict | str | Path | None) -> tuple[ModelConfi
     if isinstance(config, dict):
         from pydantic import ValidationError
 
-        from stef_ray.config import format_validation_error
+        from stef_ray.config_loading import format_validation_error
 
         try:
             return ModelConfig.model_validate(config), DataConfig()

@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from stef_ray import __version__
-from stef_ray.config import DataConfig, ModelConfig, format_validation_error
+from stef_ray.config import DataConfig, ModelConfig
+from stef_ray.config_loading import format_validation_error
 from stef_ray.exceptions import BundleError, ModelNotFoundError
 from stef_ray.manifest import BundleManifest
 from stef_ray.models.hybrid import HybridModel
@@ -93,7 +94,7 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             },
             "lookback_hours": model.lookback,
             "horizon_hours": model.horizon,
-            "training": model.training,
+            "training": model.training.as_json(),
             "has_neural": model.neural is not None,
             "has_linear": model.linear is not None,
             "has_boosted": model.boosted is not None,
@@ -185,7 +186,7 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         model.seasonality = FourierSeasonality.from_state(json.loads((path / "seasonality.json").read_text()))
         model.scaler = json.loads((path / "residual_scaler.json").read_text())
         model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
-        model.training = manifest.training.model_dump(exclude_unset=True)
+        model.training = manifest.training
         if manifest.has_linear:
             meta = json.loads((path / LINEAR).read_text())
             if manifest.format_version >= 2:

@@ -30,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field, PrivateAttr, ValidationError
 
-from stef_ray.config import DataConfig, ModelConfig, StrictModel, format_validation_error, read_yaml
+from stef_ray.config import DataConfig, ModelConfig, StrictModel
+from stef_ray.config_loading import format_validation_error, read_yaml
 from stef_ray.exceptions import ConfigError, StefRayError
 
 
@@ -213,7 +214,7 @@ def backtest_series(series_id: str, data_config: DataConfig, model_config: Model
                          outliers=len(data.report.outliers), data_report=data.report.lines(),
                          others={name: float(overall.loc[name, "MAPE"]) for name in models[1:]},
                          tables={"overall_metrics": result.overall, "horizon_metrics": result.by_horizon,
-                                 "forecasts": result.forecasts} if keep_tables else None)
+                                 "forecasts": result.forecasts, "refits": result.refits} if keep_tables else None)
 
 
 def train_series(series_id: str, data_config: DataConfig, model_config: ModelConfig, out: str,
@@ -240,7 +241,7 @@ def train_series(series_id: str, data_config: DataConfig, model_config: ModelCon
         path = save_bundle(model, Path(out) / series_id, data_config)
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
-    return SeriesOutcome(series_id, "ok", float(model.training.get("val_mape_log_approx", float("nan"))),
+    return SeriesOutcome(series_id, "ok", float(model.training.val_mape_log_approx or float("nan")),
                          seconds=time.perf_counter() - started, bundle=str(path),
                          outliers=len(data.report.outliers), data_report=data.report.lines(),
                          holdout_mape=holdout_mape, holdout_from=holdout_from.isoformat() if holdout_from else "")

@@ -13,19 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stef_ray.config import DataConfig
-
-
-class TrainingRecord(BaseModel):
-    """What fitting recorded (``HybridModel.training``): the window, and the scores and state it kept."""
-
-    model_config = ConfigDict(extra="allow")
-
-    start: str | None = Field(None, description="first training hour (ISO)")
-    end: str | None = Field(None, description="last training hour (ISO)")
-    hours: int | None = Field(None, description="hours in the training window")
-    timezone: str | None = Field(None, description="zone of the training index")
-    val_mape_log_approx: float | None = Field(None, description="mean absolute log error (%) on the validation blocks")
-    neural: dict | None = Field(None, description="the neural residual's record: kept or dropped, and why")
+from stef_ray.models.training_record import TrainingRecord
 
 
 class BundleManifest(BaseModel):

@@ -30,6 +30,9 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
     assert loaded.boosted is not None and manifest.has_boosted  # the trees made the trip too
     assert manifest.exog == ["temperature", "workday"]
     assert manifest.training.hours == 24 * 60
+    # The training record is typed both sides and makes the trip whole (the gate's evidence, the calibration).
+    assert loaded.training == fitted_model.training and loaded.training.neural.days > 0
+    assert loaded.training.point_log_adjust == fitted_model.training.point_log_adjust
     assert manifest.data.exog == ["temperature", "workday"] and manifest.timezone == "UTC"
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from stef_ray.config import TrainConfig, load_config
+from stef_ray.config import TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.exceptions import ConfigError
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stef_ray.config import TrainConfig, load_config
+from stef_ray.config import TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data import load_hourly
 from stef_ray.data.hourly import LOAD
 from stef_ray.features import season_weights

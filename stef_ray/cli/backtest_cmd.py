@@ -14,8 +14,10 @@ data before --start); the neural residual warm-starts from the previous fit. Bas
 residual models).
 Peers from the 'peers' extra: lightgbm (lags + calendar + exogenous, direct multi-horizon), mstl.
 
-Writes overall_metrics.csv (one row per model), horizon_metrics.csv (per model and lead hour 1-24) and
-forecasts.csv (every forecast with its actual) to --out, and prints the table.
+Writes overall_metrics.csv (one row per model), horizon_metrics.csv (per model and lead hour 1-24),
+forecasts.csv (every forecast with its actual) and refits.csv (each refit of the hybrid: the data it saw,
+its validation score, the residual models in its forecasts and the neural residual's keep-or-drop
+evidence) to --out, and prints the table.
 
 example (the vic-elec protocol of the README):
   stef-ray backtest --config configs/vic_elec.yaml --data data/vic_elec.csv \\
@@ -24,7 +26,7 @@ example (the vic-elec protocol of the README):
 Many series at once (--fleet FILE.yaml: each series' file and read options, the shared model; see
 configs/pjm_fleet.yaml): one Ray task per series on the local Ray or --address, a line as each series
 finishes, and a summary (summary.csv in --out: the hybrid's MAPE and coverage and each other model's
-MAPE_<model>, per series) with the mean of each model over the series; each series' three tables go to
+MAPE_<model>, per series) with the mean of each model over the series; each series' tables go to
 --out/<series_id>/. A series with bad data is reported and the others go on. Exit status 1 when a series
 failed.
   stef-ray backtest --fleet configs/pjm_fleet.yaml --start 2017-01-01 --days 364 --refit-every 28 \
@@ -77,11 +79,18 @@ def run(args: argparse.Namespace) -> int:
     result.overall.to_csv(out / "overall_metrics.csv", index=False, float_format="%.4f")
     result.by_horizon.to_csv(out / "horizon_metrics.csv", index=False, float_format="%.4f")
     result.forecasts.to_csv(out / "forecasts.csv", index=False, float_format="%.3f")
+    written = "overall_metrics.csv, horizon_metrics.csv, forecasts.csv"
+    if len(result.refits):
+        result.refits.to_csv(out / "refits.csv", index=False, float_format="%.5f")
+        written += ", refits.csv"
     print()
     print(format_table(result.overall))
     if result.skipped_origins:
         print(f"{len(result.skipped_origins)} origins skipped for gaps in their history")
-    print(f"\nfit time {result.fit_seconds:.1f} s; wrote {out}/overall_metrics.csv, horizon_metrics.csv, forecasts.csv")
+    if len(result.refits) and result.refits["neural_days"].notna().any():  # the neural residual was trained
+        print(f"neural residual in the forecast in {int(result.refits['neural_kept'].sum())} of "
+              f"{len(result.refits)} refits (refits.csv has each gate's evidence)")
+    print(f"\nfit time {result.fit_seconds:.1f} s; wrote {out}/{written}")
     return 0
 
 

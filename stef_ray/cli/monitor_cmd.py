@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from stef_ray.config import format_validation_error, read_yaml
+    from stef_ray.config_loading import format_validation_error, read_yaml
     from stef_ray.exceptions import ConfigError
     from stef_ray.ops.monitor import MonitorConfig
 

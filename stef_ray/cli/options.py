@@ -6,7 +6,8 @@ import argparse
 
 from pydantic import ValidationError
 
-from stef_ray.config import DataConfig, TrainConfig, format_validation_error, load_config
+from stef_ray.config import DataConfig, TrainConfig
+from stef_ray.config_loading import format_validation_error, load_config
 from stef_ray.exceptions import ConfigError
 
 DATA_HELP = """\

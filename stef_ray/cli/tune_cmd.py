@@ -114,7 +114,7 @@ def progress_callback(total_trials: int, windows: int):
 
 def run(args: argparse.Namespace) -> int:
     from stef_ray.cli.options import data_config_with_overrides, load_data
-    from stef_ray.config import load_config
+    from stef_ray.config_loading import load_config
     from stef_ray.exceptions import ConfigError
     from stef_ray.integrations.tune import run_search
     from stef_ray.integrations.tune_config import TuneConfig

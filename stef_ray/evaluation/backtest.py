@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -47,13 +47,15 @@ class BacktestResult:
     """``forecasts``: long table (model, origin, timestamp, lead_hour, actual, forecast[, p10, p50, p90: the
     model's quantile levels]); ``overall`` one row per model (with ``coverage_p10_p90``, named after the band
     the levels give, and ``pinball`` for a model with quantiles); ``by_horizon`` one row per model and lead
-    hour."""
+    hour; ``refits`` one row per hybrid refit: the data it was fitted on, its validation score and which
+    residual models went into its forecasts (the neural residual's gate, where it was trained)."""
 
     forecasts: pd.DataFrame
     overall: pd.DataFrame
     by_horizon: pd.DataFrame
     fit_seconds: float
     skipped_origins: list[pd.Timestamp]
+    refits: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def origins_for(data: HourlyData, start: pd.Timestamp, days: int, issue_hours: Sequence[int] = (0,)
@@ -128,6 +130,7 @@ def run_backtest(
     predictions: dict[str, np.ndarray] = {}
     fit_seconds = 0.0
     previous_state = None
+    refits = []
     for first in range(0, len(origins), block):
         rows = slice(first, min(first + block, len(origins)))
         train = data.window(end=origins[rows.start])
@@ -138,6 +141,7 @@ def run_backtest(
             if "hybrid" in models:
                 model.fit(train, init_state=previous_state)
                 previous_state = model.neural.state_dict() if model.neural is not None else None
+                refits.append(refit_record(model, origins[rows.start], rows.stop - rows.start))
             else:
                 model.fit_base(train)
         fit_seconds += time.perf_counter() - started
@@ -162,8 +166,19 @@ def run_backtest(
                 values = {"forecast": peers[name](train, visible, block_positions, horizon)}
             for key, array in values.items():
                 predictions.setdefault(f"{name}:{key}", np.full((len(origins), horizon), np.nan))[rows] = array
-    return _summarise(origins, frame.index, ahead, actual, predictions, history_ok, list(models), fit_seconds,
-                      skipped)
+    result = _summarise(origins, frame.index, ahead, actual, predictions, history_ok, list(models), fit_seconds,
+                        skipped)
+    result.refits = pd.DataFrame(refits)
+    return result
+
+
+def refit_record(model: HybridModel, first_origin: pd.Timestamp, origins: int) -> dict:
+    """One refit's row of ``BacktestResult.refits``: what it was fitted on and what went into its forecasts."""
+    training, neural = model.training, model.training.neural
+    return {"first_origin": first_origin.isoformat(), "origins": origins, "trained_until": training.end,
+            "validation_mape": training.val_mape_log_approx, "neural_kept": model.neural_kept,
+            "neural_gain": neural.gain if neural else None, "neural_gain_se": neural.gain_se if neural else None,
+            "neural_days": neural.days if neural else None, "residual": model.residual_summary()}
 
 
 def _summarise(origins, index, ahead, actual, predictions, history_ok, models, fit_seconds, skipped):

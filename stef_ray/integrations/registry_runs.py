@@ -111,7 +111,7 @@ def log_search(outcome: TuneOutcome, config: TuneConfig, data: HourlyData, run_d
         mlflow.log_params({
             **dict(outcome.data_window.items()),
             "data_hours": len(data),
-            "fourier_orders": json.dumps(training.get("fourier_orders")),
+            "fourier_orders": json.dumps(training.fourier_orders),
             "residual_models": outcome.model.residual_summary()[:500],
             "trend_enabled": config.model.trend.enabled,
             "num_samples": len(outcome.trials),
@@ -129,7 +129,7 @@ def log_search(outcome: TuneOutcome, config: TuneConfig, data: HourlyData, run_d
             "model_source": "the best trial's configuration, refitted on all the data",
         })
         mlflow.log_metrics({
-            "trend_r2": float(training.get("trend_r2", float("nan"))),
+            "trend_r2": float("nan") if training.trend_r2 is None else training.trend_r2,
             "objective_mape": best.mape,
             "trial_windows": float(outcome.trial_windows),
             "search_seconds": outcome.wall_seconds,

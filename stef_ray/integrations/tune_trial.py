@@ -68,9 +68,8 @@ def score_window(config: ModelConfig, data: HourlyData, start: pd.Timestamp, day
     low, high = (out[pair[0]], out[pair[1]]) if pair else (None, None)
     covered = (float(np.mean((actual[scored] >= low[scored]) & (actual[scored] <= high[scored])) * 100)
                if pair else float("nan"))
-    neural = model.training.get("neural") or {}
     return {"start": start.isoformat(), "daily_mape": daily.tolist(), "coverage": covered,
-            "neural_kept": bool(neural.get("kept", False))}
+            "neural_kept": model.neural_kept}
 
 
 # --------------------------------------------------------------------------- search space

@@ -101,3 +101,7 @@ class ResidualWindows:
 
     def rows(self, role: int) -> np.ndarray:
         return np.flatnonzero(self.plan.role == role)
+
+    def targets(self, origins: np.ndarray, horizon: int) -> np.ndarray:
+        """The scaled residual the ``horizon`` hours after each origin: what every residual model is scored on."""
+        return self.series[origins[:, None] + np.arange(horizon), 0].astype(np.float64)

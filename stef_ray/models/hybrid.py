@@ -29,6 +29,7 @@ from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origi
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual, valid_origins
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.segments import request_rows
+from stef_ray.models.training_record import TrainingRecord, ValidationRecord
 from stef_ray.models.trend import LogLinearTrend
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class HybridModel:
         self.boosted: BoostedResidual | None = None
         self.scaler: dict = {}
         self.quantile_offsets: dict[str, list[float]] = {}
-        self.training: dict = {}
+        self.training = TrainingRecord()
 
     # -------------------------------------------------------------- helpers
     @property
@@ -108,17 +109,11 @@ class HybridModel:
         detrended = np.log(load) - trend_log
         season_log = self.seasonality.fit_predict(frame.index, detrended, self._exog_frame(frame))
         residual_log = detrended - season_log
-        self.training = {
-            "start": frame.index[0].isoformat(),
-            "end": frame.index[-1].isoformat(),
-            "hours": len(frame),
-            "observed_hours": observed,
-            "timezone": str(frame.index.tz),
-            "trend_r2": self.trend.r2,
-            "fourier_orders": list(self.seasonality.orders),
-            "seasonality_ridge_alpha": self.seasonality.alpha,
-            "exog_left_out": list(self.seasonality.dropped_exog),
-        }
+        self.training = TrainingRecord(
+            start=frame.index[0].isoformat(), end=frame.index[-1].isoformat(), hours=len(frame),
+            observed_hours=observed, timezone=str(frame.index.tz), trend_r2=self.trend.r2,
+            fourier_orders=list(self.seasonality.orders), seasonality_ridge_alpha=self.seasonality.alpha,
+            exog_left_out=list(self.seasonality.dropped_exog))
         return trend_log, season_log, residual_log
 
     def residual_windows(self, data: HourlyData, season_log: np.ndarray, residual_log: np.ndarray) -> ResidualWindows:
@@ -144,24 +139,23 @@ class HybridModel:
             )
         linear_origins = origins if not c.linear_train_days else origins[origins >= end - 24 * c.linear_train_days]
         windows = ResidualWindows(series, plan, linear_origins, days=wall_clock_days(frame.index))
-        self.training["validation"] = {
-            "blocks": [[frame.index[a].isoformat(), frame.index[min(b, len(frame)) - 1].isoformat()]
-                       for a, b in plan.block_bounds],
-            "windows": len(val),
-        }
+        self.training.validation = ValidationRecord(
+            blocks=[[frame.index[a].isoformat(), frame.index[min(b, len(frame)) - 1].isoformat()]
+                    for a, b in plan.block_bounds],
+            windows=len(val))
         if c.linear:
             self.linear = self._new_linear()
         if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
             off = trees_off_reason(frame, self.exog, self.seasonality.dropped_exog, self.lookback)
             if off:
-                self.training["boosted"] = off
+                self.training.boosted = off
             else:
                 self.boosted = self._new_boosted()
         if self.linear is not None:
             windows.linear_weight, note = linear_layers.season_weight(frame.index, linear_origins, linear_origins,
                                                                       frame.index[-1], c)
             if note:
-                self.training["linear_season_weighting"] = note
+                self.training.linear_season_weighting = note
         return windows
 
     def _new_linear(self) -> LinearResidual:
@@ -203,24 +197,24 @@ class HybridModel:
             f"exogenous: {', '.join(self.exog) or 'none'}")
         windows = self.residual_windows(data, season_log, residual_log)
         plan, c = windows.plan, self.config.residual
-        blocks = self.training["validation"]["blocks"]
+        blocks = self.training.validation.blocks
         say(f"✓ Validation: {plan.folds} block(s) of up to {c.validation_days} days spread over the last "
             f"{c.train_days} days ({blocks[0][0][:10]} .. {blocks[-1][1][:10]}), {len(plan.of(VALID)):,} windows")
-        if "linear_season_weighting" in self.training:
-            say(f"  note: linear residual windows weighted by day of the year: {self.training['linear_season_weighting']}")
-        if self.boosted is None and "boosted" in self.training:
-            say(f"  note: gradient-boosted residual trees {self.training['boosted']} (residual.boosted_weight)")
+        if self.training.linear_season_weighting:
+            say(f"  note: linear residual windows weighted by day of the year: {self.training.linear_season_weighting}")
+        if self.boosted is None and self.training.boosted:
+            say(f"  note: gradient-boosted residual trees {self.training.boosted} (residual.boosted_weight)")
         if self.linear is not None:
             say(f"OUT-OF-SAMPLE RIDGES{' AND TREES' if self.boosted is not None else ''}: each of the {plan.folds} "
                 "fold(s) forecast by ridges fitted on the windows before it")
         self.cross_fit(windows, data.frame.index)
-        if self.training["validation"].get("folds_without_history"):
-            say(f"  note: {self.training['validation']['folds_without_history']} fold(s) had fewer than "
+        if self.training.validation.folds_without_history:
+            say(f"  note: {self.training.validation.folds_without_history} fold(s) had fewer than "
                 f"{MIN_FORWARD_DAYS} days of history before them and are left out")
-        if c.enabled and "why" not in self.training.get("neural", {}):
+        if c.enabled and (self.training.neural is None or self.training.neural.trained):
             self._fit_neural(windows, callbacks, init_state, say)
         elif c.enabled:
-            say(f"  note: no neural residual: {self.training['neural']['why']}")
+            say(f"  note: no neural residual: {self.training.neural.why}")
         self._fit_served_linear(windows)
         if self.linear is not None:
             say(f"✓ Ridges fitted on {len(windows.linear_origins):,} windows"
@@ -228,8 +222,8 @@ class HybridModel:
                    f"{self.boosted.depth}, {c.boosted_weight:.0%} of the residual forecast" if self.boosted else ""))
         self.calibrate(windows)
         say(f"✓ Residual models in the forecast: {self.residual_summary()}")
-        if "point_log_adjust" in self.training:
-            below = -np.expm1(np.asarray(self.training["point_log_adjust"])) * 100
+        if self.training.point_log_adjust is not None:
+            below = -np.expm1(np.asarray(self.training.point_log_adjust)) * 100
             say(f"  note: the forecast is the MAPE point, {below.min():.2f}-{below.max():.2f} % below the median "
                 "across lead hours (point_forecast)")
         return self
@@ -237,8 +231,8 @@ class HybridModel:
     def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
         """Train the neural residual walking forward over the validation blocks and gate it on them
         (``stef_ray.models.neural_walk``)."""
-        names = [block[0][:10] for block in self.training["validation"]["blocks"]]
-        self.neural, self.training["neural"] = neural_walk.train_and_gate(
+        names = [block[0][:10] for block in self.training.validation.blocks]
+        self.neural, self.training.neural = neural_walk.train_and_gate(
             windows, self.config.residual, self.config.forecast, self._hour_channels, callbacks, init_state, names,
             self._unscale, say)
 
@@ -252,16 +246,14 @@ class HybridModel:
     def _unscale(self, scaled: np.ndarray) -> np.ndarray:
         return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
 
-    def _actual(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return self._unscale(series[origins[:, None] + np.arange(self.horizon), 0].astype(np.float64))
-
     @property
     def neural_kept(self) -> bool:
         """Whether the neural residual adds to the forecast (bundles before format 7 record `lstm_kept`)."""
         if self.neural is None:
             return False
-        neural = self.training.get("neural")
-        return bool(neural["kept"]) if isinstance(neural, dict) else bool(self.training.get("lstm_kept", True))
+        if self.training.neural is not None:
+            return self.training.neural.kept
+        return self.training.lstm_kept is not False  # format 1 recorded no verdict: its LSTM always added
 
     def residual_summary(self) -> str:
         """Which residual models are in the forecast, and why the others are not: one line."""
@@ -273,14 +265,14 @@ class HybridModel:
         if self.neural is not None and self.neural_kept:
             parts.append(f"neural residual ({self.neural.label})")
         out = " + ".join(parts) or "none (trend and seasonality only)"
-        neural = self.training.get("neural")
-        if self.neural is not None and not self.neural_kept and isinstance(neural, dict):
+        neural = self.training.neural
+        if self.neural is not None and not self.neural_kept and neural is not None:
             out += (f"; neural residual ({self.neural.label}) dropped by the validation blocks "
-                    f"(gain {neural['gain']:+.5f} ± {neural['gain_se']:.5f})")
+                    f"(gain {neural.gain:+.5f} ± {neural.gain_se:.5f})")
         elif not self.config.residual.enabled:
             out += "; neural residual off (residual.enabled: false)"
-        elif self.neural is None and isinstance(neural, dict) and neural.get("why"):
-            out += f"; no neural residual: {neural['why']}"
+        elif self.neural is None and neural is not None and neural.why:
+            out += f"; no neural residual: {neural.why}"
         return out
 
     def calibrate(self, windows: ResidualWindows) -> None:
@@ -293,18 +285,17 @@ class HybridModel:
         if self.neural is not None and self.neural_kept:
             scaled = scaled + windows.neural[rows]  # each block's walked-forward net
         predicted = self._unscale(scaled) if (self.linear is not None or self.neural is not None) else scaled
-        errors = self._actual(series, origins) - predicted
+        errors = self._unscale(windows.targets(origins, self.horizon)) - predicted
         hours = origin_hours(series, origins, self._hour_channels)
         # Kept for inspection (benchmarks/neural_residual.py --dump-calibration); not part of the bundle.
         self.calibration_errors = {"errors": errors, "origin_hour": hours, "block": windows.plan.fold[rows],
                                    "origins": origins}
         self.quantile_offsets = calibration.quantile_offsets(errors, hours, self.config.forecast.quantiles,
                                                              self.config.calibration_hour_width)
-        self.training["val_mape_log_approx"] = float(np.mean(np.abs(errors)) * 100)
-        self.training.pop("point_log_adjust", None)
-        if self.config.point_forecast == "mape":
-            self.training["point_log_adjust"] = calibration.mape_point_adjust(errors)
-        self.training["val_mean_abs_log_error"] = float(np.mean(np.abs(errors)))
+        self.training.val_mape_log_approx = float(np.mean(np.abs(errors)) * 100)
+        self.training.point_log_adjust = (calibration.mape_point_adjust(errors)
+                                          if self.config.point_forecast == "mape" else None)
+        self.training.val_mean_abs_log_error = float(np.mean(np.abs(errors)))
 
     @property
     def _hour_channels(self) -> tuple[int, int]:
@@ -381,16 +372,17 @@ class HybridModel:
         return calibration.interval_history_hours(self.config.interval_adapt_days, self.horizon)
 
     def _past_windows(self, residual_log: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        days = self.config.interval_adapt_days if self.training.get("val_mean_abs_log_error") else 0
+        days = self.config.interval_adapt_days if self.training.val_mean_abs_log_error else 0
         return calibration.past_windows(residual_log, positions, self.lookback, self.horizon, days)
 
     def _interval_scale(self, residual_log: np.ndarray, positions: np.ndarray, past: np.ndarray,
                         usable: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         return calibration.interval_scale(residual_log, len(positions), past, usable, predicted,
-                                          self.training.get("val_mean_abs_log_error", 1.0),
+                                          1.0 if self.training.val_mean_abs_log_error is None
+                                          else self.training.val_mean_abs_log_error,
                                           self.config.interval_scale_range)
 
     def to_megawatts(self, components: ComponentForecast, point_move: bool = True) -> dict[str, np.ndarray]:
         """The MW split and the quantiles, arrays of shape (origins, horizon) (``calibration.to_megawatts``)."""
-        return calibration.to_megawatts(components, self.quantile_offsets, self.training.get("point_log_adjust"),
+        return calibration.to_megawatts(components, self.quantile_offsets, self.training.point_log_adjust,
                                         point_move)

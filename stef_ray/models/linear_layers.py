@@ -17,6 +17,7 @@ from stef_ray.models import neural_walk
 from stef_ray.models.crossfit import GAP, VALID, ResidualWindows
 from stef_ray.models.residual_boosted import BoostedResidual
 from stef_ray.models.residual_linear import LinearResidual
+from stef_ray.models.training_record import TrainingRecord
 from stef_ray.spec import ForecastSpec
 
 MIN_FORWARD_DAYS = 7  # days of windows before a fold, at least, for its out-of-sample ridges
@@ -87,7 +88,8 @@ def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: 
 
 
 def cross_fit(windows: ResidualWindows, index: pd.DatetimeIndex, c: ResidualConfig, spec: ForecastSpec,
-              make: Callable[[], tuple[LinearResidual, BoostedResidual | None]] | None, training: dict) -> None:
+              make: Callable[[], tuple[LinearResidual, BoostedResidual | None]] | None,
+              training: TrainingRecord) -> None:
     """The linear layers' out-of-sample forecasts (``windows.out_of_fold``), walking forward: each fold is
     forecast by ridges and trees (from ``make``; None: no linear layers, zeros) fitted on the windows before
     it only (its lookback and horizon apart), weighted toward its season, on the same span of days as the
@@ -95,21 +97,21 @@ def cross_fit(windows: ResidualWindows, index: pd.DatetimeIndex, c: ResidualConf
     fitted. With the neural residual off only the validation blocks need them, so the ridges of a block see
     everything before the block. A fold with fewer than ``MIN_FORWARD_DAYS`` days of windows before it has
     no such forecast and is left out; where that leaves no validation block for a neural residual (a short
-    history), the net is not trained (``training["neural"]`` says why) and the blocks are forecast as
-    without it. Folds left out are counted in ``training["validation"]``."""
+    history), the net is not trained (``training.neural`` says why) and the blocks are forecast as
+    without it. Folds left out are counted in ``training.validation``."""
     plan = windows.plan
     windows.out_of_fold = np.zeros((len(plan.origins), spec.horizon_hours), dtype=np.float32)
     if make is None:
         return
     usable = forward_fits(windows, index, c.enabled, c, spec, make)
     if c.enabled and not (usable & (plan.role == VALID)).any():
-        training["neural"] = neural_walk.not_trained(
+        training.neural = neural_walk.not_trained(
             c, f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it")
         usable = forward_fits(windows, index, False, c, spec, make)
     plan.role[~usable] = GAP
     skipped = plan.folds - len(np.unique(plan.fold[usable]))
     if skipped:
-        training["validation"]["folds_without_history"] = skipped
+        training.validation.folds_without_history = skipped
     if not (plan.role == VALID).any():
         raise InsufficientHistoryError(
             f"no validation block has {MIN_FORWARD_DAYS} days of history before it to fit the ridges on; "

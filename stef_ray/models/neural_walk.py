@@ -17,16 +17,15 @@ import pandas as pd
 from stef_ray.config import ResidualConfig
 from stef_ray.models.crossfit import STOP, TRAIN, VALID, ResidualWindows
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual
+from stef_ray.models.training_record import NeuralRecord
 from stef_ray.spec import ForecastSpec
 
 MIN_NEURAL_WINDOWS = 24 * 7  # hours of training origins before a validation block, at least, for a net to forecast it
 
 
-def not_trained(config: ResidualConfig, why: str) -> dict:
+def not_trained(config: ResidualConfig, why: str) -> NeuralRecord:
     """The bundle's record of a neural residual that was never trained, and why."""
-    return {"architecture": config.architecture, "ensemble": config.ensemble, "kept": False, "days": 0,
-            "gain": 0.0, "gain_se": float("inf"), "mae_without": float("nan"), "mae_with": float("nan"),
-            "epochs_run": 0, "why": why}
+    return NeuralRecord(architecture=config.architecture, ensemble=config.ensemble, why=why)
 
 
 def walk_forward(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec, hour_channels: tuple[int, int],
@@ -76,7 +75,7 @@ def paired_gate(actual: np.ndarray, without: np.ndarray, with_net: np.ndarray, d
 def train_and_gate(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec,
                    hour_channels: tuple[int, int], callbacks: Sequence[EpochCallback], init_state: dict | None,
                    block_names: Sequence[str], unscale: Callable[[np.ndarray], np.ndarray],
-                   say: Callable[[str], None]) -> tuple[NeuralResidual | None, dict]:
+                   say: Callable[[str], None]) -> tuple[NeuralResidual | None, NeuralRecord]:
     """``walk_forward``, then the paired gate on the validation days the walked-forward nets forecast: the
     last block's net (None when none was trained) and the bundle's record of the trial (``unscale``: scaled
     residual to log)."""
@@ -87,19 +86,18 @@ def train_and_gate(windows: ResidualWindows, config: ResidualConfig, spec: Forec
     neural, trained = walk_forward(windows, c, spec, hour_channels, callbacks, init_state, block_names, say)
     if neural is None:
         record = not_trained(c, "less than a week of training windows before every block")
-        say(f"  note: no neural residual: {record['why']}")
+        say(f"  note: no neural residual: {record.why}")
         return None, record
     rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored)
     origins = plan.origins[rows]
-    actual = unscale(windows.series[origins[:, None] + np.arange(spec.horizon_hours), 0].astype(np.float64))
+    actual = unscale(windows.targets(origins, spec.horizon_hours))
     without = windows.out_of_fold[rows].astype(np.float64)
     gate = paired_gate(actual, unscale(without), unscale(without + windows.neural[rows]), windows.days[origins],
                        c.gate_z)
-    record = {
-        "architecture": c.architecture, "ensemble": c.ensemble, "parameters": neural.parameter_count,
-        "epochs_run": trained, "stopped_early": neural.stopped_early, "stop_loss": neural.best_val_loss,
-        "blocks": len({int(f) for f in plan.fold[windows.neural_scored]}), **gate,
-    }
+    record = NeuralRecord(
+        architecture=c.architecture, ensemble=c.ensemble, parameters=neural.parameter_count, epochs_run=trained,
+        stopped_early=neural.stopped_early, stop_loss=neural.best_val_loss,
+        blocks=len({int(f) for f in plan.fold[windows.neural_scored]}), **gate)
     verdict = "kept" if gate["kept"] else "dropped (adds zero)"
     say(f"  gate: {verdict}: on {gate['days']} validation days the net moves the mean |log error| "
         f"{gate['mae_without']:.5f} -> {gate['mae_with']:.5f}, a paired gain of {gate['gain']:+.5f} ± "

@@ -30,6 +30,7 @@ from stef_ray.features import (
     is_binary,
     wall_clock_hours,
 )
+from stef_ray.models import seasonal_cv
 from stef_ray.models.seasonal_design import calendar_design, exog_design
 
 logger = logging.getLogger(__name__)
@@ -134,75 +135,21 @@ class FourierSeasonality:
             self.coef[used] = np.linalg.solve(gram[grid] + np.diag(self._penalty(rows)[used]), cross[used])
 
     def _cross_validated_solve(self, design: np.ndarray, target: np.ndarray) -> None:
-        """Fit with the weather columns' penalty and inputs chosen by ``_cross_validate``, reusing its Gram
-        matrices for the final fit (the whole fit then costs about one pass over the data, as without)."""
-        standardized = self._standardize(design)
-        folds = self.config.cv_folds
-        bounds = np.linspace(0, len(target), folds + 1).astype(int)
-        blocks = []
-        for a, b in itertools.pairwise(bounds):
-            z, y = standardized[a:b], target[a:b]
-            sums = z.sum(axis=0)
-            # With a column of ones in front, so each fold fits its own intercept.
-            gram = np.block([[np.array([[float(b - a)]]), sums[None, :]], [sums[:, None], z.T @ z]])
-            blocks.append((gram, np.concatenate([[y.sum()], z.T @ y]), float(y @ y)))
-        gram, cross = sum(block[0] for block in blocks), sum(block[1] for block in blocks)
-        used = self._cross_validate(blocks, gram, cross, len(target))
-        self._solve_gram(gram[1:, 1:], cross[1:], float(target.mean()), len(target), used)
-
-    def _cross_validate(self, blocks: list[tuple[np.ndarray, np.ndarray, float]], gram: np.ndarray,
-                        cross: np.ndarray, rows: int) -> np.ndarray:
-        """Set the weather columns' ridge penalty (``self.alpha``) and return which columns to fit, both by
-        the error of a time-blocked cross-validation: the penalty among ``cv_alphas``, and all columns but
-        those of the non-binary exogenous inputs that do not lower that error, dropped one at a time, the
-        least useful first, each time at its best penalty. ``blocks``: per contiguous block of rows, the
-        Gram matrix of a column of ones and the standardized columns, their products with the target, and
-        the target's sum of squares; ``gram`` and ``cross``: the first two summed over the blocks.
-
-        Why: each weather input brings some 80 columns (hinges, smoothed hinges, daily shapes), nearly
-        collinear, that a light penalty lets over-fit. An input that carries nothing about load, or only
-        what another carries, still fits in-sample: a slowly wandering series correlates by chance with the
-        slowly wandering load residual, and then moves the forecast when it wanders differently (vic-elec's
-        development period, linear-only, with one such input added: 2.257 -> 2.560 % MAPE). Contiguous
-        blocks, not shuffled rows, because neighbouring hours share that wander. The calendar columns keep
-        ``ridge_alpha``: on PJM's 15 years a cross-validated penalty for them cost 0.009 points. The folds
-        come from one Gram matrix per block, so each candidate costs solves, not passes over the data."""
+        """Fit with the weather columns' penalty and inputs chosen by a time-blocked cross-validation
+        (``seasonal_cv``), reusing its Gram matrices for the final fit (the whole fit then costs about one
+        pass over the data, as without)."""
+        grams = seasonal_cv.fold_grams(self._standardize(design), target, self.config.cv_folds)
         candidates = self._weather_inputs() + ([PROFILES] if self._profiles_on_trial else [])
-        folds = len(blocks)
-        owners = np.array(["", *self.feature_owners])
-        train_rows = rows * (folds - 1) // folds
-
-        def cv_error(dropped: set[str], alpha: float) -> float:
-            cols = np.flatnonzero(~np.isin(owners, list(dropped)))
-            grid = np.ix_(cols, cols)
-            penalty = np.concatenate([[0.0], self._penalty(train_rows, alpha)])[cols]  # 0: the intercept
-            total = 0.0
-            for block_gram, block_cross, block_yy in blocks:
-                beta = np.linalg.solve(gram[grid] - block_gram[grid] + np.diag(penalty),
-                                       cross[cols] - block_cross[cols])
-                total += block_yy - 2 * beta @ block_cross[cols] + beta @ block_gram[grid] @ beta
-            return total / rows
-
-        alphas = sorted({*self.config.cv_alphas, self.config.ridge_alpha})
-
-        def best_alpha(dropped: set[str]) -> tuple[float, float]:
-            """(cross-validated error, penalty) at the penalty that does best without ``dropped``."""
-            return min((cv_error(dropped, alpha), alpha) for alpha in alphas)
-
-        best, self.alpha = best_alpha(set())
-        dropped: set[str] = set()
-        while len(dropped) < len(candidates):
-            trials = {name: best_alpha(dropped | {name}) for name in candidates if name not in dropped}
-            name = min(trials, key=lambda key: trials[key][0])
-            if trials[name][0] >= best:
-                break
-            dropped.add(name)
-            best, self.alpha = trials[name]
+        self.alpha, dropped = seasonal_cv.choose_inputs(
+            grams, self.feature_owners, candidates, sorted({*self.config.cv_alphas, self.config.ridge_alpha}),
+            self._penalty)
+        folds = self.config.cv_folds
+        for name in dropped:
             if name != PROFILES:
                 self.notes.append(f"exogenous input '{name}' left out (seasonality and residual models): its "
                                   f"columns did not lower the error of a {folds}-fold time-blocked cross-validation")
                 logger.info(self.notes[-1])
-        self.dropped_exog = sorted(dropped - {PROFILES})
+        self.dropped_exog = sorted(set(dropped) - {PROFILES})
         if self._profiles_on_trial:
             verdict = "left out" if PROFILES in dropped else "kept"
             self.notes.append(f"weekday profiles {verdict} by {folds}-fold time-blocked cross-validation "
@@ -211,7 +158,8 @@ class FourierSeasonality:
         if self._weather_inputs():
             self.notes.append(f"weather columns' ridge penalty {self.alpha:g}, chosen by {folds}-fold time-blocked "
                               "cross-validation (cross_validate)")
-        return ~np.isin(owners[1:], list(dropped))
+        used = ~np.isin(np.array(self.feature_owners, dtype=object), dropped)
+        self._solve_gram(grams.gram[1:, 1:], grams.cross[1:], float(target.mean()), len(target), used)
 
     def _prepare_exog(self, index: pd.DatetimeIndex, exog: pd.DataFrame | None, observed: np.ndarray) -> None:
         self.exog_spec = []

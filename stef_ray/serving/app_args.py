@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stef_ray.config import format_validation_error
+from stef_ray.config_loading import format_validation_error
 from stef_ray.exceptions import ConfigError
 from stef_ray.integrations.influx import InfluxSettings
 from stef_ray.serving.plain_app import DEFAULT_MAX_BODY_BYTES
@@ -38,7 +38,8 @@ class AppArgs(BaseModel):
     )
     residual_timeout_s: float = Field(
         2.0, gt=0, description="wait at least this long for the residual model before answering degraded "
-        "(longer while it answers slowly for everyone: 10 times its recent average)"
+        "(longer while it answers slowly for everyone: 10 times its recent answer time; until a replica's "
+        "first answer, 10 times this floor, so a cold start on a busy machine does not degrade)"
     )
     api_key_env: str | None = Field(
         "STEF_RAY_API_KEY", description="environment variable holding the API key; unset or empty: no key"

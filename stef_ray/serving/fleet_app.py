@@ -48,7 +48,7 @@ from ray import serve
 from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
-from stef_ray.config import format_validation_error
+from stef_ray.config_loading import format_validation_error
 from stef_ray.exceptions import ConfigError, ModelNotFoundError, StefRayError
 from stef_ray.serving.app_args import check_influx_keys
 from stef_ray.serving.forecast_store import forecast_points

@@ -140,7 +140,7 @@ def load_model(source: str, tracking_uri: str | None = None, version: str | None
         holdout_mape=manifest.holdout_mape,
         validation_mape_log_approx=training.val_mape_log_approx,
         residual_models=model.residual_summary(),
-        neural_residual=training.neural,
+        neural_residual=training.neural.model_dump(exclude_none=True) if training.neural else None,
         lookback_hours=model.lookback,
         history_hours=model.history_hours,
         horizon_hours=model.horizon,

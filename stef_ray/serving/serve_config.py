@@ -11,7 +11,7 @@ import os
 
 from pydantic import ValidationError
 
-from stef_ray.config import format_validation_error
+from stef_ray.config_loading import format_validation_error
 from stef_ray.exceptions import ConfigError
 from stef_ray.serving.app_args import AppArgs, IngressConfig, validated
 
@@ -28,7 +28,7 @@ def read_serve_config(
     ``model_source`` replaces the model of every application built by ``build_app`` (its args and its
     ingress's user_config). Raises ConfigError naming the key that Serve's schema refuses.
     """
-    from stef_ray.config import read_yaml
+    from stef_ray.config_loading import read_yaml
 
     raw = read_yaml(path)
     for app in raw.get("applications") or []:

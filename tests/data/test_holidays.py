@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stef_ray.config import DataConfig, TrainConfig, load_config
+from stef_ray.config import DataConfig, TrainConfig
+from stef_ray.config_loading import load_config
 from stef_ray.data import frame_to_hourly
 from stef_ray.data.builtin import vic_elec
 from stef_ray.data.holidays import holiday_flags

@@ -26,6 +26,21 @@ def test_backtest__tables_have_one_row_per_model_and_lead_hour(result):
     assert len(result.forecasts) == 4 * 6 * 24
 
 
+def test_backtest__refits_say_what_each_fit_saw_and_kept(result):
+    # 6 days refitted every 3: two fits, the second on 3 more days of data; each row says whether the neural
+    # residual (enabled in the tiny config) went into that block's forecasts and with what evidence.
+    refits = result.refits
+    assert len(refits) == 2 and refits["origins"].tolist() == [3, 3]
+    assert refits["first_origin"].tolist() == ["2020-02-20T00:00:00+00:00", "2020-02-23T00:00:00+00:00"]
+    gap = pd.Timestamp(refits["trained_until"][1]) - pd.Timestamp(refits["trained_until"][0])
+    assert gap == pd.Timedelta(days=3)
+    assert refits["neural_kept"].dtype == bool and (refits["validation_mape"] > 0).all()
+    for _, row in refits.iterrows():
+        in_forecast = row["residual"].split(";")[0]  # what is summed; after the ";": why the net is not
+        assert "per-hour ridges" in in_forecast and ("neural residual" in in_forecast) == row["neural_kept"]
+        assert row["neural_kept"] or "neural residual" in row["residual"].split(";")[1]
+
+
 def test_backtest__seasonal_naive_week_is_the_load_a_week_before(result, synthetic_hourly):
     rows = result.forecasts[result.forecasts["model"] == "seasonal_naive_week"]
     load = synthetic_hourly.frame["load"]

@@ -43,7 +43,8 @@ def test_peers__forecast_from_a_short_history(name, synthetic_hourly):
 def test_configs__shipped_yaml_files_validate():
     from pathlib import Path
 
-    from stef_ray.config import TrainConfig, load_config, read_yaml
+    from stef_ray.config import TrainConfig
+    from stef_ray.config_loading import load_config, read_yaml
     from stef_ray.fleet import load_fleet
 
     root = Path(__file__).resolve().parents[2]

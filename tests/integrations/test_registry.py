@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,7 +75,7 @@ def test_log_search__parent_child_runs_registered_champion(tiny_search, tiny_hou
     assert parent.info.run_name == f"weekly_retrain_{datetime.now(UTC):%Y%m%d}"
     assert parent.data.params["holdout_start"] == outcome.holdout_start.isoformat()
     assert parent.data.params["fourier_orders"] == f"[{outcome.best_config.seasonality.daily_order}, 3, 0]"
-    assert parent.data.metrics["trend_r2"] == pytest.approx(outcome.model.training["trend_r2"])
+    assert parent.data.metrics["trend_r2"] == pytest.approx(outcome.model.training.trend_r2)
     assert parent.data.metrics["holdout_MAPE"] == pytest.approx(outcome.holdout_metrics["MAPE"])
     assert parent.data.tags["gate_decision"] == "champion"
     assert parent.info.artifact_uri.startswith((sqlite_store / "mlartifacts").as_uri())
@@ -207,7 +210,7 @@ def mlflow_server(tmp_path, monkeypatch):
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its job runner: stopped with it below
     )
     try:
         deadline = time.monotonic() + 60
@@ -226,12 +229,13 @@ def mlflow_server(tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         yield url, tmp_path / "server-artifacts"
     finally:
-        server.terminate()
-        try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        with contextlib.suppress(ProcessLookupError):  # whatever the server started and left behind
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
         log.close()
         mlflow.set_tracking_uri(None)
 

@@ -20,7 +20,7 @@ import yaml
 from ray import tune
 
 from stef_ray.bundle import load_bundle
-from stef_ray.config import load_config
+from stef_ray.config_loading import load_config
 from stef_ray.exceptions import ConfigError
 from stef_ray.integrations.tune import SearchInterruptedError, resolve_gpus, run_search
 from stef_ray.integrations.tune_config import TuneConfig

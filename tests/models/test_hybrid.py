@@ -67,7 +67,7 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     components.interval_scale = np.array([1.0, 1.5])  # a spell of large errors widens, and moves, the second
     mw = fitted_model.to_megawatts(components)
     # -s² per lead hour (s: see the calibration test below), times the interval scale squared.
-    adjust = np.asarray(fitted_model.training["point_log_adjust"])
+    adjust = np.asarray(fitted_model.training.point_log_adjust)
     assert adjust.shape == (24,) and (adjust < 0).all()
     median = np.exp(components.final)
     np.testing.assert_allclose(mw["forecast"], median * np.exp(np.array([[1.0], [2.25]]) * adjust), rtol=1e-12)
@@ -75,11 +75,11 @@ def test_hybrid__mape_point_forecast_is_the_median_moved_down_by_the_squared_spr
     # The move is the residual's share.
     np.testing.assert_allclose(mw["trend"] + mw["seasonality"] + mw["residual"], mw["forecast"], rtol=1e-12)
     # A bundle from before (or `point_forecast: median`) records no move: the forecast is the median.
-    adjust_kept = fitted_model.training.pop("point_log_adjust")
+    adjust_kept, fitted_model.training.point_log_adjust = fitted_model.training.point_log_adjust, None
     try:
         before = fitted_model.to_megawatts(components)
     finally:
-        fitted_model.training["point_log_adjust"] = adjust_kept
+        fitted_model.training.point_log_adjust = adjust_kept
     np.testing.assert_allclose(before["forecast"], median, rtol=1e-12)
     # A degraded Serve answer (no residual) asks for the median too.
     np.testing.assert_allclose(fitted_model.to_megawatts(components, point_move=False)["forecast"], median, rtol=1e-12)
@@ -124,7 +124,7 @@ def test_hybrid__quantile_bands_are_calibrated_per_origin_hour_around_a_pooled_c
     offsets = {key: np.asarray(value) for key, value in models[-1].quantile_offsets.items()}
     adjust = -(((offsets["0.9"] - offsets["0.1"]) / 2.5631) ** 2)
     for model in models.values():
-        np.testing.assert_allclose(model.training["point_log_adjust"], adjust, rtol=1e-9)
+        np.testing.assert_allclose(model.training.point_log_adjust, adjust, rtol=1e-9)
 
 
 def test_hybrid__linear_residual_alone_beats_trend_and_fourier():
@@ -200,10 +200,10 @@ def test_hybrid__calibration_reads_the_out_of_fold_errors_of_the_validation_bloc
     model.calibrate(windows)
     rows = windows.plan.role == VALID
     origins = windows.plan.origins[rows]
-    errors = model._actual(windows.series, origins) - model._unscale(windows.out_of_fold[rows].astype(np.float64))
+    errors = model._unscale(windows.targets(origins, model.horizon)) - model._unscale(windows.out_of_fold[rows].astype(np.float64))
     np.testing.assert_allclose(model.quantile_offsets["0.9"], np.quantile(errors, 0.9, axis=0))
     # Not the served ridges' errors there: they learnt those windows.
-    in_sample = model._actual(windows.series, origins) - model._predict_residual_log(windows.series, origins)
+    in_sample = model._unscale(windows.targets(origins, model.horizon)) - model._predict_residual_log(windows.series, origins)
     assert np.abs(in_sample).mean() < np.abs(errors).mean()
 
 
@@ -234,7 +234,7 @@ def test_hybrid__trees_only_at_a_share_with_a_week_of_lookback_and_weather(synth
                          forecast=ForecastSpec(lookback_hours=lookback))
     model = HybridModel(config, data.exog).fit(data)
     assert model.boosted is None and model.linear is not None
-    assert model.training.get("boosted") is None if why is None else why in model.training["boosted"]
+    assert model.training.boosted is None if why is None else why in model.training.boosted
 
 
 @pytest.mark.parametrize("kept", [True, False])
@@ -244,7 +244,7 @@ def test_hybrid__a_dropped_neural_residual_is_not_run_and_changes_nothing(synthe
     config = ModelConfig(residual=ResidualConfig(enabled=True, validation_days=5, validation_blocks=2, max_epochs=1,
                                                  boosted_weight=0.0))
     model = HybridModel(config, synthetic_hourly.exog).fit(synthetic_hourly)
-    model.training["neural"]["kept"] = kept
+    model.training.neural.kept = kept
     torch = pytest.importorskip("torch")
     with torch.no_grad():  # non-zero last layers, as trained weights have
         model.neural.nets[0].highway.bias.fill_(0.1)
@@ -279,24 +279,24 @@ def test_hybrid__the_gate_keeps_a_neural_residual_that_helps_and_records_why():
                                                  batch_size=16, learning_rate=5e-3, patience=10, device="cpu"))
     said: list[str] = []
     model = HybridModel(config, data.exog).fit(data, on_stage=said.append)
-    neural = model.training["neural"]
-    assert neural["kept"] and neural["gain"] > neural["gain_se"] > 0 and neural["days"] >= 10
-    assert neural["mae_with"] < neural["mae_without"]
+    neural = model.training.neural
+    assert neural.kept and neural.gain > neural.gain_se > 0 and neural.days >= 10
+    assert neural.mae_with < neural.mae_without
     assert any(line.startswith("  gate: kept") for line in said)
     assert "neural residual (LSTM)" in model.residual_summary()
 
     config.residual.gate_z = 1e6
     strict = HybridModel(config, data.exog).fit(data)
-    assert not strict.training["neural"]["kept"] and not strict.neural_kept
+    assert not strict.training.neural.kept and not strict.neural_kept
     assert "dropped by the validation blocks" in strict.residual_summary()
 
 
 def test_hybrid__training_summary_is_recorded(fitted_model):
     training = fitted_model.training
-    assert training["hours"] == 24 * 60 and training["fourier_orders"] == [3, 7, 0]
-    assert training["neural"]["epochs_run"] >= 1 and np.isfinite(training["neural"]["stop_loss"])
-    assert len(training["validation"]["blocks"]) >= 2
-    assert pd.Timestamp(training["start"]) < pd.Timestamp(training["end"])
+    assert training.hours == 24 * 60 and training.fourier_orders == [3, 7, 0]
+    assert training.neural.epochs_run >= 1 and np.isfinite(training.neural.stop_loss)
+    assert len(training.validation.blocks) >= 2
+    assert pd.Timestamp(training.start) < pd.Timestamp(training.end)
 
 
 def test_hybrid__interval_scale_widens_after_days_of_large_errors(fitted_model, synthetic_hourly):
@@ -327,7 +327,7 @@ def test_hybrid__interval_scale_is_one_without_enough_history_or_when_off(fitted
 
 
 def test_hybrid__calibration_records_the_validation_error_scale(fitted_model):
-    assert 0 < fitted_model.training["val_mean_abs_log_error"] < 0.1
+    assert 0 < fitted_model.training.val_mean_abs_log_error < 0.1
 
 
 def test_hybrid__linear_model_weights_its_windows_by_season_given_the_years(synthetic_hourly, monkeypatch):
@@ -345,13 +345,13 @@ def test_hybrid__linear_model_weights_its_windows_by_season_given_the_years(synt
     assert served_weight[-1] > 0.99 and served_weight[0] < 0.01  # 60 days: the first weeks count little
     fold_on, fold_weight = folds[0]
     assert fold_weight is not None and not np.allclose(fold_weight, season_weights(index[fold_on], index[-1], 10))
-    assert model.training["linear_season_weighting"].startswith("on")
+    assert model.training.linear_season_weighting.startswith("on")
 
     fits.clear()  # 60 days are fewer than the years asked for: equal weights
     residual.linear_season_min_years = 2
     said: list[str] = []
     model = HybridModel(ModelConfig(residual=residual), synthetic_hourly.exog).fit(synthetic_hourly, on_stage=said.append)
-    assert all(weight is None for _, weight in fits) and model.training["linear_season_weighting"].startswith("off: 0.1 years")
+    assert all(weight is None for _, weight in fits) and model.training.linear_season_weighting.startswith("off: 0.1 years")
     assert any("day of the year: off: 0.1 years" in line for line in said)  # `stef-ray train` says so
 
 
@@ -368,7 +368,7 @@ def test_hybrid__an_input_the_seasonality_leaves_out_is_a_zero_channel_for_the_r
     config = ModelConfig(residual=ResidualConfig(enabled=False, validation_days=7, boosted_iterations=30))
     model = HybridModel(config, data.exog).fit(data)
     assert model.seasonality.dropped_exog == ["wander"]
-    assert model.training["exog_left_out"] == ["wander"]
+    assert model.training.exog_left_out == ["wander"]
     frame = data.frame
     trend_log, season_log = model.base_components(frame)
     series = model.residual_series(frame, np.log(frame["load"].to_numpy()) - trend_log - season_log, season_log)
@@ -397,4 +397,4 @@ def test_hybrid__no_trees_when_the_cross_validation_leaves_out_every_weather_inp
     model = HybridModel(config, data.exog).fit(data)
     assert model.seasonality.dropped_exog == ["wander"]
     assert model.boosted is None
-    assert model.training["boosted"].startswith("off: the seasonality's cross-validation left out every weather")
+    assert model.training.boosted.startswith("off: the seasonality's cross-validation left out every weather")
