@@ -149,3 +149,30 @@ def fleet_files():
         return str(path)
 
     return write_series, write_fleet
+
+
+FLUX_LSP = Path(__file__).resolve().parents[1] / ".tools" / "flux-lsp" / "node_modules" / "@influxdata" / "flux-lsp-node"
+
+
+@pytest.fixture(scope="session")
+def flux_errors():
+    """Flux's own parser and type checker (the Flux language server, run by scripts/flux_check.js; `make
+    services` installs it), for queries no local server can run: a function from {name: query} to {name:
+    [error, ...]}. Unknown functions, misspelt or missing arguments and type errors are errors."""
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None or not (FLUX_LSP / "package.json").is_file():
+        pytest.skip("the Flux language server is not installed: run `make services` (needs Node.js and npm)")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "flux_check.js"
+
+    def check(queries: dict[str, str]) -> dict[str, list[str]]:
+        payload = json.dumps([{"name": name, "flux": query} for name, query in queries.items()])
+        done = subprocess.run([node, str(script), str(FLUX_LSP)], input=payload, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return {item["name"]: item["errors"] for item in json.loads(done.stdout)}
+
+    return check

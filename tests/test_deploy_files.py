@@ -301,3 +301,40 @@ def test_dashboard__every_prometheus_metric_is_one_the_serve_app_exports():
     assert {"stef_forecasts_served", "stef_forecast_latency_ms", "stef_degraded_answers",
             "stef_component_batch_size", "stef_spool_backlog_lines", "stef_series_forecasts",
             "stef_series_forecast_ms", "stef_series_model_loads"} <= seen
+
+
+def as_grafana_runs_it(query: str) -> str:
+    """A dashboard query as Grafana's Flux data source sends it: its variables filled in (a multi-value
+    variable in regex format as Grafana writes it, and the series' "All" value) and the ``v`` record the
+    data source defines, after the imports."""
+    filled = (query.replace("${issue_timezone}", "Asia/Seoul")
+              .replace("${model_name:regex}", r"(power\-demand|power\-demand\-PJME)")
+              .replace("${series_id:regex}", ".*"))
+    assert "$" not in filled.replace("$/", ""), f"a dashboard variable this test does not fill in: {filled}"
+    lines = filled.splitlines()
+    imports = [line for line in lines if line.startswith("import ")]
+    rest = [line for line in lines if not line.startswith("import ")]
+    record = ('v = {timeRangeStart: 2026-11-01T00:00:00Z, timeRangeStop: 2026-12-01T00:00:00Z, windowPeriod: 1h, '
+              'defaultBucket: "stef_ray", organization: "stef_ray"}')
+    return "\n".join([*imports, record, *rest])
+
+
+def test_dashboard__every_flux_query_passes_fluxs_parser_and_type_checker(flux_errors):
+    queries = {name: as_grafana_runs_it(query) for name, query in flux_queries(json.loads(DASHBOARD.read_text()))}
+    assert len(queries) >= 8
+    errors = flux_errors(queries)
+    assert errors == {name: [] for name in queries}
+
+
+def test_dashboard__the_flux_check_finds_what_a_server_would_refuse(flux_errors):
+    # The negative control: a misspelt argument, an unknown function, a wrong type, each named.
+    day_ahead = next(query for name, query in flux_queries(json.loads(DASHBOARD.read_text())) if "aggregateWindow" in query)
+    broken = {
+        "argument": as_grafana_runs_it(day_ahead).replace("createEmpty:", "createEmtpy:"),
+        "function": as_grafana_runs_it(day_ahead).replace("|> sort(", "|> srot("),
+        "type": as_grafana_runs_it(day_ahead).replace("every: 1h", 'every: "1h"'),
+    }
+    errors = flux_errors(broken)
+    assert any("createEmtpy" in line for line in errors["argument"])
+    assert any("srot" in line for line in errors["function"])
+    assert errors["type"], "a string where a duration is expected"

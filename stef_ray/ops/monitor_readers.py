@@ -143,11 +143,34 @@ class ExportReader:
         pass
 
 
+def flux_query(bucket: str, measurement: str, field_name: str, tags: tuple[str, ...], start: pd.Timestamp,
+               end: pd.Timestamp) -> str:
+    """The Flux query that reads one field of one measurement over [start, end] (UTC), a row per time and
+    series with ``tags`` as columns."""
+    def flux_string(text: str) -> str:
+        return json.dumps(text)  # a JSON string literal is a valid Flux string literal
+
+    keep = json.dumps(["_time", field_name, *tags])
+    # range's stop is exclusive; the window's end is not.
+    stop = (end + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"from(bucket: {flux_string(bucket)})"
+        f" |> range(start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}, stop: {stop})"
+        f" |> filter(fn: (r) => r._measurement == {flux_string(measurement)}"
+        f" and r._field == {flux_string(field_name)})"
+        # one row per time and series, the value under the field's name (what query_data_frame expects)
+        ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
+        f" |> keep(columns: {keep})"
+        " |> group()"
+    )
+
+
 class FluxReader:
     """Reads from InfluxDB 2 with Flux through influxdb-client's `query_api().query_data_frame`.
 
-    Not covered by the tests: InfluxDB 2 cannot be installed on the development machines, and
-    victoria-metrics does not speak Flux.
+    Not run against a server in the tests: InfluxDB 2 cannot be installed on the development machines, and
+    victoria-metrics does not speak Flux. Its query (``flux_query``) is checked by Flux's own parser and
+    type checker (tests/ops/test_flux_queries.py).
     """
 
     def __init__(self, settings: InfluxSettings, timeout_s: float = 30.0):
@@ -159,22 +182,7 @@ class FluxReader:
         )
 
     def _query(self, measurement: str, field_name: str, tags: tuple[str, ...], start, end) -> pd.DataFrame:
-        def flux_string(text: str) -> str:
-            return json.dumps(text)  # a JSON string literal is a valid Flux string literal
-
-        keep = json.dumps(["_time", field_name, *tags])
-        # range's stop is exclusive; the window's end is not.
-        stop = (end + pd.Timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        query = (
-            f"from(bucket: {flux_string(self.settings.bucket)})"
-            f" |> range(start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}, stop: {stop})"
-            f" |> filter(fn: (r) => r._measurement == {flux_string(measurement)}"
-            f" and r._field == {flux_string(field_name)})"
-            # one row per time and series, the value under the field's name (what query_data_frame expects)
-            ' |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")'
-            f" |> keep(columns: {keep})"
-            " |> group()"
-        )
+        query = flux_query(self.settings.bucket, measurement, field_name, tags, start, end)
         try:
             result = self._client.query_api().query_data_frame(query, org=self.settings.org)
         except Exception as err:  # urllib3 and ApiException errors alike mean: no answer to use
