@@ -2,8 +2,8 @@
 
     python benchmarks/make_docs.py
 
-One section per results file (*.md), in this order: accuracy, smoothing_window, neural_residual, fit_speed, tune_asha_vs_fifo,
-serve_latency, serve_hop_cost_*, then any others; a file that does not exist is skipped. The per-dataset
+One section per results file (*.md), in this order: accuracy, pjm_zones, smoothing_window, neural_residual,
+neural_zones, fit_speed, tune_asha_vs_fifo, serve_latency, serve_hop_cost_*, then any others; a file that does not exist is skipped. The per-dataset
 accuracy_<name>.md files are left out where accuracy.md, which accuracy.py writes from them, exists. The
 headings inside a file move below its section's heading. A part of a file measured with the design before
 2026-12-01 (the LSTM behind a 5 % gate; the LSTM-only Ray Tune search) gets a note saying so. The other
@@ -24,11 +24,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 OUT = DOCS / "benchmarks.md"
 
-ORDER = ("accuracy", "pjm_zones", "smoothing_window", "neural_residual", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
+ORDER = ("accuracy", "pjm_zones", "smoothing_window", "neural_residual", "neural_zones", "fit_speed", "tune_asha_vs_fifo", "serve_latency", "serve_hop_cost")
 TITLES = {
     "accuracy": "Day-ahead accuracy",
     "smoothing_window": "One forecast path: the bounded smoothing of weather inputs",
     "neural_residual": "Does the neural residual earn its place?",
+    "neural_zones": "The neural residual on the eight PJM zones",
     "fit_speed": "Fit and forecast speed",
     "tune_asha_vs_fifo": "Ray Tune: ASHA vs FIFO",
     "serve_latency": "Ray Serve: latency and throughput",

@@ -11,8 +11,8 @@ day-ahead backtest with 28-day refits, run twice as a user runs it on Ray, once 
 The model is configs/pjm_fleet.yaml's, chosen on PJM East 2016; the neural residual's settings are the
 shipped defaults (as benchmarks/neural_residual.py runs PJM East). PJM East itself is in
 benchmarks/results/neural_residual.md. Writes benchmarks/results/neural_zones.md (per zone: MAPE and coverage
-with and without, the paired difference, in how many refits the net was in the forecast) and
-neural_zones.csv (per zone and day).
+with and without, the paired difference, in how many refits the net was in the forecast),
+neural_zones.csv (per zone and day) and neural_zones_refits.csv (each refit's gate, per zone).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
         folder = Path(tmp)
         without, wall_without = backtest(folder, False, args)
         with_net, wall_with = backtest(folder, True, args)
-        rows, days = [], []
+        rows, days, gates = [], [], []
         for series_id in sorted(p.name for p in with_net.iterdir() if p.is_dir()):
             a = daily_mape(pd.read_csv(with_net / series_id / "forecasts.csv"))["hybrid"]
             b = daily_mape(pd.read_csv(without / series_id / "forecasts.csv"))["hybrid"]
@@ -79,6 +79,7 @@ def main() -> None:
             cover = {label: pd.read_csv(where / series_id / "overall_metrics.csv").set_index("model")
                      .loc["hybrid", "coverage_p10_p90"] for label, where in (("with", with_net), ("without", without))}
             refits = pd.read_csv(with_net / series_id / "refits.csv")
+            gates.append(refits.assign(series_id=series_id))
             rows.append({"series_id": series_id, "days": len(paired), "mape_without": paired["without"].mean(),
                          "mape_with": paired["with"].mean(), "paired_diff": diff.mean(),
                          "paired_se": diff.std(ddof=1) / np.sqrt(len(diff)),
@@ -88,6 +89,7 @@ def main() -> None:
             days.append(paired.assign(series_id=series_id).reset_index())
     table = pd.DataFrame(rows).sort_values("series_id")
     pd.concat(days).to_csv(RESULTS / f"neural_zones{args.tag}.csv", index=False, float_format="%.4f")
+    pd.concat(gates).to_csv(RESULTS / f"neural_zones{args.tag}_refits.csv", index=False, float_format="%.5f")
     lines = [f"# The neural residual on the eight PJM zones ({date.today().isoformat()})", "",
              f"`python benchmarks/neural_zones.py{' --days ' + str(args.days) if args.days != 364 else ''}`: "
              f"day-ahead forecasts from each 00:00 from {args.start} for {args.days} days, refitted every "
