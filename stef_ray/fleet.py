@@ -241,7 +241,8 @@ def train_series(series_id: str, data_config: DataConfig, model_config: ModelCon
         path = save_bundle(model, Path(out) / series_id, data_config)
     except StefRayError as err:
         return SeriesOutcome(series_id, "failed", seconds=time.perf_counter() - started, error=str(err))
-    return SeriesOutcome(series_id, "ok", float(model.training.val_mape_log_approx or float("nan")),
+    validation_mape = model.training.val_mape_log_approx
+    return SeriesOutcome(series_id, "ok", float("nan") if validation_mape is None else validation_mape,
                          seconds=time.perf_counter() - started, bundle=str(path),
                          outliers=len(data.report.outliers), data_report=data.report.lines(),
                          holdout_mape=holdout_mape, holdout_from=holdout_from.isoformat() if holdout_from else "")

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -195,48 +187,20 @@ def test_resolve_model_uri__alias_path_and_errors(tiny_search, tiny_hourly, sqli
 
 
 # --------------------------------------------------------------------------- a real mlflow server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path, monkeypatch):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - the server owns it until the end
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its job runner: stopped with it below
-    )
+    """`mlflow server` on a free loopback port (scripts/local_stack.py, as the week-in-the-life drill starts
+    it; stopped with everything it started): its URL and its artifact folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from local_stack import mlflow_server as start_mlflow_server
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer /health in 60 s"
-            time.sleep(0.25)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        monkeypatch.chdir(tmp_path)
-        yield url, tmp_path / "server-artifacts"
+        with start_mlflow_server(tmp_path) as url:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+            monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            monkeypatch.chdir(tmp_path)
+            yield url, tmp_path / "mlflow-artifacts"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):  # whatever the server started and left behind
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        log.close()
         mlflow.set_tracking_uri(None)
 
 
