@@ -120,7 +120,7 @@ def backtest(data, model_config, start: str, days: int, refit: int, dump: Path |
                 continue
             rows.append({"origin": frame.index[p], "mape": float(np.mean(np.abs(out["forecast"][i] / actual[i] - 1)) * 100),
                          "covered": float(np.mean((actual[i] >= out["p10"][i]) & (actual[i] <= out["p90"][i])) * 100)})
-        record = model.training.neural.model_dump() if model.training.neural else {"kept": model.neural_kept}
+        record = model.training.neural.model_dump() if model.training.neural else {"kept": model.residual.neural_kept}
         refits.append({"start": str(origins[first].date()), **record})
     return pd.DataFrame(rows), refits
 

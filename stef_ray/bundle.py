@@ -90,32 +90,31 @@ def save_bundle(model: HybridModel, path: str | Path, data_config: DataConfig | 
             "exog": model.exog,
             "feature_names": {
                 "seasonality": model.seasonality.feature_names,
-                "residual_channels": model.channel_names,
+                "residual_channels": model.residual.channel_names,
             },
             "lookback_hours": model.lookback,
             "horizon_hours": model.horizon,
             "training": model.training.as_json(),
-            "has_neural": model.neural is not None,
-            "has_linear": model.linear is not None,
-            "has_boosted": model.boosted is not None,
+            "has_neural": model.residual.neural is not None,
+            "has_linear": model.residual.linear is not None,
+            "has_boosted": model.residual.boosted is not None,
             "extra": extra or {},
         }
         BundleManifest.model_validate(manifest)  # what every reader will parse: fail here, not there
         _write_json(staging / MANIFEST, manifest)
         _write_json(staging / "trend.json", model.trend.to_state())
         _write_json(staging / "seasonality.json", model.seasonality.to_state())
-        _write_json(staging / "residual_scaler.json", model.scaler)
+        _write_json(staging / "residual_scaler.json", model.residual.scaler)
         _write_json(staging / "quantiles.json", model.quantile_offsets)
-        if model.linear is not None:
-            meta, arrays = model.linear.to_parts()
-            _write_json(staging / LINEAR, meta)
-            np.savez(staging / LINEAR_ARRAYS, **arrays)
-        if model.boosted is not None:
-            meta, arrays = model.boosted.to_parts()
-            _write_json(staging / BOOSTED, meta)
-            np.savez(staging / BOOSTED_ARRAYS, **arrays)
-        if model.neural is not None:
-            torch.save(model.neural.state_dict(), staging / WEIGHTS)
+        stack = model.residual
+        for component, settings, arrays_file in ((stack.linear, LINEAR, LINEAR_ARRAYS),
+                                                 (stack.boosted, BOOSTED, BOOSTED_ARRAYS)):
+            if component is not None:
+                meta, arrays = component.to_parts()
+                _write_json(staging / settings, meta)
+                np.savez(staging / arrays_file, **arrays)
+        if stack.neural is not None:  # its settings are the manifest's model_config; its weights torch's format
+            torch.save(stack.neural.state_dict(), staging / WEIGHTS)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -184,28 +183,30 @@ def load_bundle(path: str | Path, device: str | None = None) -> tuple[HybridMode
         model = HybridModel(config, manifest.exog)
         model.trend = LogLinearTrend.from_state(json.loads((path / "trend.json").read_text()))
         model.seasonality = FourierSeasonality.from_state(json.loads((path / "seasonality.json").read_text()))
-        model.scaler = json.loads((path / "residual_scaler.json").read_text())
+        stack = model.residual
+        stack.scaler = json.loads((path / "residual_scaler.json").read_text())
         model.quantile_offsets = json.loads((path / "quantiles.json").read_text())
         model.training = manifest.training
         if manifest.has_linear:
             meta = json.loads((path / LINEAR).read_text())
             if manifest.format_version >= 2:
                 with np.load(path / LINEAR_ARRAYS, allow_pickle=False) as arrays:
-                    model.linear = LinearResidual.from_parts(meta, dict(arrays))
+                    stack.linear = LinearResidual.from_parts(meta, dict(arrays))
             else:  # format 1: the arrays are in the JSON
-                model.linear = LinearResidual.from_state(meta)
+                stack.linear = LinearResidual.from_state(meta)
         if manifest.has_boosted:  # bundles from before the trees have none
             with np.load(path / BOOSTED_ARRAYS, allow_pickle=False) as arrays:
-                model.boosted = BoostedResidual.from_parts(json.loads((path / BOOSTED).read_text()), dict(arrays))
+                stack.boosted = BoostedResidual.from_parts(json.loads((path / BOOSTED).read_text()), dict(arrays))
         channels = len(manifest.feature_names["residual_channels"])
         if manifest.has_neural:
             state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
-            model.neural = NeuralResidual(config.residual, config.forecast, channels, model._hour_channels).load_state_dict(state)
+            stack.neural = NeuralResidual(config.residual, config.forecast, channels, stack.hour_channels).load_state_dict(state)
         elif manifest.has_residual:  # formats 1-6: one LSTM, no origin-hour input
             state = torch.load(path / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
             config.residual.architecture, config.residual.ensemble = "lstm", 1
-            neural = NeuralResidual(config.residual, config.forecast, channels, model._hour_channels, origin_hour=False)
-            model.neural = neural.load_state_dict(state, members_prefixed=False)
+            neural = NeuralResidual(config.residual, config.forecast, channels, stack.hour_channels, origin_hour=False)
+            stack.neural = neural.load_state_dict(state, members_prefixed=False)
+        stack.restore_verdict(manifest.training)
     except FileNotFoundError as err:
         raise BundleError(f"bundle {path} is incomplete: {Path(err.filename).name} is missing; retrain it") from None
     except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as err:

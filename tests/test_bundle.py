@@ -27,7 +27,7 @@ def test_bundle__round_trip_gives_identical_forecasts(fitted_model, synthetic_ho
     got = forecast_from_frames(loaded, history, future).frame
     np.testing.assert_array_equal(got.drop(columns="timestamp").to_numpy(), expected.drop(columns="timestamp").to_numpy())
     assert manifest.format_version == FORMAT_VERSION
-    assert loaded.boosted is not None and manifest.has_boosted  # the trees made the trip too
+    assert loaded.residual.boosted is not None and manifest.has_boosted  # the trees made the trip too
     assert manifest.exog == ["temperature", "workday"]
     assert manifest.training.hours == 24 * 60
     # The training record is typed both sides and makes the trip whole (the gate's evidence, the calibration).
@@ -69,7 +69,7 @@ def test_bundle__contains_no_pickle(fitted_model, tmp_path):
 def test_bundle__format_1_linear_residual_in_json_still_loads(fitted_model, synthetic_hourly, tmp_path):
     # Format 1 kept the linear residual's arrays in residual_linear.json; such bundles load and forecast alike.
     path = save_bundle(fitted_model, tmp_path / "bundle")
-    (path / "residual_linear.json").write_text(json.dumps(fitted_model.linear.to_state()))
+    (path / "residual_linear.json").write_text(json.dumps(fitted_model.residual.linear.to_state()))
     (path / "residual_linear.npz").unlink()
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))

@@ -56,12 +56,12 @@ def block_starts(end: int, hours_per_block: int, blocks: int, spacing_hours: int
 def fit_linear_layers(model: HybridModel, series: np.ndarray, origins: np.ndarray, weight: np.ndarray | None):
     c, shape = model.config.residual, model.config.forecast
     linear = LinearResidual(shape.lookback_hours, shape.horizon_hours, c.linear_alpha, c.linear_robust_iterations,
-                            c.linear_hour_width if c.linear_hour_width >= 0 else None, model._hour_channels)
+                            c.linear_hour_width if c.linear_hour_width >= 0 else None, model.residual.hour_channels)
     linear.fit(series, origins, weight)
     boosted = None
-    if model.boosted is not None:
-        boosted = BoostedResidual(shape.horizon_hours, model.channel_names,
-                                  (model.scaler["residual_std"], model.scaler["season_std"]),
+    if model.residual.boosted is not None:
+        boosted = BoostedResidual(shape.horizon_hours, model.residual.channel_names,
+                                  (model.residual.scaler["residual_std"], model.residual.scaler["season_std"]),
                                   c.boosted_iterations, max_rows=c.boosted_max_rows, seed=c.seed)
         boosted.fit(series, origins, weight)
     return linear, boosted
@@ -90,7 +90,7 @@ def cache_refit(data, config, first_origin: pd.Timestamp, positions: np.ndarray,
     series = model.residual_series(frame, residual_log, season_log)
     c, shape = cfg.residual, cfg.forecast
     n_train = len(train.frame)
-    # Windows fully inside the training rows (targets before T), as the hybrid's own residual_windows.
+    # Windows fully inside the training rows (targets before T), as the residual stack's own plan.
     valid = np.isfinite(series[:n_train]).all(axis=1)
     origins = valid_origins(valid, shape.lookback_hours, shape.horizon_hours)
     # Cross-fitting over the neural period (the last train_days): contiguous folds, each predicted by ridges
@@ -126,7 +126,7 @@ def cache_refit(data, config, first_origin: pd.Timestamp, positions: np.ndarray,
         val_origins.append(in_block)
         val_block.append(np.full(len(in_block), b))
     val_oos = [oos[np.searchsorted(period, np.concatenate(val_origins))]]
-    served_val = linear_part(model, model.linear, model.boosted, series, np.concatenate(val_origins))
+    served_val = linear_part(model, model.residual.linear, model.residual.boosted, series, np.concatenate(val_origins))
     ahead = positions[:, None] + np.arange(shape.horizon_hours)
     np.savez_compressed(
         out,
@@ -138,9 +138,9 @@ def cache_refit(data, config, first_origin: pd.Timestamp, positions: np.ndarray,
         val_origins=np.concatenate(val_origins), val_block=np.concatenate(val_block),
         val_oos=np.concatenate(val_oos), val_served_in_sample=served_val,
         period=period, period_oos=oos, fold_of=fold_of,
-        period_served=linear_part(model, model.linear, model.boosted, series, period),
-        residual_mean=model.scaler["residual_mean"], residual_std=model.scaler["residual_std"],
-        channel_names=np.array(model.channel_names), linear_train_days=linear_days,
+        period_served=linear_part(model, model.residual.linear, model.residual.boosted, series, period),
+        residual_mean=model.residual.scaler["residual_mean"], residual_std=model.residual.scaler["residual_std"],
+        channel_names=np.array(model.residual.channel_names), linear_train_days=linear_days,
         train_days=c.train_days,
     )
     print(f"  cached {out.name}: {time.perf_counter() - started:.0f} s", flush=True)

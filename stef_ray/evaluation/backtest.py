@@ -140,7 +140,8 @@ def run_backtest(
             model = HybridModel(config, data.exog)
             if "hybrid" in models:
                 model.fit(train, init_state=previous_state)
-                previous_state = model.neural.state_dict() if model.neural is not None else None
+                neural = model.residual.neural
+                previous_state = neural.state_dict() if neural is not None else None
                 refits.append(refit_record(model, origins[rows.start], rows.stop - rows.start))
             else:
                 model.fit_base(train)
@@ -176,7 +177,7 @@ def refit_record(model: HybridModel, first_origin: pd.Timestamp, origins: int) -
     """One refit's row of ``BacktestResult.refits``: what it was fitted on and what went into its forecasts."""
     training, neural = model.training, model.training.neural
     return {"first_origin": first_origin.isoformat(), "origins": origins, "trained_until": training.end,
-            "validation_mape": training.val_mape_log_approx, "neural_kept": model.neural_kept,
+            "validation_mape": training.val_mape_log_approx, "neural_kept": model.residual.neural_kept,
             "neural_gain": neural.gain if neural else None, "neural_gain_se": neural.gain_se if neural else None,
             "neural_days": neural.days if neural else None, "residual": model.residual_summary()}
 

@@ -69,7 +69,7 @@ def score_window(config: ModelConfig, data: HourlyData, start: pd.Timestamp, day
     covered = (float(np.mean((actual[scored] >= low[scored]) & (actual[scored] <= high[scored])) * 100)
                if pair else float("nan"))
     return {"start": start.isoformat(), "daily_mape": daily.tolist(), "coverage": covered,
-            "neural_kept": model.neural_kept}
+            "neural_kept": model.residual.neural_kept}
 
 
 # --------------------------------------------------------------------------- search space

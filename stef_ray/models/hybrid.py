@@ -16,20 +16,16 @@ import pandas as pd
 from stef_ray.config import ModelConfig
 from stef_ray.data.hourly import LOAD, HourlyData
 from stef_ray.exceptions import InsufficientHistoryError
-from stef_ray.features import (
-    wall_clock_days,
-    wall_clock_hours,
-)
-from stef_ray.models import calibration, linear_layers, neural_walk, residual_inputs
+from stef_ray.features import wall_clock_hours
+from stef_ray.models import calibration
 from stef_ray.models.component_forecast import ComponentForecast
-from stef_ray.models.crossfit import GAP, TRAIN, VALID, ResidualWindows, plan_folds
-from stef_ray.models.linear_layers import MIN_FORWARD_DAYS
-from stef_ray.models.residual_boosted import BoostedResidual, trees_off_reason
-from stef_ray.models.residual_linear import HOURS_PER_DAY, LinearResidual, origin_hours
-from stef_ray.models.residual_neural import EpochCallback, NeuralResidual, valid_origins
+from stef_ray.models.crossfit import ResidualWindows
+from stef_ray.models.residual_linear import HOURS_PER_DAY, origin_hours
+from stef_ray.models.residual_neural import EpochCallback
+from stef_ray.models.residual_stack import ResidualStack
 from stef_ray.models.seasonality import FourierSeasonality
 from stef_ray.models.segments import request_rows
-from stef_ray.models.training_record import TrainingRecord, ValidationRecord
+from stef_ray.models.training_record import TrainingRecord
 from stef_ray.models.trend import LogLinearTrend
 
 logger = logging.getLogger(__name__)
@@ -38,18 +34,15 @@ SEGMENTS_PER_CALL = 64  # origins forecast together (a backtest's many origins: 
 
 
 class HybridModel:
-    """Trend + Fourier seasonality + residual models (ridges, trees, a neural residual), fitted in that order
-    on one hourly series."""
+    """Trend + Fourier seasonality + the residual stack (ridges, trees, a neural residual), fitted in that
+    order on one hourly series, and the quantiles calibrated on the stack's out-of-sample errors."""
 
     def __init__(self, config: ModelConfig | None = None, exog: Sequence[str] = ()) -> None:
         self.config = config or ModelConfig()
         self.exog = list(exog)
         self.trend = LogLinearTrend(self.config.trend.enabled)
         self.seasonality = FourierSeasonality(self.config.seasonality)
-        self.neural: NeuralResidual | None = None
-        self.linear: LinearResidual | None = None
-        self.boosted: BoostedResidual | None = None
-        self.scaler: dict = {}
+        self.residual = ResidualStack(self.config.residual, self.config.forecast, self.exog)
         self.quantile_offsets: dict[str, list[float]] = {}
         self.training = TrainingRecord()
 
@@ -84,13 +77,12 @@ class HybridModel:
         return self.trend.predict(frame.index), self.seasonality.predict(frame.index, self._exog_frame(frame))
 
     def residual_series(self, frame: pd.DataFrame, residual_log: np.ndarray, season_log: np.ndarray) -> np.ndarray:
-        """The residual models' input array (``residual_inputs.residual_series``)."""
-        return residual_inputs.residual_series(self.scaler, frame, residual_log, season_log, self.exog,
-                                               self.seasonality.dropped_exog)
+        """The residual stack's input array for ``frame`` (``ResidualStack.series``)."""
+        return self.residual.series(frame, residual_log, season_log, self.seasonality.dropped_exog)
 
-    @property
-    def channel_names(self) -> list[str]:
-        return residual_inputs.channel_names(self.exog)
+    def residual_summary(self) -> str:
+        """Which residual models are in the forecast, and why the others are not: one line."""
+        return self.residual.summary(self.training)
 
     # -------------------------------------------------------------- fitting
     def fit_base(self, data: HourlyData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,65 +108,6 @@ class HybridModel:
             exog_left_out=list(self.seasonality.dropped_exog))
         return trend_log, season_log, residual_log
 
-    def residual_windows(self, data: HourlyData, season_log: np.ndarray, residual_log: np.ndarray) -> ResidualWindows:
-        """Scale the residual series, plan the folds and validation blocks over the last ``train_days`` and
-        set up (unfitted) the ridges and trees."""
-        frame = data.frame
-        self.scaler = residual_inputs.fit_scaler(residual_log, frame, season_log, self.exog)
-        series = self.residual_series(frame, residual_log, season_log)
-        valid = np.isfinite(series).all(axis=1)
-        c = self.config.residual
-        origins = valid_origins(valid, self.lookback, self.horizon)
-        end = len(frame) - self.horizon + 1
-        plan = plan_folds(origins, end, c.train_days, c.validation_blocks, c.validation_days, c.stop_days,
-                          self.lookback, self.horizon)
-        if c.window_stride_hours > 1:
-            thin = (plan.role == TRAIN) & ((plan.origins - plan.origins[0]) % c.window_stride_hours != 0)
-            plan.role[thin] = GAP
-        train, val = plan.of(TRAIN), plan.of(VALID)
-        if len(val) < 24 or (c.enabled and len(train) < 24):
-            raise InsufficientHistoryError(
-                f"{len(train)} training and {len(val)} validation windows without gaps; at least 24 of each "
-                "are needed: give more history or fewer/shorter gaps"
-            )
-        linear_origins = origins if not c.linear_train_days else origins[origins >= end - 24 * c.linear_train_days]
-        windows = ResidualWindows(series, plan, linear_origins, days=wall_clock_days(frame.index))
-        self.training.validation = ValidationRecord(
-            blocks=[[frame.index[a].isoformat(), frame.index[min(b, len(frame)) - 1].isoformat()]
-                    for a, b in plan.block_bounds],
-            windows=len(val))
-        if c.linear:
-            self.linear = self._new_linear()
-        if c.linear and c.boosted_weight > 0:  # the trees partner the ridges: without them, none
-            off = trees_off_reason(frame, self.exog, self.seasonality.dropped_exog, self.lookback)
-            if off:
-                self.training.boosted = off
-            else:
-                self.boosted = self._new_boosted()
-        if self.linear is not None:
-            windows.linear_weight, note = linear_layers.season_weight(frame.index, linear_origins, linear_origins,
-                                                                      frame.index[-1], c)
-            if note:
-                self.training.linear_season_weighting = note
-        return windows
-
-    def _new_linear(self) -> LinearResidual:
-        return linear_layers.new_linear(self.config.residual, self.config.forecast, self._hour_channels)
-
-    def _new_boosted(self) -> BoostedResidual:
-        return linear_layers.new_boosted(self.config.residual, self.config.forecast, self.channel_names, self.scaler)
-
-    def cross_fit(self, windows: ResidualWindows, index: pd.DatetimeIndex) -> None:
-        """The linear layers' out-of-sample forecasts (``linear_layers.cross_fit``)."""
-        def make() -> tuple[LinearResidual, BoostedResidual | None]:
-            return self._new_linear(), (self._new_boosted() if self.boosted is not None else None)
-
-        linear_layers.cross_fit(windows, index, self.config.residual, self.config.forecast,
-                                make if self.linear is not None else None, self.training)
-
-    def _scaled_linear_part(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return linear_layers.blend(series, origins, self.linear, self.boosted, self.config.residual, self.config.forecast)
-
     def fit(
         self,
         data: HourlyData,
@@ -195,31 +128,8 @@ class HybridModel:
         kd, kw, ky = self.seasonality.orders
         say(f"✓ Fourier orders  Kd (daily): {kd}  Kw (weekly): {kw}  Ky (yearly): {ky}  "
             f"exogenous: {', '.join(self.exog) or 'none'}")
-        windows = self.residual_windows(data, season_log, residual_log)
-        plan, c = windows.plan, self.config.residual
-        blocks = self.training.validation.blocks
-        say(f"✓ Validation: {plan.folds} block(s) of up to {c.validation_days} days spread over the last "
-            f"{c.train_days} days ({blocks[0][0][:10]} .. {blocks[-1][1][:10]}), {len(plan.of(VALID)):,} windows")
-        if self.training.linear_season_weighting:
-            say(f"  note: linear residual windows weighted by day of the year: {self.training.linear_season_weighting}")
-        if self.boosted is None and self.training.boosted:
-            say(f"  note: gradient-boosted residual trees {self.training.boosted} (residual.boosted_weight)")
-        if self.linear is not None:
-            say(f"OUT-OF-SAMPLE RIDGES{' AND TREES' if self.boosted is not None else ''}: each of the {plan.folds} "
-                "fold(s) forecast by ridges fitted on the windows before it")
-        self.cross_fit(windows, data.frame.index)
-        if self.training.validation.folds_without_history:
-            say(f"  note: {self.training.validation.folds_without_history} fold(s) had fewer than "
-                f"{MIN_FORWARD_DAYS} days of history before them and are left out")
-        if c.enabled and (self.training.neural is None or self.training.neural.trained):
-            self._fit_neural(windows, callbacks, init_state, say)
-        elif c.enabled:
-            say(f"  note: no neural residual: {self.training.neural.why}")
-        self._fit_served_linear(windows)
-        if self.linear is not None:
-            say(f"✓ Ridges fitted on {len(windows.linear_origins):,} windows"
-                + (f"; gradient-boosted trees beside them: {len(self.boosted.roots)} trees, depth ≤ "
-                   f"{self.boosted.depth}, {c.boosted_weight:.0%} of the residual forecast" if self.boosted else ""))
+        windows = self.residual.fit(data.frame, season_log, residual_log, self.seasonality.dropped_exog,
+                                    self.training, callbacks, init_state, say)
         self.calibrate(windows)
         say(f"✓ Residual models in the forecast: {self.residual_summary()}")
         if self.training.point_log_adjust is not None:
@@ -228,65 +138,14 @@ class HybridModel:
                 "across lead hours (point_forecast)")
         return self
 
-    def _fit_neural(self, windows: ResidualWindows, callbacks, init_state, say: Callable[[str], None]) -> None:
-        """Train the neural residual walking forward over the validation blocks and gate it on them
-        (``stef_ray.models.neural_walk``)."""
-        names = [block[0][:10] for block in self.training.validation.blocks]
-        self.neural, self.training.neural = neural_walk.train_and_gate(
-            windows, self.config.residual, self.config.forecast, self._hour_channels, callbacks, init_state, names,
-            self._unscale, say)
-
-    def _fit_served_linear(self, windows: ResidualWindows) -> None:
-        """The ridges and trees that forecast: fitted on every window of their span, weighted toward the end."""
-        if self.linear is not None:
-            self.linear.fit(windows.series, windows.linear_origins, windows.linear_weight)
-        if self.boosted is not None:
-            self.boosted.fit(windows.series, windows.linear_origins, windows.linear_weight)
-
-    def _unscale(self, scaled: np.ndarray) -> np.ndarray:
-        return scaled * self.scaler["residual_std"] + self.scaler["residual_mean"]
-
-    @property
-    def neural_kept(self) -> bool:
-        """Whether the neural residual adds to the forecast (bundles before format 7 record `lstm_kept`)."""
-        if self.neural is None:
-            return False
-        if self.training.neural is not None:
-            return self.training.neural.kept
-        return self.training.lstm_kept is not False  # format 1 recorded no verdict: its LSTM always added
-
-    def residual_summary(self) -> str:
-        """Which residual models are in the forecast, and why the others are not: one line."""
-        parts = []
-        if self.linear is not None:
-            parts.append("per-hour ridges")
-        if self.boosted is not None:
-            parts.append(f"gradient-boosted trees ({self.config.residual.boosted_weight:.0%})")
-        if self.neural is not None and self.neural_kept:
-            parts.append(f"neural residual ({self.neural.label})")
-        out = " + ".join(parts) or "none (trend and seasonality only)"
-        neural = self.training.neural
-        if self.neural is not None and not self.neural_kept and neural is not None:
-            out += (f"; neural residual ({self.neural.label}) dropped by the validation blocks "
-                    f"(gain {neural.gain:+.5f} ± {neural.gain_se:.5f})")
-        elif not self.config.residual.enabled:
-            out += "; neural residual off (residual.enabled: false)"
-        elif self.neural is None and neural is not None and neural.why:
-            out += f"; no neural residual: {neural.why}"
-        return out
-
     def calibrate(self, windows: ResidualWindows) -> None:
-        """Conformal quantile offsets per lead hour from the validation blocks' log errors: the out-of-fold
-        errors of the linear layers, plus the neural residual where it is kept (the model that is served)."""
-        rows = windows.rows(VALID)
+        """Conformal quantile offsets per lead hour from the validation blocks' log errors: the errors of the
+        residual stack's out-of-sample forecasts there (``ResidualStack.validation_forecast``: the model that
+        is served)."""
+        rows, predicted = self.residual.validation_forecast(windows)
         origins = windows.plan.origins[rows]
-        series = windows.series
-        scaled = windows.out_of_fold[rows].astype(np.float64)
-        if self.neural is not None and self.neural_kept:
-            scaled = scaled + windows.neural[rows]  # each block's walked-forward net
-        predicted = self._unscale(scaled) if (self.linear is not None or self.neural is not None) else scaled
-        errors = self._unscale(windows.targets(origins, self.horizon)) - predicted
-        hours = origin_hours(series, origins, self._hour_channels)
+        errors = self.residual.unscale(windows.targets(origins, self.horizon)) - predicted
+        hours = origin_hours(windows.series, origins, self.residual.hour_channels)
         # Kept for inspection (benchmarks/neural_residual.py --dump-calibration); not part of the bundle.
         self.calibration_errors = {"errors": errors, "origin_hour": hours, "block": windows.plan.fold[rows],
                                    "origins": origins}
@@ -297,20 +156,7 @@ class HybridModel:
                                           if self.config.point_forecast == "mape" else None)
         self.training.val_mean_abs_log_error = float(np.mean(np.abs(errors)))
 
-    @property
-    def _hour_channels(self) -> tuple[int, int]:
-        return self.channel_names.index("hour_sin"), self.channel_names.index("hour_cos")
-
     # ----------------------------------------------------------- predicting
-    def _predict_residual_log(self, series: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        scaled = self._scaled_linear_part(series, origins)
-        # A dropped neural residual adds exactly nothing, so it is not run (about 1 ms of a served request).
-        if self.neural is not None and self.neural_kept:
-            scaled = scaled + self.neural.predict(series, origins)
-        if self.linear is None and self.neural is None:  # (trees come only with the ridges)
-            return scaled
-        return self._unscale(scaled)
-
     def predict_components(self, frame: pd.DataFrame, positions: np.ndarray) -> ComponentForecast:
         """Forecast from several origins of one frame at once.
 
@@ -344,7 +190,7 @@ class HybridModel:
         season_log = self.seasonality.predict(frame.index, self._exog_frame(frame), segment_rows=rows_per_segment)
         ahead = positions[:, None] + np.arange(self.horizon)
         hours = (wall_clock_hours(frame.index)[positions] % HOURS_PER_DAY).astype(int)
-        if self.neural is None and self.linear is None:
+        if self.residual.empty:
             return ComponentForecast(trend_log[ahead], season_log[ahead], np.zeros(ahead.shape), origin_hour=hours)
         residual, scale = self.residual_components(frame, trend_log, season_log, positions)
         return ComponentForecast(trend_log[ahead], season_log[ahead], residual, scale, hours)
@@ -362,7 +208,7 @@ class HybridModel:
         # One prediction call for the forecasts and the past ones the interval scale reads: each call of the
         # residual trees costs its depth in numpy steps whatever the rows (two calls: +0.85 ms a request).
         origins = np.concatenate([positions, past[usable]])
-        predicted = self._predict_residual_log(series, origins)
+        predicted = self.residual.predict(series, origins)
         forecast, earlier = predicted[: len(positions)], predicted[len(positions) :]
         return forecast, self._interval_scale(residual_log, positions, past, usable, earlier)
 

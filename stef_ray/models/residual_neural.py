@@ -308,6 +308,21 @@ class NeuralResidual:
         """Every member's weights, keys prefixed by the member number ("0.lstm.weight_ih_l0", ...)."""
         return {f"{m}.{k}": v.detach().cpu() for m, net in enumerate(self.nets) for k, v in net.state_dict().items()}
 
+    def to_parts(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Settings and arrays, as the ridges and trees give theirs (``from_parts`` rebuilds the net from them
+        alone; the bundle keeps the settings in its manifest and the weights in torch's format)."""
+        meta = {"residual": self.config.model_dump(mode="json"), "forecast": self.spec.model_dump(mode="json"),
+                "n_channels": self.n_channels, "hour_channels": list(self.hour_channels),
+                "origin_hour": self.origin_hour}
+        return meta, {key: value.numpy() for key, value in self.state_dict().items()}
+
+    @classmethod
+    def from_parts(cls, meta: dict, arrays: dict) -> NeuralResidual:
+        net = cls(ResidualConfig.model_validate(meta["residual"]), ForecastSpec.model_validate(meta["forecast"]),
+                  int(meta["n_channels"]), tuple(meta["hour_channels"]), bool(meta["origin_hour"]))
+        state = {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}
+        return net.load_state_dict(state)
+
     @staticmethod
     def _split_state(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         members: dict[int, dict] = {}
