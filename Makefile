@@ -36,7 +36,8 @@ week: install services
 	$(BIN)/python scripts/week_in_the_life.py
 
 # The declared lower bound of every direct dependency, installed in $(MIN_VENV) and tested with the whole
-# suite (torch stays at TORCH_SPEC: see scripts/minimum_versions.py). Not part of `make test`.
+# suite (torch stays at TORCH_SPEC; TORCH_SPEC=torch==2.2.0 tests its floor: see scripts/minimum_versions.py).
+# Not part of `make test`.
 MIN_VENV ?= .venv-min
 minimums: services
 	$(PY) -m venv $(MIN_VENV)

@@ -2,7 +2,8 @@
 lower bound pyproject.toml declares, so that those floors can be installed and tested (`make minimums`).
 
 torch is left out: `make minimums` installs it first from TORCH_SPEC, as `make install` does (on a CPU
-machine only the CPU wheel installs without pulling a multi-GB CUDA build), so torch's floor is not tested.
+machine the local CPU wheel; PyPI's torch is a CUDA build of some 3 GB). `make minimums
+TORCH_SPEC=torch==2.2.0` tests torch's floor as well: the CUDA wheel runs on a CPU.
 """
 
 from __future__ import annotations
