@@ -99,12 +99,10 @@ def backtest(data, model_config, start: str, days: int, refit: int, dump: Path |
     positions = frame.index.get_indexer(origins)
     horizon = model_config.forecast.horizon_hours
     load = frame[LOAD].to_numpy(dtype=float)
-    rows, refits, state = [], [], None
+    rows, refits = [], []
     for first in range(0, len(origins), refit):
         block = positions[first : first + refit]
-        model = HybridModel(model_config, data.exog).fit(data.window(end=origins[first]), init_state=state)
-        neural = getattr(model, "neural", None) or getattr(model, "residual", None)  # (before format 7)
-        state = neural.state_dict() if neural is not None else None
+        model = HybridModel(model_config, data.exog).fit(data.window(end=origins[first]))
         components = model.predict_components(frame, block)
         out = model.to_megawatts(components)
         actual = load[block[:, None] + np.arange(horizon)]

@@ -129,7 +129,6 @@ def run_backtest(
     block = len(origins) if refit_every <= 0 else refit_every * len(config.forecast.issue_hours)
     predictions: dict[str, np.ndarray] = {}
     fit_seconds = 0.0
-    previous_state = None
     refits = []
     for first in range(0, len(origins), block):
         rows = slice(first, min(first + block, len(origins)))
@@ -139,9 +138,7 @@ def run_backtest(
         if {"hybrid", "trend_fourier"} & set(models):
             model = HybridModel(config, data.exog)
             if "hybrid" in models:
-                model.fit(train, init_state=previous_state)
-                neural = model.residual.neural
-                previous_state = neural.state_dict() if neural is not None else None
+                model.fit(train)
                 refits.append(refit_record(model, origins[rows.start], rows.stop - rows.start))
             else:
                 model.fit_base(train)

@@ -95,6 +95,10 @@ class ResidualWindows:
     linear_origins: np.ndarray  # the served ridges' and trees' training origins
     linear_weight: np.ndarray | None = None  # per window of linear_origins; None: equal
     out_of_fold: np.ndarray | None = None  # (len(plan.origins), horizon) scaled; zeros without linear layers
+    # The validation blocks' forecasts by ridges fitted on everything before the block (as fresh as the served
+    # ones): what the gate and the calibration score. The same array as out_of_fold when the ridges were
+    # fitted per block anyway (no neural residual).
+    block_forecast: np.ndarray | None = None
     neural: np.ndarray | None = None  # (len(plan.origins), horizon): each validation block's walked-forward net
     neural_scored: np.ndarray | None = None  # (len(plan.origins),) which rows a walked-forward net forecast
     days: np.ndarray | None = None  # local day number of every row (the gate pairs by validation day)

@@ -112,11 +112,9 @@ class HybridModel:
         self,
         data: HourlyData,
         callbacks: Sequence[EpochCallback] = (),
-        init_state: dict | None = None,
         on_stage: Callable[[str], None] | None = None,
     ) -> HybridModel:
-        """Fit all components in order. ``init_state`` warm-starts the neural residual (rolling refits);
-        ``on_stage`` receives one human-readable line per stage (the CLI prints them)."""
+        """Fit all components in order. ``on_stage`` receives one human-readable line per stage (the CLI prints them)."""
         say = on_stage or logger.debug
         say("TRAINING TREND MODEL (log-linear regression)")
         _, season_log, residual_log = self.fit_base(data)
@@ -129,7 +127,7 @@ class HybridModel:
         say(f"✓ Fourier orders  Kd (daily): {kd}  Kw (weekly): {kw}  Ky (yearly): {ky}  "
             f"exogenous: {', '.join(self.exog) or 'none'}")
         windows = self.residual.fit(data.frame, season_log, residual_log, self.seasonality.dropped_exog,
-                                    self.training, callbacks, init_state, say)
+                                    self.training, callbacks, say)
         self.calibrate(windows)
         say(f"✓ Residual models in the forecast: {self.residual_summary()}")
         if self.training.point_log_adjust is not None:

@@ -61,9 +61,10 @@ def season_weight(index: pd.DatetimeIndex, fitted_on: np.ndarray, origins: np.nd
 
 
 def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: bool, c: ResidualConfig,
-                 spec: ForecastSpec, make: Callable[[], tuple[LinearResidual, BoostedResidual | None]]) -> np.ndarray:
+                 spec: ForecastSpec, make: Callable[[], tuple[LinearResidual, BoostedResidual | None]],
+                 out: np.ndarray) -> np.ndarray:
     """Fit each fold's ridges (and trees, from ``make``) on the windows before it (``whole_fold``) or before its
-    validation block, and forecast its windows into ``windows.out_of_fold``; returns which windows of the plan
+    validation block, and forecast its windows (or its block's) into ``out``; returns which windows of the plan
     got a forecast (a fold with under ``MIN_FORWARD_DAYS`` days of windows before it gets none)."""
     plan = windows.plan
     usable = np.zeros(len(plan.origins), dtype=bool)
@@ -72,9 +73,9 @@ def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: 
         fit_on = windows.linear_origins[windows.linear_origins < lo]
         if c.linear_train_days:
             fit_on = fit_on[fit_on >= lo - 24 * c.linear_train_days]
-        if len(fit_on) < 24 * MIN_FORWARD_DAYS:
-            continue
         rows = np.flatnonzero((plan.fold == k) if whole_fold else ((plan.fold == k) & (plan.role == VALID)))
+        if len(fit_on) < 24 * MIN_FORWARD_DAYS or not len(rows):
+            continue
         start, stop = plan.fold_bounds[k] if whole_fold else plan.block_bounds[k]
         reference = index[min((start + stop) // 2, len(index) - 1)]
         linear, boosted = make()
@@ -82,7 +83,7 @@ def forward_fits(windows: ResidualWindows, index: pd.DatetimeIndex, whole_fold: 
         linear.fit(windows.series, fit_on, weight)
         if boosted is not None:
             boosted.fit(windows.series, fit_on, weight)
-        windows.out_of_fold[rows] = blend(windows.series, plan.origins[rows], linear, boosted, c, spec)
+        out[rows] = blend(windows.series, plan.origins[rows], linear, boosted, c, spec)
         usable[rows] = True
     return usable
 
@@ -94,20 +95,32 @@ def cross_fit(windows: ResidualWindows, index: pd.DatetimeIndex, c: ResidualConf
     forecast by ridges and trees (from ``make``; None: no linear layers, zeros) fitted on the windows before
     it only (its lookback and horizon apart), weighted toward its season, on the same span of days as the
     served ones: the errors they make are the errors the served ridges make on the weeks after they are
-    fitted. With the neural residual off only the validation blocks need them, so the ridges of a block see
-    everything before the block. A fold with fewer than ``MIN_FORWARD_DAYS`` days of windows before it has
-    no such forecast and is left out; where that leaves no validation block for a neural residual (a short
-    history), the net is not trained (``training.neural`` says why) and the blocks are forecast as
-    without it. Folds left out are counted in ``training.validation``."""
+    fitted. Each validation block is forecast by ridges fitted on everything before the block
+    (``windows.block_forecast``): as fresh as the served ones, which are refitted at every refit. With the
+    neural residual on, each whole fold is also forecast by ridges fitted before the fold
+    (``windows.out_of_fold``): the errors the net learns from on its training and early-stopping windows,
+    none of which the block's ridges saw. So the net is judged, and the intervals calibrated, on the ridges
+    it is added to when forecasting, and a dropped net leaves the model exactly as without it. A fold (or
+    block) with fewer than ``MIN_FORWARD_DAYS`` days of windows before it has no such forecast and is left
+    out; where no fold has them (a short history), the net is not trained (``training.neural`` says why).
+    Folds left out are counted in ``training.validation``."""
     plan = windows.plan
-    windows.out_of_fold = np.zeros((len(plan.origins), spec.horizon_hours), dtype=np.float32)
+    windows.block_forecast = np.zeros((len(plan.origins), spec.horizon_hours), dtype=np.float32)
+    windows.out_of_fold = windows.block_forecast
     if make is None:
         return
-    usable = forward_fits(windows, index, c.enabled, c, spec, make)
-    if c.enabled and not (usable & (plan.role == VALID)).any():
-        training.neural = neural_walk.not_trained(
-            c, f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it")
-        usable = forward_fits(windows, index, False, c, spec, make)
+    valid = plan.role == VALID
+    usable = forward_fits(windows, index, False, c, spec, make, windows.block_forecast)
+    if c.enabled:
+        windows.out_of_fold = np.zeros_like(windows.block_forecast)
+        in_fold = forward_fits(windows, index, True, c, spec, make, windows.out_of_fold)
+        if (in_fold & valid).any():
+            # The net's training and stopping windows need the fold's forecasts; the blocks keep theirs.
+            usable = np.where(valid, usable, in_fold)
+        else:
+            training.neural = neural_walk.not_trained(
+                c, f"too short a history: no fold has {MIN_FORWARD_DAYS} days of windows before it")
+            windows.out_of_fold = windows.block_forecast
     plan.role[~usable] = GAP
     skipped = plan.folds - len(np.unique(plan.fold[usable]))
     if skipped:

@@ -3,8 +3,10 @@ and the paired comparison on the validation days that keeps or drops the net.
 
 For each validation block, a net trained (and early-stopped) on the windows before it only, warm-started
 from the previous block's, forecasts the block; the net of the last block is the one served. The gate
-compares, per validation day, the mean |log error| of the linear layers' out-of-sample forecast with and
-without the net.
+compares, per validation day, the |log error| of the forecast issued that day (``forecast.issue_hours``)
+by the linear layers alone and with the net, the linear layers fitted on everything before the block (as
+fresh as the served ones, which are refitted at every refit; the net learned the errors of ridges fitted
+before its fold, weeks staler).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from stef_ray.config import ResidualConfig
 from stef_ray.models.crossfit import STOP, TRAIN, VALID, ResidualWindows
+from stef_ray.models.residual_linear import origin_hours
 from stef_ray.models.residual_neural import EpochCallback, NeuralResidual
 from stef_ray.models.training_record import NeuralRecord
 from stef_ray.spec import ForecastSpec
@@ -29,7 +32,7 @@ def not_trained(config: ResidualConfig, why: str) -> NeuralRecord:
 
 
 def walk_forward(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec, hour_channels: tuple[int, int],
-                 callbacks: Sequence[EpochCallback], init_state: dict | None, block_names: Sequence[str],
+                 callbacks: Sequence[EpochCallback], block_names: Sequence[str],
                  say: Callable[[str], None]) -> tuple[NeuralResidual | None, int]:
     """Train one net per validation block on the windows before it; fills ``windows.neural`` (each block's
     forecast, scaled) and ``windows.neural_scored``. Returns the last block's net (None when no block had
@@ -38,7 +41,7 @@ def walk_forward(windows: ResidualWindows, config: ResidualConfig, spec: Forecas
     horizon = spec.horizon_hours
     windows.neural = np.zeros((len(plan.origins), horizon), dtype=np.float32)
     windows.neural_scored = np.zeros(len(plan.origins), dtype=bool)
-    neural, state, trained = None, init_state, 0
+    neural, state, trained = None, None, 0
     for k, (block_start, _block_stop) in enumerate(plan.block_bounds):
         block = np.flatnonzero((plan.fold == k) & (plan.role == VALID))
         before = plan.origins < block_start - horizon + 1
@@ -73,7 +76,7 @@ def paired_gate(actual: np.ndarray, without: np.ndarray, with_net: np.ndarray, d
 
 
 def train_and_gate(windows: ResidualWindows, config: ResidualConfig, spec: ForecastSpec,
-                   hour_channels: tuple[int, int], callbacks: Sequence[EpochCallback], init_state: dict | None,
+                   hour_channels: tuple[int, int], callbacks: Sequence[EpochCallback],
                    block_names: Sequence[str], unscale: Callable[[np.ndarray], np.ndarray],
                    say: Callable[[str], None]) -> tuple[NeuralResidual | None, NeuralRecord]:
     """``walk_forward``, then the paired gate on the validation days the walked-forward nets forecast: the
@@ -83,15 +86,23 @@ def train_and_gate(windows: ResidualWindows, config: ResidualConfig, spec: Forec
     say(f"TRAINING NEURAL RESIDUAL ({c.architecture.upper()}{f' x{c.ensemble}' if c.ensemble > 1 else ''}) "
         f"walking forward over {plan.folds} validation block(s): each block is forecast by a net trained on "
         "the windows before it (targets: the ridges' and trees' out-of-sample errors)")
-    neural, trained = walk_forward(windows, c, spec, hour_channels, callbacks, init_state, block_names, say)
+    neural, trained = walk_forward(windows, c, spec, hour_channels, callbacks, block_names, say)
     if neural is None:
         record = not_trained(c, "less than a week of training windows before every block")
         say(f"  note: no neural residual: {record.why}")
         return None, record
-    rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored)
+    # Judged where the product is scored: the validation windows whose origin is an issue hour (00:00 by
+    # default), one per validation day. Averaged over every origin hour, a net that helps at noon can pass
+    # the gate while it hurts the forecasts issued at midnight.
+    issued = np.isin(origin_hours(windows.series, plan.origins, hour_channels), spec.issue_hours)
+    rows = np.flatnonzero((plan.role == VALID) & windows.neural_scored & issued)
+    if len(rows) < 2:
+        record = not_trained(c, "fewer than two validation windows at an issue hour (forecast.issue_hours)")
+        say(f"  note: no neural residual: {record.why}")
+        return None, record
     origins = plan.origins[rows]
     actual = unscale(windows.targets(origins, spec.horizon_hours))
-    without = windows.out_of_fold[rows].astype(np.float64)
+    without = windows.block_forecast[rows].astype(np.float64)  # ridges as fresh as the served ones
     gate = paired_gate(actual, unscale(without), unscale(without + windows.neural[rows]), windows.days[origins],
                        c.gate_z)
     record = NeuralRecord(

@@ -203,7 +203,7 @@ class NeuralResidual:
         starting point, a zero output, included). Without stopping windows every epoch runs.
 
         ``*_baseline`` (len(origins), horizon): the linear layers' out-of-sample forecast per window; the net
-        learns what it misses. ``init_state`` warm-starts from earlier weights (rolling refits)."""
+        learns what it misses. ``init_state`` warm-starts from earlier weights (the previous validation block's net)."""
         data, hours = self._tensors(series)
         train = torch.as_tensor(train_origins, dtype=torch.long, device=self.device)
         stop = torch.as_tensor(stop_origins, dtype=torch.long, device=self.device)

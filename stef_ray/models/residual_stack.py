@@ -66,12 +66,13 @@ class ResidualStack:
 
     # -------------------------------------------------------------- fitting
     def fit(self, frame: pd.DataFrame, season_log: np.ndarray, residual_log: np.ndarray, dropped_exog: Sequence[str],
-            training: TrainingRecord, callbacks: Sequence[EpochCallback] = (), init_state: dict | None = None,
+            training: TrainingRecord, callbacks: Sequence[EpochCallback] = (),
             say: Callable[[str], None] = lambda line: None) -> ResidualWindows:
         """Fit every residual model on the history ``frame`` (whose log residual and seasonality are given),
         recording what was done in ``training`` and narrating it to ``say``; returns the windows, whose
         validation blocks carry the out-of-sample forecasts the hybrid calibrates on (``validation_forecast``).
-        ``init_state`` warm-starts the neural residual (a rolling refit's previous net)."""
+        The neural residual starts from scratch: warm-started from a previous refit's net, which had learnt
+        from windows after the early validation blocks, it would be scored in sample there."""
         windows = self.plan(frame, season_log, residual_log, dropped_exog, training)
         plan, c = windows.plan, self.config
         blocks = training.validation.blocks
@@ -91,7 +92,7 @@ class ResidualStack:
         if c.enabled and (training.neural is None or training.neural.trained):
             names = [block[0][:10] for block in blocks]
             self.neural, training.neural = neural_walk.train_and_gate(
-                windows, c, self.spec, self.hour_channels, callbacks, init_state, names, self.unscale, say)
+                windows, c, self.spec, self.hour_channels, callbacks, names, self.unscale, say)
             self.neural_kept = self.neural is not None and training.neural.kept
         elif c.enabled:
             say(f"  note: no neural residual: {training.neural.why}")
@@ -168,10 +169,11 @@ class ResidualStack:
             self.boosted.fit(windows.series, windows.linear_origins, windows.linear_weight)
 
     def validation_forecast(self, windows: ResidualWindows) -> tuple[np.ndarray, np.ndarray]:
-        """The validation windows (rows of ``windows.plan``) and their out-of-sample log residual forecasts: the linear layers'
-        out-of-fold forecasts, plus each block's walked-forward net where the net is kept (the model served)."""
+        """The validation windows (rows of ``windows.plan``) and their out-of-sample log residual forecasts: the
+        linear layers fitted on everything before each block, plus the block's walked-forward net where the net
+        is kept (the model served)."""
         rows = windows.rows(VALID)
-        scaled = windows.out_of_fold[rows].astype(np.float64)
+        scaled = windows.block_forecast[rows].astype(np.float64)
         if self.neural is not None and self.neural_kept:
             scaled = scaled + windows.neural[rows]
         return rows, (scaled if self.empty else self.unscale(scaled))

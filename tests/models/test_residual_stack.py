@@ -25,10 +25,11 @@ def _record_linear_fits(monkeypatch) -> list[tuple[np.ndarray, np.ndarray | None
 
 @pytest.mark.parametrize("neural", [True, False])
 def test_residual_stack__each_fold_is_forecast_by_ridges_fitted_on_the_windows_before_it(synthetic_hourly, monkeypatch, neural):
-    # Walking forward: no window a fold's ridges learnt from is later than, or shares a row (history or
-    # target) with, a window they forecast. With the neural residual, every window of the fold needs that
-    # forecast (the net's targets); without it, only the validation blocks. A fold with too little history
-    # before it is left out. The served ridges come last, on every window of their span.
+    # Walking forward: no window a fit's ridges learnt from is later than, or shares a row (history or
+    # target) with, a window they forecast. Each validation block is forecast by ridges fitted on everything
+    # before the block (as fresh as the served ones). With the neural residual, each whole fold is forecast
+    # too, by ridges fitted before the fold: the errors the net learns from on the fold's other windows.
+    # A block or fold with too little history before it is left out. The served ridges come last.
     from stef_ray.models.crossfit import GAP, VALID
     from stef_ray.models.linear_layers import MIN_FORWARD_DAYS
 
@@ -38,20 +39,31 @@ def test_residual_stack__each_fold_is_forecast_by_ridges_fitted_on_the_windows_b
     model = HybridModel(config, synthetic_hourly.exog)
     _, season_log, residual_log = model.fit_base(synthetic_hourly)
     windows = model.residual.plan(synthetic_hourly.frame, season_log, residual_log, model.seasonality.dropped_exog,
-                                     model.training)
+                                  model.training)
     model.residual.cross_fit(windows, synthetic_hourly.frame.index, model.training)
     plan = windows.plan
-    fitted_folds = [k for k in range(plan.folds) if (plan.role[plan.fold == k] != GAP).any()]
-    assert len(fits) == len(fitted_folds) >= 2 and plan.folds == 4
+    valid, kept = plan.role == VALID, plan.role != GAP
+    block_folds = [k for k in range(plan.folds) if (valid & (plan.fold == k)).any()]
+    fold_folds = [k for k in range(plan.folds) if (kept & ~valid & (plan.fold == k)).any()] if neural else []
+    assert plan.folds == 4 and len(block_folds) >= 2 and len(fits) == len(block_folds) + len(fold_folds)
+    assert block_folds == list(range(plan.folds - len(block_folds), plan.folds))  # only the first lack history
     window_rows = 168 + 24 - 1  # two windows closer than this share a row
-    for (fit_on, _), k in zip(fits, fitted_folds, strict=True):
-        forecast = plan.origins[(plan.fold == k) & ((plan.role == VALID) | neural)]
-        assert (forecast[:, None] - fit_on[None, :]).min() > window_rows  # all before, none sharing a row
+    block_fits, fold_fits = fits[: len(block_folds)], fits[len(block_folds) :]
+    for (fit_on, _), k in zip(block_fits, block_folds, strict=True):
+        block = plan.origins[valid & (plan.fold == k)]
+        assert (block[:, None] - fit_on[None, :]).min() > window_rows  # all before, none sharing a row
         assert len(fit_on) >= 24 * MIN_FORWARD_DAYS and np.isin(fit_on, windows.linear_origins).all()
-    skipped = [k for k in range(plan.folds) if k not in fitted_folds]
-    assert skipped == list(range(len(skipped)))  # only the first folds lack the history
-    scored = (plan.role == VALID) if not neural else (plan.role != GAP)
-    assert (windows.out_of_fold[scored] != 0).any(axis=1).all()
+    assert (windows.block_forecast[valid] != 0).any(axis=1).all()
+    if not neural:
+        assert windows.out_of_fold is windows.block_forecast
+    else:
+        assert len(fold_folds) >= 1
+        for (fit_on, _), k in zip(fold_fits, fold_folds, strict=True):
+            fold = plan.origins[plan.fold == k]
+            assert (fold[:, None] - fit_on[None, :]).min() > window_rows
+            if k in block_folds:  # the block's ridges are fresher: they also saw the fold before the block
+                assert block_fits[block_folds.index(k)][0].max() > fit_on.max() + 24 * 7
+        assert (windows.out_of_fold[kept & ~valid] != 0).any(axis=1).all()
     model.residual.fit_served(windows)
     np.testing.assert_array_equal(fits[-1][0], windows.linear_origins)
     assert windows.linear_origins[0] >= len(synthetic_hourly.frame) - 24 - 50 * 24
@@ -209,3 +221,41 @@ def test_residual_stack__no_trees_when_the_cross_validation_leaves_out_every_wea
     assert model.seasonality.dropped_exog == ["wander"]
     assert model.residual.boosted is None
     assert model.training.boosted.startswith("off: the seasonality's cross-validation left out every weather")
+
+
+def test_residual_stack__a_dropped_neural_residual_leaves_the_model_as_without_it(synthetic_hourly):
+    # The net is judged on the blocks as the ridges without it forecast them: when the gate drops it, the
+    # validation blocks, the calibration and so every forecast and quantile are those of the model without it.
+    residual = {"validation_days": 5, "validation_blocks": 3, "max_epochs": 2, "boosted_weight": 0.0}
+    without = HybridModel(ModelConfig(residual=ResidualConfig(enabled=False, **residual)), synthetic_hourly.exog)
+    dropped = HybridModel(ModelConfig(residual=ResidualConfig(enabled=True, gate_z=1e9, **residual)),
+                          synthetic_hourly.exog)
+    without.fit(synthetic_hourly)
+    dropped.fit(synthetic_hourly)
+    assert dropped.residual.neural is not None and not dropped.residual.neural_kept
+    assert dropped.training.neural.days >= 2 and dropped.training.validation == without.training.validation
+    frame = synthetic_hourly.frame
+    positions = np.arange(len(frame) - 24 * 6, len(frame) - 23, 24)
+    a = without.to_megawatts(without.predict_components(frame, positions))
+    b = dropped.to_megawatts(dropped.predict_components(frame, positions))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_residual_stack__the_gate_scores_the_forecasts_issued_at_the_issue_hours(synthetic_hourly):
+    # One window per validation day at 00:00 (the default issue hour), not every hour's: the gate's days are
+    # the validation days that have a 00:00 origin.
+    from stef_ray.models.crossfit import VALID
+    from stef_ray.models.residual_linear import origin_hours
+
+    config = ModelConfig(residual=ResidualConfig(enabled=True, validation_days=5, validation_blocks=2, max_epochs=1,
+                                                 boosted_weight=0.0))
+    model = HybridModel(config, synthetic_hourly.exog)
+    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    windows = model.residual.fit(synthetic_hourly.frame, season_log, residual_log, model.seasonality.dropped_exog,
+                                 model.training)
+    plan = windows.plan
+    scored = (plan.role == VALID) & windows.neural_scored
+    midnight = origin_hours(windows.series, plan.origins, model.residual.hour_channels) == 0
+    assert 2 <= model.training.neural.days == len(np.unique(windows.days[plan.origins[scored & midnight]]))
+    assert model.training.neural.days < scored.sum() / 20  # not every hour's window
