@@ -194,7 +194,7 @@ class ResidualConfig(StrictModel):
     enabled: bool = Field(
         False, description="train the neural residual (`architecture`) on the out-of-sample errors of the ridges "
         "and trees, and keep it where it beats them on the validation blocks (`gate_z`). Off by default: in "
-        "the rolling backtests it made no series better and vic-elec worse (docs/model.md); `stef-ray tune` "
+        "the rolling backtests it made no series better (docs/model.md); `stef-ray tune` "
         "turns it on for the trials that sample an architecture"
     )
     architecture: Literal["lstm", "mlp"] = Field(

@@ -13,6 +13,14 @@ from stef_ray.models.hybrid import HybridModel
 from stef_ray.spec import ForecastSpec
 
 
+def _trend_and_seasonality_fitted(config: ModelConfig, data) -> tuple[HybridModel, np.ndarray, np.ndarray]:
+    """A hybrid with trend and seasonality fitted on ``data``, and the log seasonality and residual the
+    residual stack is fitted on."""
+    model = HybridModel(config, data.exog)
+    _, season_log, residual_log = model.fit_base(data)
+    return model, season_log, residual_log
+
+
 def _record_linear_fits(monkeypatch) -> list[tuple[np.ndarray, np.ndarray | None]]:
     from stef_ray.models.residual_linear import LinearResidual
 
@@ -36,8 +44,7 @@ def test_residual_stack__each_fold_is_forecast_by_ridges_fitted_on_the_windows_b
     fits = _record_linear_fits(monkeypatch)
     config = ModelConfig(residual=ResidualConfig(enabled=neural, validation_days=5, max_epochs=1, boosted_weight=0,
                                                  linear_train_days=50))
-    model = HybridModel(config, synthetic_hourly.exog)
-    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    model, season_log, residual_log = _trend_and_seasonality_fitted(config, synthetic_hourly)
     windows = model.residual.plan(synthetic_hourly.frame, season_log, residual_log, model.seasonality.dropped_exog,
                                   model.training)
     model.residual.cross_fit(windows, synthetic_hourly.frame.index, model.training)
@@ -250,8 +257,7 @@ def test_residual_stack__the_gate_scores_the_forecasts_issued_at_the_issue_hours
 
     config = ModelConfig(residual=ResidualConfig(enabled=True, validation_days=5, validation_blocks=2, max_epochs=1,
                                                  boosted_weight=0.0))
-    model = HybridModel(config, synthetic_hourly.exog)
-    _, season_log, residual_log = model.fit_base(synthetic_hourly)
+    model, season_log, residual_log = _trend_and_seasonality_fitted(config, synthetic_hourly)
     windows = model.residual.fit(synthetic_hourly.frame, season_log, residual_log, model.seasonality.dropped_exog,
                                  model.training)
     plan = windows.plan
